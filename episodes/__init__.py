@@ -1,0 +1,39 @@
+"""Episode data model and its on-disk formats (LeRobot v3.0 datasets, mp4 video).
+
+``episodes`` imports nothing else of ours; sim, reward models and the ROS bridge all build on it.
+"""
+
+from episodes.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_parquet, atomic_write_text
+from episodes.episode import OUTCOMES, Episode
+from episodes.lerobot import (
+    CODEBASE_VERSION,
+    EpisodeDataset,
+    LeRobotWriter,
+    NotALeRobotDatasetError,
+    open_dataset,
+    write_dataset,
+)
+from episodes.video import VideoError, VideoWriter, read_video, video_info, write_video
+from episodes.video_folder import EpisodeSourceError, load_video_source, write_episode_folder  # noqa: E402
+from episodes.rosbag import BagError, ingest_bags, read_bag  # noqa: E402
+
+__all__ = [
+    "CODEBASE_VERSION",
+    "OUTCOMES",
+    "Episode",
+    "EpisodeDataset",
+    "LeRobotWriter",
+    "NotALeRobotDatasetError",
+    "VideoError",
+    "VideoWriter",
+    "atomic_dir",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "atomic_write_text",
+    "open_dataset",
+    "read_video",
+    "video_info",
+    "write_dataset",
+    "write_video",
+]

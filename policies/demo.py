@@ -23,6 +23,7 @@ import numpy as np
 import tyro
 
 import sim
+import sim.experts
 from episodes import open_dataset
 from episodes.atomic import atomic_write_json, atomic_write_text
 from policies.record import record_episodes

@@ -24,6 +24,7 @@ import tyro
 from tqdm import tqdm
 
 import sim
+import sim.experts
 from episodes import Episode, LeRobotWriter
 from episodes.episode import outcome_from_labels
 
