@@ -1,0 +1,466 @@
+"""Evaluate any progress model(s) on recorded episodes: ``prism-reward eval``.
+
+Sources (auto-detected): a LeRobot v3 dataset, a video file, a folder of videos, a folder of
+episode folders (``<camera>.mp4`` + optional ``episode.json``), or a rosbag2 (directory,
+``.mcap`` or ``.db3``; ``--topics`` names the camera topics). Every model scores every episode:
+models with a whole-episode scorer (CLIP min–max, GVL, rubric) use it; hop models (GRM,
+``vlm-grm``, oracle) go through :func:`reward_models.tracker.track_episode`.
+
+The report directory is built in a temporary sibling and renamed into place at the end, so a
+crash never leaves a half-written report over a previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from episodes import Episode
+from reward_models.base import ProgressModel
+from reward_models.metrics import SUCCESS_DELTA, EpisodeScore, compute_metrics
+
+
+@dataclass
+class EvalConfig:
+    """``prism-reward eval``: score recorded episodes with one or more progress models."""
+
+    model: list[str]
+    """Model spec(s), repeat for several: a GRM checkpoint dir, ``clip:ARCH:WEIGHTS``,
+    ``vlm:DIR``, ``vlm-rubric:DIR``, ``vlm-grm:DIR`` or ``oracle``."""
+    data: str
+    """Episodes: a LeRobot v3 dataset, a video file, a folder of videos, a folder of episode
+    folders (``<camera>.mp4`` + optional ``episode.json``) or a rosbag2 (dir/.mcap/.db3)."""
+    out: str
+    """Report directory (replaced atomically when complete)."""
+    task: str | None = None
+    """Instruction for sources without one (plain videos, bags); overrides episode.json."""
+    topics: str | None = None
+    """rosbag2 only: comma-separated camera topics, optionally ``name=/topic``."""
+    skip_bad: bool = False
+    """Skip unreadable/invalid episodes (listed in the report) instead of failing."""
+    device: str = "auto"
+    """Torch device for the models: ``auto``, ``cpu``, ``cuda``, ``cuda:1``..."""
+    batch_size: int = 32
+    """Frames per model forward (and prompts per generate call for VLMs, capped at 8)."""
+    fps: float | None = None
+    """Subsample long videos to this frame rate before scoring (the final frame is kept)."""
+    max_side: int | None = 256
+    """Downscale frames so the longer side is at most this many pixels (0/None: keep)."""
+    camera: str = "front"
+    """Camera name given to single-view videos (match the view name a model expects)."""
+    cameras: list[str] | None = None
+    """Cameras to use (default: all of the source's cameras)."""
+    max_episodes: int | None = None
+    """Evaluate only the first N episodes."""
+    fusion: str = "fused"
+    """Tracker fusion mode for hop models: fused, mean, incremental, forward."""
+    delta: float = SUCCESS_DELTA
+    """Success tolerance δ: predicted success when Φ_final ≥ 1 − δ."""
+    videos: int = 12
+    """Write a progress-overlay mp4 for at most this many episodes (0: none)."""
+    overwrite: bool = True
+    """Replace an existing report at ``out`` (only once the new one is complete)."""
+    progress_bar: bool = True
+    """Show a tqdm progress bar."""
+
+
+@dataclass
+class SourceItem:
+    """One loadable episode of a source."""
+
+    name: str
+    """Human-readable origin (file, folder, ``dataset#3``) used in errors and the report."""
+    load: Callable[[], Episode]
+
+
+@dataclass
+class Skip:
+    source: str
+    reason: str
+    model: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources
+# ----------------------------------------------------------------------------------------------
+
+
+def is_lerobot_dataset(path: Path) -> bool:
+    return path.is_dir() and (path / "meta" / "info.json").is_file()
+
+
+def is_rosbag(path: Path) -> bool:
+    return (path.is_dir() and (path / "metadata.yaml").is_file()) or path.suffix in (".mcap", ".db3")
+
+
+def detect_source(path: str | Path) -> str:
+    """``lerobot``, ``rosbag`` or ``video`` (file / folder layouts)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"--data {p} does not exist")
+    if is_lerobot_dataset(p):
+        return "lerobot"
+    if is_rosbag(p) or (p.is_dir() and any(is_rosbag(c) for c in p.iterdir()) and not any(c.suffix == ".mp4" for c in p.iterdir())):
+        return "rosbag"
+    return "video"
+
+
+def subsample_episode(ep: Episode, fps: float | None) -> Episode:
+    """Keep frames at ``fps`` on the episode's clock (never upsample; the last frame is kept)."""
+    frame_index = np.asarray(ep.meta.get("frame_index", np.arange(ep.length)), dtype=np.int64)
+    if fps is None or fps <= 0 or fps >= ep.fps - 1e-9:
+        ep.meta["frame_index"] = frame_index.tolist()
+        return ep
+    ticks = np.arange(0.0, (ep.length - 1) / ep.fps + 1e-9, 1.0 / fps)
+    keep = np.unique(np.clip(np.floor(ticks * ep.fps + 1e-6).astype(np.int64), 0, ep.length - 1))
+    if keep[-1] != ep.length - 1:
+        keep = np.append(keep, ep.length - 1)
+
+    def take(x):
+        return None if x is None else np.asarray(x)[keep]
+
+    meta = dict(ep.meta)
+    meta["frame_index"] = frame_index[keep].tolist()
+    return Episode(
+        task=ep.task, frames={c: v[keep] for c, v in ep.frames.items()}, fps=float(fps),
+        episode_index=ep.episode_index, task_name=ep.task_name, state=take(ep.state), action=take(ep.action),
+        reward=take(ep.reward), done=take(ep.done), success=take(ep.success), progress=take(ep.progress),
+        stage=take(ep.stage), outcome=ep.outcome, meta=meta,
+    )
+
+
+def iter_source(cfg: EvalConfig) -> tuple[str, list[SourceItem]]:
+    """The source kind and its episodes as lazily-loaded items."""
+    from episodes import open_dataset
+
+    data = Path(cfg.data)
+    kind = detect_source(data)
+    max_side = cfg.max_side or None
+    items: list[SourceItem] = []
+    if kind == "lerobot":
+        ds = open_dataset(data)
+        offsets = np.concatenate([[0], np.cumsum(ds.episode_lengths)]).astype(np.int64)
+
+        def make(i: int) -> Callable[[], Episode]:
+            def load() -> Episode:
+                ep = ds.load_episode(i, cameras=cfg.cameras)
+                if cfg.task:
+                    ep.task = cfg.task
+                ep.meta.setdefault("source", f"{data}#{i}")
+                ep.meta["index_offset"] = int(offsets[i])
+                return _downscale(ep, max_side)
+
+            return load
+
+        items = [SourceItem(f"{data.name}#episode{i}", make(i)) for i in range(len(ds))]
+    elif kind == "rosbag":
+        from episodes.rosbag import read_bag
+
+        if not cfg.topics:
+            raise ValueError(f"{data} is a rosbag2: pass the camera topics with --topics /cam/front/image_raw,...")
+        bags = [data] if is_rosbag(data) else sorted(c for c in data.iterdir() if is_rosbag(c))
+        for i, b in enumerate(bags):
+            items.append(SourceItem(str(b), (lambda b=b, i=i: read_bag(
+                b, cfg.topics, fps=cfg.fps or 10.0, task=cfg.task or "", episode_index=i, max_side=max_side))))
+    else:
+        from episodes.video_folder import list_video_source, load_video_item
+
+        for i, item in enumerate(list_video_source(data)):
+            items.append(SourceItem(str(item), (lambda item=item, i=i: load_video_item(
+                item, task=cfg.task, fps=cfg.fps, max_side=max_side, episode_index=i,
+                camera=cfg.camera, cameras=cfg.cameras))))
+    if cfg.max_episodes is not None:
+        items = items[: cfg.max_episodes]
+    return kind, items
+
+
+def _downscale(ep: Episode, max_side: int | None) -> Episode:
+    if not max_side or max(ep.image_size) <= max_side:
+        return ep
+    from PIL import Image
+
+    for cam, frames in ep.frames.items():
+        h, w = frames.shape[1:3]
+        s = max_side / max(h, w)
+        size = (max(2, round(w * s)), max(2, round(h * s)))
+        ep.frames[cam] = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+    return ep
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+# ----------------------------------------------------------------------------------------------
+
+
+def episode_success_label(ep: Episode) -> bool | None:
+    """Episode-level success: ``meta['success']``, else the outcome, else any per-frame success."""
+    if isinstance(ep.meta.get("success"), bool):
+        return ep.meta["success"]
+    if ep.outcome is not None:
+        return ep.outcome == "success"
+    if ep.success is not None:
+        return bool(np.asarray(ep.success).any())
+    return None
+
+
+@dataclass
+class ModelRun:
+    """Per-model accumulators during an evaluation."""
+
+    spec: str
+    model: ProgressModel
+    label: str
+    scores: list[EpisodeScore] = field(default_factory=list)
+    seconds: float = 0.0
+    frames: int = 0
+
+
+def score_episode(model: ProgressModel, ep: Episode, cfg: EvalConfig) -> tuple[np.ndarray, float | None, dict[str, Any]]:
+    """Φ (T,), an optional 1–5 end score, diagnostics -- for one model on one episode."""
+    from reward_models.baselines.common import EpisodeScorer
+    from reward_models.tracker import FusionConfig, track_episode
+
+    if isinstance(model, EpisodeScorer):
+        obs = dict(ep.frames)
+        res = model.score_episode(obs, ep.task, batch_size=cfg.batch_size)
+        phi = np.asarray(res.progress, dtype=np.float64)
+        if phi.shape != (ep.length,):
+            raise ValueError(f"{model.model_id}: score_episode returned {phi.shape}, expected ({ep.length},)")
+        return phi, res.end_score, dict(res.extra)
+    trace = track_episode(model, ep, batch_size=cfg.batch_size, fusion=FusionConfig(mode=cfg.fusion, delta=cfg.delta))
+    return np.asarray(trace.phi, dtype=np.float64), None, {}
+
+
+def short_label(spec: str, taken: set[str]) -> str:
+    """A short, unique, filename-safe column label for a model spec."""
+    kind = spec.split(":", 1)[0] if ":" in spec and not Path(spec).exists() else "grm"
+    tail = Path(spec.split(":")[-1]).name or kind
+    base = "oracle" if spec == "oracle" else f"{kind}-{Path(tail).stem}" if kind != tail else kind
+    base = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in base)[:40]
+    label, k = base, 2
+    while label in taken:
+        label, k = f"{base}-{k}", k + 1
+    taken.add(label)
+    return label
+
+
+def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+    """Run the evaluation and write the report; returns the metrics dict written to ``metrics.json``."""
+    from tqdm import tqdm
+
+    from episodes.atomic import atomic_dir
+    from reward_models import report as rep
+    from reward_models.registry import load_progress_model
+
+    if not cfg.model:
+        raise ValueError("give at least one --model")
+    if cfg.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    kind, items = iter_source(cfg)
+    if not items:
+        raise ValueError(f"{cfg.data}: no episodes found")
+    taken: set[str] = set()
+    runs = [ModelRun(spec, load_progress_model(spec, device=cfg.device), short_label(spec, taken)) for spec in cfg.model]
+
+    skips: list[Skip] = []
+    sidecar_rows: dict[str, list] = {"index": [], "episode_index": [], "frame_index": [], "timestamp": []}
+    for r in runs:
+        sidecar_rows[f"phi.{r.label}"] = []
+    episode_pages: list[dict[str, Any]] = []
+    started = time.time()
+    with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
+        (tmp / "episodes").mkdir()
+        bar = tqdm(items, desc="eval", unit="ep", disable=not cfg.progress_bar)
+        next_offset = 0
+        for n_item, item in enumerate(bar):
+            try:
+                ep = item.load()
+                if not ep.task:
+                    raise ValueError("episode has no task instruction: pass --task")
+                ep = subsample_episode(ep, cfg.fps if kind != "rosbag" else None)
+                if ep.length < 2:
+                    raise ValueError(f"episode has {ep.length} frame(s); progress needs at least 2")
+            except Exception as exc:
+                if not cfg.skip_bad:
+                    raise type(exc)(f"{item.name}: {exc}") if _reraisable(exc) else exc
+                skips.append(Skip(item.name, f"{type(exc).__name__}: {exc}"))
+                continue
+            curves: dict[str, np.ndarray] = {}
+            for r in runs:
+                t0 = time.time()
+                try:
+                    phi, end_score, extra = score_episode(r.model, ep, cfg)
+                except Exception as exc:
+                    if not cfg.skip_bad:
+                        raise RuntimeError(f"{item.name}: model {r.spec} failed: {type(exc).__name__}: {exc}") from exc
+                    skips.append(Skip(item.name, f"{type(exc).__name__}: {exc}", model=r.spec))
+                    continue
+                r.seconds += time.time() - t0
+                r.frames += ep.length
+                curves[r.label] = phi
+                r.scores.append(EpisodeScore(
+                    episode_index=ep.episode_index, progress=phi, success=episode_success_label(ep),
+                    outcome=ep.outcome, true_progress=ep.progress, policy=ep.meta.get("policy"),
+                    end_score=end_score, source=item.name, extra=extra,
+                ))
+            frame_index = np.asarray(ep.meta["frame_index"], dtype=np.int64)
+            offset = int(ep.meta.get("index_offset", next_offset))
+            next_offset = offset + int(frame_index[-1]) + 1
+            sidecar_rows["index"].extend((offset + frame_index).tolist())
+            sidecar_rows["episode_index"].extend([ep.episode_index] * ep.length)
+            sidecar_rows["frame_index"].extend(frame_index.tolist())
+            sidecar_rows["timestamp"].extend((np.arange(ep.length) / ep.fps).astype(np.float32).tolist())
+            for r in runs:
+                sidecar_rows[f"phi.{r.label}"].extend(curves.get(r.label, np.full(ep.length, np.nan)).tolist())
+            page = rep.write_episode_assets(
+                tmp / "episodes", ep, curves, name=f"episode_{ep.episode_index:05d}",
+                video=n_item < cfg.videos, delta=cfg.delta,
+            )
+            page.update({"source": item.name, "episode_index": ep.episode_index, "task": ep.task,
+                         "n_frames": ep.length, "label_success": episode_success_label(ep), "outcome": ep.outcome,
+                         "policy": ep.meta.get("policy"), "final": {k: float(v[-1]) for k, v in curves.items()}})
+            episode_pages.append(page)
+
+        models_out = {}
+        for r in runs:
+            metrics = compute_metrics(r.scores, delta=cfg.delta) if r.scores else {"episodes": [], "error": "no episode scored"}
+            models_out[r.label] = {
+                "spec": r.spec,
+                "config": _jsonable(r.model.config()),
+                "seconds": round(r.seconds, 3),
+                "frames": r.frames,
+                "frames_per_s": (r.frames / r.seconds) if r.seconds > 0 else None,
+                "metrics": metrics,
+            }
+        result = {
+            "data": str(cfg.data),
+            "source_kind": kind,
+            "n_episodes": len(episode_pages),
+            "n_items": len(items),
+            "skipped": [asdict(s) for s in skips],
+            "eval_config": _jsonable(asdict(cfg)),
+            "elapsed_s": round(time.time() - started, 3),
+            "models": models_out,
+        }
+        if not episode_pages:
+            raise RuntimeError(f"{cfg.data}: every episode was skipped: {[s.reason for s in skips][:3]}")
+        rep.write_sidecar(tmp / "progress.parquet", sidecar_rows, {r.label: {"spec": r.spec, "config": _jsonable(r.model.config())} for r in runs})
+        (tmp / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False, default=_json_default))
+        rep.write_html(tmp / "report.html", result, episode_pages)
+    return result
+
+
+def _reraisable(exc: Exception) -> bool:
+    """Can the exception be re-created from a message (to prefix the episode's name)?"""
+    if isinstance(exc, (ValueError, FileNotFoundError, RuntimeError, OSError)) and type(exc).__init__ in (
+        ValueError.__init__, FileNotFoundError.__init__, RuntimeError.__init__, OSError.__init__,
+    ):
+        return True
+    return False
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Replace NaN/inf by None recursively (``metrics.json`` is strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return _json_default(obj)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Console entry for ``prism-reward eval``."""
+    import tyro
+
+    cfg = tyro.cli(EvalConfig, args=argv, description=__doc__)
+    result = run_eval(cfg)
+    _print_summary(result, cfg.out)
+    return result
+
+
+def _print_summary(result: dict[str, Any], out: str) -> None:
+    from reward_models.metrics import METRIC_KEYS
+
+    print(f"evaluated {result['n_episodes']} episode(s) from {result['data']} -> {out}/report.html")
+    for label, m in result["models"].items():
+        vals = []
+        for k in METRIC_KEYS:
+            v = m["metrics"].get(k, {}).get("value") if isinstance(m["metrics"].get(k), dict) else None
+            vals.append(f"{k}={'n/a' if v is None else f'{v:.3f}'}")
+        print(f"  {label}: " + " ".join(vals))
+    if result["skipped"]:
+        print(f"  skipped {len(result['skipped'])}: " + "; ".join(f"{s['source']}: {s['reason']}" for s in result["skipped"][:5]))
+
+
+# ----------------------------------------------------------------------------------------------
+# prism-reward ingest
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestConfig:
+    """``prism-reward ingest``: rosbag2 (MCAP/sqlite3) camera + joint topics -> LeRobot v3."""
+
+    bag: list[str]
+    """rosbag2 recording(s): a bag directory (with metadata.yaml), a .mcap or a .db3 file; one
+    episode per bag."""
+    topics: str
+    """Comma-separated camera topics (sensor_msgs/Image or CompressedImage); ``name=/topic``
+    sets the camera name, else it is derived (``/cam/front/image_raw`` -> ``front``)."""
+    out: str
+    """Output LeRobot v3 dataset directory (written atomically)."""
+    task: str = ""
+    """Task instruction stored with every episode."""
+    fps: float = 10.0
+    """Rate of the common clock all topics are resampled onto."""
+    joint_topic: str | None = "/joint_states"
+    """sensor_msgs/JointState topic for observation.state (skipped if absent from the bag)."""
+    max_side: int | None = None
+    """Downscale images so the longer side is at most this (None: keep)."""
+    overwrite: bool = False
+    """Replace an existing dataset at ``out`` (only once the new one is complete)."""
+
+
+def ingest_main(argv: Sequence[str] | None = None) -> Path:
+    """Console entry for ``prism-reward ingest``."""
+    import tyro
+
+    from episodes.rosbag import ingest_bags
+
+    cfg = tyro.cli(IngestConfig, args=argv, description=IngestConfig.__doc__)
+    if not cfg.task:
+        print("warning: no --task given; episodes get an empty instruction")
+    path = ingest_bags(cfg.bag, cfg.out, cfg.topics, fps=cfg.fps, task=cfg.task, joint_topic=cfg.joint_topic,
+                       max_side=cfg.max_side, overwrite=cfg.overwrite)
+    print(f"wrote {len(cfg.bag)} episode(s) to {path}")
+    return path
+
+
+__all__ = ["EvalConfig", "IngestConfig", "detect_source", "ingest_main", "iter_source", "main", "run_eval", "score_episode", "subsample_episode"]

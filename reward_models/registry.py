@@ -1,0 +1,113 @@
+"""One string names any progress model: ``load_progress_model(spec)``.
+
+Spec forms (weights always come from local paths; nothing is downloaded):
+
+=============================  =================================================================
+``PATH`` or ``grm:PATH``       our GRM checkpoint directory (``GRMProgressModel.from_pretrained``)
+``clip:ARCH:WEIGHTS``          VLM-RM-style CLIP reward; ARCH an open_clip name or a model-config
+                               ``.json``; WEIGHTS a local open_clip checkpoint file
+``vlm:DIR``                    GVL-style per-frame completion percent (transformers VLM dir)
+``vlm-rubric:DIR``             RoboReward-style 1–5 rubric on the clip (transformers VLM dir)
+``vlm-grm:DIR``                generative hop scorer in Robo-Dopamine's released prompt format
+``oracle``                     ground-truth progress (needs episodes with a ``progress`` column)
+=============================  =================================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reward_models.base import ProgressModel
+
+SPEC_FORMS = (
+    "PATH | grm:PATH (GRM checkpoint dir)",
+    "clip:ARCH:WEIGHTS (open_clip arch name or config .json, local weights file)",
+    "vlm:DIR (GVL per-frame percent, local transformers VLM)",
+    "vlm-rubric:DIR (RoboReward-style 1-5 rubric, local transformers VLM)",
+    "vlm-grm:DIR (Robo-Dopamine-format generative GRM, local transformers VLM)",
+    "oracle (ground-truth progress)",
+)
+
+
+class UnknownModelSpecError(ValueError):
+    """The spec matches none of :data:`SPEC_FORMS`."""
+
+    def __init__(self, spec: str, why: str = "") -> None:
+        forms = "\n  ".join(SPEC_FORMS)
+        super().__init__(f"cannot load progress model {spec!r}{': ' + why if why else ''}. Valid forms:\n  {forms}")
+
+
+def _split_clip(rest: str) -> tuple[str, str | None]:
+    """``ARCH[:WEIGHTS]`` where ARCH may itself be a path ending in ``.json``."""
+    if ".json:" in rest:
+        arch, weights = rest.split(".json:", 1)
+        return arch + ".json", weights or None
+    if rest.endswith(".json"):
+        return rest, None
+    arch, _, weights = rest.partition(":")
+    return arch, weights or None
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``(kind, argument)`` of a spec; kind in grm/clip/vlm/vlm-rubric/vlm-grm/oracle."""
+    spec = spec.strip()
+    if not spec:
+        raise UnknownModelSpecError(spec, "empty spec")
+    if spec == "oracle":
+        return "oracle", None
+    for kind in ("vlm-rubric", "vlm-grm", "vlm", "clip", "grm"):
+        if spec.startswith(kind + ":"):
+            arg = spec[len(kind) + 1 :]
+            if not arg:
+                raise UnknownModelSpecError(spec, f"'{kind}:' needs an argument")
+            return kind, arg
+    if Path(spec).exists():
+        return "grm", spec
+    raise UnknownModelSpecError(spec, "not a known prefix and no such path")
+
+
+def load_progress_model(spec: str, device: str = "auto", **options: Any) -> ProgressModel:
+    """Build the :class:`ProgressModel` named by ``spec`` (see module docstring) on ``device``.
+
+    ``options`` go to the model's config dataclass (e.g. ``max_frames=8`` for ``vlm:``,
+    ``alpha=0.5`` for ``clip:``). The returned model's ``model_id`` is the spec itself, so
+    reports and sidecar files say exactly what was evaluated.
+    """
+    kind, arg = parse_spec(spec)
+    model: ProgressModel
+    if kind == "oracle":
+        from reward_models.oracle import OracleProgressModel
+
+        model = OracleProgressModel(**options)
+    elif kind == "grm":
+        from reward_models.modeling_grm import GRMProgressModel
+
+        path = Path(arg)
+        if not path.exists():
+            raise FileNotFoundError(f"GRM checkpoint {path} does not exist (spec {spec!r})")
+        model = GRMProgressModel.from_pretrained(path, device=device)
+    elif kind == "clip":
+        from reward_models.baselines.clip_reward import CLIPRewardConfig, CLIPRewardModel
+
+        arch, weights = _split_clip(arg)
+        model = CLIPRewardModel(CLIPRewardConfig(arch=arch, weights=weights, **options), device=device)
+    elif kind == "vlm":
+        from reward_models.baselines.vlm import GVLConfig, GVLProgressModel
+
+        model = GVLProgressModel(arg, device=device, config=GVLConfig(**options))
+    elif kind == "vlm-rubric":
+        from reward_models.baselines.vlm import RubricConfig, RubricProgressModel
+
+        model = RubricProgressModel(arg, device=device, config=RubricConfig(**options))
+    elif kind == "vlm-grm":
+        from reward_models.baselines.vlm_grm import VLMGRMConfig, VLMGRMProgressModel
+
+        model = VLMGRMProgressModel(arg, device=device, config=VLMGRMConfig(**options))
+    else:  # pragma: no cover - parse_spec only returns the kinds above
+        raise UnknownModelSpecError(spec)
+    model.model_id = spec
+    return model
+
+
+__all__ = ["SPEC_FORMS", "UnknownModelSpecError", "load_progress_model", "parse_spec"]
