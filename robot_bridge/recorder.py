@@ -1,0 +1,349 @@
+"""``prism-ros-record``: records robot sessions as a LeRobot v3 dataset and/or a rosbag2 MCAP.
+
+Samples the latest camera frames, joint state, end-effector pose and the command being sent at a
+fixed rate; one episode per ``episode/start`` .. ``episode/end`` (or the next start / shutdown).
+The dataset is what ``prism-reward eval`` scores and what training reads; the MCAP keeps the raw
+messages (``prism-reward ingest`` turns it into a dataset later). Both are written atomically when
+the recorder stops (Ctrl-C / SIGTERM, or after ``episodes`` episodes): an interrupted write leaves
+nothing half-done.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from robot_bridge import topics
+from robot_bridge.command_mapping import (
+    DEFAULT_EE_MAX_STEP,
+    PANDA_FINGER_NAMES,
+    PANDA_JOINT_NAMES,
+    PANDA_LOWER,
+    PANDA_UPPER,
+    normalise_joints,
+    reorder_joints,
+    velocity_to_ee_action,
+)
+from robot_bridge.images import fit_square
+from robot_bridge.policy_sources import proprio_state
+from robot_bridge.ros_utils import (
+    camera_topic_map,
+    image_to_numpy,
+    latched_qos,
+    monotonic,
+    run_node,
+    sensor_qos,
+)
+
+NODE_NAME = "prism_ros_record"
+STATE_NAMES = ([f"joint{i + 1}_pos" for i in range(7)] + [f"joint{i + 1}_vel" for i in range(7)]
+               + ["gripper_width", "ee_x", "ee_y", "ee_z"])
+
+
+@dataclass
+class RecorderConfig:
+    """Parameters of ``prism-ros-record``."""
+
+    output: str = ""
+    """LeRobot v3 dataset directory to create (empty: no dataset)."""
+    mcap: str = ""
+    """rosbag2 directory to create with an MCAP file of the raw messages (empty: no bag)."""
+    overwrite: bool = False
+    """Replace an existing dataset / bag at the output paths."""
+    cameras: tuple[str, ...] = ("front", "side", "wrist")
+    """Cameras to record."""
+    camera_topics: tuple[str, ...] = ()
+    """Per-camera topic overrides ``camera=/topic`` (default ``<camera>/image_raw``)."""
+    image_size: int = 128
+    """Square size (centre-crop + resize) of the recorded frames."""
+    fps: float = 10.0
+    """Frames per second sampled into the dataset."""
+    episodes: int = 0
+    """Stop after this many episodes (0: until Ctrl-C / SIGTERM)."""
+    task: str = ""
+    """Instruction when no ``episode/start`` message names one."""
+    start_without_episode_message: bool = False
+    """Start an episode as soon as every camera has a frame (no ``episode/start`` needed)."""
+    command_interface: str = "twist"
+    """Which command becomes the ``action`` column: ``twist`` (-> ee_delta action) or
+    ``joint_trajectory`` (-> normalised joint targets)."""
+    joint_states_topic: str = topics.JOINT_STATES
+    """sensor_msgs/JointState input."""
+    ee_pose_topic: str = topics.EE_POSE
+    """geometry_msgs/PoseStamped end-effector input (empty: none; ee_x/y/z recorded as 0)."""
+    twist_topic: str = topics.TWIST_COMMAND
+    """TwistStamped command input."""
+    trajectory_topic: str = topics.TRAJECTORY_COMMAND
+    """JointTrajectory command input."""
+    gripper_topic: str = topics.GRIPPER_COMMAND
+    """Float64MultiArray gripper command input."""
+    joint_names: tuple[str, ...] = PANDA_JOINT_NAMES
+    """Arm joints recorded into ``observation.state`` (in this order)."""
+    finger_joint_names: tuple[str, ...] = PANDA_FINGER_NAMES
+    """Gripper joints whose positions sum to the gripper width."""
+    joint_lower: tuple[float, ...] = PANDA_LOWER
+    """Lower joint limits (normalising joint-trajectory actions)."""
+    joint_upper: tuple[float, ...] = PANDA_UPPER
+    """Upper joint limits."""
+    ee_max_step: float = DEFAULT_EE_MAX_STEP
+    """Metres per control step at |action| = 1 (Twist -> ee_delta action)."""
+    policy_control_dt: float = 0.05
+    """Control period (s) of the ee_delta action space."""
+    command_timeout_s: float = 0.25
+    """A command older than this counts as zero action."""
+    min_frames: int = 2
+    """Episodes with fewer frames are dropped."""
+
+
+SUMMARY = __doc__
+
+
+class RecorderNode:
+    def __init__(self, config: RecorderConfig | None = None, node=None) -> None:
+        import rclpy.node
+        from geometry_msgs.msg import PoseStamped, TwistStamped
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import Bool, Float32, Float64MultiArray, String
+        from trajectory_msgs.msg import JointTrajectory
+
+        from robot_bridge.ros_utils import declare_config
+
+        self.node = node or rclpy.node.Node(NODE_NAME)
+        self.config = cfg = config or declare_config(self.node, RecorderConfig)
+        if not cfg.output and not cfg.mcap:
+            raise ValueError("nothing to record into: set output:=DATASET_DIR and/or mcap:=BAG_DIR")
+        for path in (cfg.output, cfg.mcap):
+            if path and Path(path).exists() and not cfg.overwrite:
+                raise ValueError(f"{path!r} already exists; choose a new path or set overwrite:=true")
+        if cfg.command_interface not in ("twist", "joint_trajectory"):
+            raise ValueError(f"command_interface must be twist or joint_trajectory, got {cfg.command_interface!r}")
+        self.camera_topics = camera_topic_map(cfg.cameras, cfg.camera_topics)
+        self._images: dict[str, tuple[float, np.ndarray]] = {}
+        self._joint_msg = None
+        self._ee = None
+        self._twist = (-np.inf, np.zeros(3))
+        self._joint_target = None
+        self._gripper = -1.0
+        self._gt_progress = None
+        self._gt_success = None
+        self._episode_open = False
+        self._task = cfg.task
+        self._rows: list[dict] = []
+        self.episodes_written = 0
+        self.finished = False
+        self._writer = None
+        self._bag = None
+        self._bag_connections: dict[str, object] = {}
+        if cfg.mcap:
+            self._open_bag()
+
+        n = self.node
+        qos = sensor_qos(depth=10)
+        for cam, topic in self.camera_topics.items():
+            n.create_subscription(Image, topic, lambda m, cam=cam, topic=topic: self._on_image(cam, topic, m), qos)
+        n.create_subscription(JointState, cfg.joint_states_topic,
+                              lambda m: self._on_joints(cfg.joint_states_topic, m), 50)
+        if cfg.ee_pose_topic:
+            n.create_subscription(PoseStamped, cfg.ee_pose_topic, lambda m: self._on_pose(cfg.ee_pose_topic, m), 10)
+        else:
+            self._ee = np.zeros(3)  # arm without a pose topic: ee_x/y/z recorded as 0
+        n.create_subscription(TwistStamped, cfg.twist_topic, lambda m: self._on_twist(cfg.twist_topic, m), 10)
+        n.create_subscription(JointTrajectory, cfg.trajectory_topic,
+                              lambda m: self._on_trajectory(cfg.trajectory_topic, m), 10)
+        n.create_subscription(Float64MultiArray, cfg.gripper_topic, self._on_gripper, 10)
+        n.create_subscription(Float32, topics.SIM_PROGRESS, lambda m: setattr(self, "_gt_progress", float(m.data)), 10)
+        n.create_subscription(Bool, topics.SIM_SUCCESS, lambda m: setattr(self, "_gt_success", bool(m.data)), 10)
+        n.create_subscription(String, topics.EPISODE_START, self._on_episode_start, latched_qos())
+        n.create_subscription(String, topics.EPISODE_END, self._on_episode_end, 10)
+        n.create_timer(1.0 / cfg.fps, self._sample)
+        n.get_logger().info(f"recording {list(self.camera_topics.values())} at {cfg.fps:g} fps -> "
+                            f"{cfg.output or '-'} {cfg.mcap or ''}")
+
+    # -- rosbag2 MCAP ------------------------------------------------------------------------------
+    def _open_bag(self) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+
+        target = Path(self.config.mcap)
+        self._bag_tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(self._bag_tmp, ignore_errors=True)
+        self._bag_typestore = get_typestore(Stores.ROS2_KILTED if hasattr(Stores, "ROS2_KILTED") else Stores.LATEST)
+        self._bag = Writer(self._bag_tmp, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._bag.open()
+
+    def _bag_write(self, topic: str, msgtype: str, msg) -> None:
+        if self._bag is None:
+            return
+        from rclpy.serialization import serialize_message
+
+        conn = self._bag_connections.get(topic)
+        if conn is None:
+            # store the fully-qualified name (/prism/front/image_raw), as `ros2 bag record` does
+            full_name = self.node.resolve_topic_name(topic)
+            conn = self._bag.add_connection(full_name, msgtype, typestore=self._bag_typestore)
+            self._bag_connections[topic] = conn
+        self._bag.write(conn, self.node.get_clock().now().nanoseconds, serialize_message(msg))
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def _on_image(self, cam: str, topic: str, msg) -> None:
+        self._bag_write(topic, "sensor_msgs/msg/Image", msg)
+        try:
+            self._images[cam] = (monotonic(), fit_square(image_to_numpy(msg), self.config.image_size))
+        except ValueError as exc:
+            self.node.get_logger().error(f"camera {cam}: {exc}", throttle_duration_sec=5.0)
+
+    def _on_joints(self, topic: str, msg) -> None:
+        self._bag_write(topic, "sensor_msgs/msg/JointState", msg)
+        if reorder_joints(msg.name, msg.position, self.config.joint_names) is not None:
+            self._joint_msg = msg
+
+    def _on_pose(self, topic: str, msg) -> None:
+        self._bag_write(topic, "geometry_msgs/msg/PoseStamped", msg)
+        p = msg.pose.position
+        self._ee = np.array([p.x, p.y, p.z])
+
+    def _on_twist(self, topic: str, msg) -> None:
+        self._bag_write(topic, "geometry_msgs/msg/TwistStamped", msg)
+        t = msg.twist.linear
+        self._twist = (monotonic(), np.array([t.x, t.y, t.z]))
+
+    def _on_trajectory(self, topic: str, msg) -> None:
+        self._bag_write(topic, "trajectory_msgs/msg/JointTrajectory", msg)
+        if msg.points:
+            target = reorder_joints(msg.joint_names, msg.points[-1].positions, self.config.joint_names)
+            if target is not None:
+                self._joint_target = target
+
+    def _on_gripper(self, msg) -> None:
+        if msg.data:
+            self._gripper = float(np.clip(msg.data[0], -1, 1))
+
+    def _on_episode_start(self, msg) -> None:
+        self._finish_episode()
+        self._task = msg.data or self._task
+        self._images.clear()  # frames from before the start belong to the previous episode
+        self._gt_progress = self._gt_success = None
+        self._episode_open = True
+        self._gripper = -1.0
+        self._joint_target = None
+
+    def _on_episode_end(self, msg) -> None:
+        if self._episode_open:
+            self._sample(final=True)
+            self._finish_episode(outcome=msg.data)
+
+    # -- sampling ------------------------------------------------------------------------------------
+    def _action(self) -> np.ndarray:
+        cfg = self.config
+        if cfg.command_interface == "twist":
+            stamp, v = self._twist
+            v = v if monotonic() - stamp <= cfg.command_timeout_s else np.zeros(3)
+            return np.array([*velocity_to_ee_action(v, cfg.ee_max_step, cfg.policy_control_dt), self._gripper])
+        target = self._joint_target
+        if target is None and self._joint_msg is not None:
+            target = reorder_joints(self._joint_msg.name, self._joint_msg.position, cfg.joint_names)
+        joints = normalise_joints(target, cfg.joint_lower, cfg.joint_upper) if target is not None \
+            else np.zeros(len(cfg.joint_names))
+        return np.array([*joints, self._gripper])
+
+    def _state(self) -> np.ndarray | None:
+        msg, cfg = self._joint_msg, self.config
+        if msg is None or self._ee is None:
+            return None
+        q = reorder_joints(msg.name, msg.position, cfg.joint_names)
+        qd = reorder_joints(msg.name, msg.velocity, cfg.joint_names) if len(msg.velocity) else None
+        fingers = reorder_joints(msg.name, msg.position, cfg.finger_joint_names)
+        return proprio_state(q, qd if qd is not None else np.zeros(len(q)),
+                             float(fingers.sum()) if fingers is not None else 0.0, self._ee)
+
+    def _sample(self, final: bool = False) -> None:
+        cfg = self.config
+        if not self._episode_open:
+            if not (cfg.start_without_episode_message and len(self._images) == len(self.camera_topics)):
+                return
+            self._episode_open = True
+        if len(self._images) < len(self.camera_topics):
+            return
+        state = self._state()
+        if state is None:
+            return
+        self._rows.append({
+            "frames": {c: self._images[c][1] for c in self.camera_topics},
+            "state": state,
+            "action": np.zeros_like(self._action()) if final else self._action(),
+            "progress": self._gt_progress,
+            "success": self._gt_success,
+        })
+
+    def _finish_episode(self, outcome: str | None = None) -> None:
+        from episodes import Episode
+
+        rows, self._rows = self._rows, []
+        self._episode_open = False
+        if len(rows) < self.config.min_frames:
+            if rows:
+                self.node.get_logger().warning(f"dropping an episode with {len(rows)} frame(s)")
+            return
+        n = len(rows)
+        done = np.zeros(n, dtype=bool)
+        done[-1] = True  # the last frame is the final observation (zero action, done)
+        has_gt = all(r["progress"] is not None for r in rows)
+        success = np.array([bool(r["success"]) for r in rows]) if all(r["success"] is not None for r in rows) else None
+        if outcome not in ("success", "partial", "fail"):
+            outcome = None if success is None else ("success" if success[-1] else "fail")
+        episode = Episode(
+            task=self._task or "unknown task",
+            frames={c: np.stack([r["frames"][c] for r in rows]) for c in self.camera_topics},
+            fps=self.config.fps,
+            state=np.stack([r["state"] for r in rows]).astype(np.float32),
+            action=np.stack([r["action"] for r in rows]).astype(np.float32),
+            done=done,
+            success=success,
+            progress=np.array([r["progress"] for r in rows], dtype=np.float32) if has_gt else None,
+            outcome=outcome,
+            meta={"source": "prism-ros-record", "topics": self.camera_topics},
+        )
+        if self.config.output:
+            if self._writer is None:
+                from episodes import LeRobotWriter
+
+                cfg = self.config
+                action_names = (["ee_dx", "ee_dy", "ee_dz", "gripper"] if cfg.command_interface == "twist"
+                                else [f"joint{i + 1}" for i in range(len(cfg.joint_names))] + ["gripper"])
+                self._writer = LeRobotWriter(cfg.output, fps=cfg.fps, cameras=list(self.camera_topics),
+                                             image_size=(cfg.image_size, cfg.image_size), state_names=STATE_NAMES,
+                                             action_names=action_names, robot_type="panda",
+                                             overwrite=cfg.overwrite)
+                self._writer.__enter__()
+            self._writer.add_episode(episode)
+        self.episodes_written += 1
+        self.node.get_logger().info(f"episode {self.episodes_written} recorded: {n} frames, outcome {outcome}")
+        if self.config.episodes and self.episodes_written >= self.config.episodes:
+            self.finished = True
+
+    def close(self) -> None:
+        if self._episode_open:
+            self._finish_episode()
+        if self._writer is not None:
+            self._writer.__exit__(None, None, None)
+            self._writer = None
+            self.node.get_logger().info(f"dataset written: {self.config.output}")
+        if self._bag is not None:
+            self._bag.close()
+            self._bag = None
+            target = Path(self.config.mcap)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(self._bag_tmp, target)
+
+
+def main(argv=None) -> int:
+    return run_node(RecorderNode, RecorderConfig, "prism-ros-record", NODE_NAME, SUMMARY, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
