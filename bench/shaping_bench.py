@@ -1,0 +1,257 @@
+"""Shaping bench: true success vs env steps for sparse / oracle / grm / naive-delta rewards, and the
+reward model's cost inside the training loop.
+
+    .venv/bin/python bench/shaping_bench.py --tasks reach push --seeds 0 1 \\
+        --rewards sparse oracle naive-delta --grm ckpts/grm_push --steps 20000 --out outputs/shaping_bench
+
+For every (task, reward, seed) it runs ``policies.train.train`` into ``OUT/<task>/<reward>/seed<k>``
+(finished runs are reused, so the bench can be extended run by run), then writes
+
+* ``OUT/success_vs_steps.png`` -- mean true success over seeds (min–max band) per reward,
+* ``OUT/results.md`` / ``results.json`` -- final and best success, env steps to reach 80 % for
+  each reward, and the overhead figures.
+
+Overhead: env-steps/s of the vectorised env loop (physics + reward-camera renders + shaping) with
+and without the reward model, on the same envs with the same renders, so the ratio is the model's
+cost alone. Without ``--grm`` the overhead is measured with an *untrained* GRM of the default
+architecture (speed does not depend on the weights); the grm learning curve is then reported as
+pending. ``--device cuda`` runs learner and reward model on the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+REWARD_LABELS = {"sparse": "sparse", "oracle": "oracle", "naive-delta": "naive-delta"}
+
+
+@dataclass
+class BenchArgs:
+    """Success vs env steps for shaped rewards, and the reward model's overhead."""
+
+    tasks: tuple[str, ...] = ("reach", "push")
+    """Sim tasks to bench."""
+    seeds: tuple[int, ...] = (0, 1)
+    """Training seeds per (task, reward)."""
+    rewards: tuple[str, ...] = ("sparse", "oracle", "naive-delta")
+    """Reward variants besides the GRM (which --grm adds)."""
+    grm: str | None = None
+    """GRM checkpoint directory (from `prism-reward train`); adds the `grm:` column."""
+    steps: tuple[int, ...] = (20_000,)
+    """Env-step budget per task (one value for all tasks, or one per task)."""
+    algo: str = "sac"
+    """sac or ppo."""
+    config: Path | None = None
+    """Optional TrainConfig YAML used as the base of every run (fields below override it)."""
+    n_envs: int = 4
+    """Parallel envs per run."""
+    gamma: float = 0.95
+    """Learner (and shaping) discount."""
+    max_episode_steps: int | None = None
+    """Episode time limit (None: the task default)."""
+    eval_every: int = 2_000
+    """Env steps between true-success evaluations (the curve's resolution)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation point."""
+    device: str = "auto"
+    """Torch device for learner and reward model (auto, cpu, cuda)."""
+    out: Path = Path("outputs/shaping_bench")
+    """Output directory."""
+    overhead_steps: int = 200
+    """Vectorised steps timed for each side of the overhead measurement (0: skip it)."""
+    overhead_task: str = "push"
+    """Task for the overhead measurement."""
+    only_overhead: bool = False
+    """Skip training, only measure the overhead."""
+
+
+def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> list[dict]:
+    from policies.configuration_train import TrainConfig
+    from policies.train import train
+
+    name = "grm" if reward.startswith("grm:") else reward
+    out = args.out / task / name / f"seed{seed}"
+    curve_path = out / "eval" / "curve.csv"
+    if (out / "model.zip").is_file() and curve_path.is_file():
+        import csv
+
+        with open(curve_path) as f:
+            rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        if rows and rows[-1]["timesteps"] >= steps:
+            print(f"  reuse {out}")
+            return rows
+    base = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    cfg_dict = base.to_dict()
+    cfg_dict.update(
+        task=task, algo=args.algo, reward=reward, seed=seed, steps=steps, n_envs=args.n_envs, gamma=args.gamma,
+        eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device, out=out,
+        video_every=0, checkpoint_every=0, progress_bar=False, resume=(out / "checkpoints").is_dir(),
+        max_episode_steps=args.max_episode_steps, config=None,
+    )
+    cfg = TrainConfig.from_dict(cfg_dict)
+    t0 = time.perf_counter()
+    result = train(cfg)
+    print(f"  {task}/{name}/seed{seed}: {result.env_steps} steps in {time.perf_counter() - t0:.0f}s, "
+          f"final success {result.final_success_rate:.0%}")
+    return result.eval_curve
+
+
+def steps_to(curve_steps: np.ndarray, success: np.ndarray, level: float) -> float | None:
+    hit = np.flatnonzero(success >= level)
+    return float(curve_steps[hit[0]]) if hit.size else None
+
+
+def summarise(curves: dict[tuple[str, str], list[list[dict]]]) -> dict:
+    table = {}
+    for (task, reward), runs in curves.items():
+        n = min(len(r) for r in runs)
+        steps = np.array([row["timesteps"] for row in runs[0][:n]])
+        succ = np.array([[row["success_rate"] for row in r[:n]] for r in runs])
+        mean = succ.mean(axis=0)
+        table[f"{task}/{reward}"] = {
+            "task": task, "reward": reward, "seeds": len(runs), "steps": steps.tolist(),
+            "mean_success": mean.tolist(), "min_success": succ.min(axis=0).tolist(),
+            "max_success": succ.max(axis=0).tolist(), "final_success": float(mean[-1]),
+            "best_success": float(mean.max()), "steps_to_80": steps_to(steps, mean, 0.8),
+            "per_seed_final": succ[:, -1].tolist(),
+        }
+    return table
+
+
+def plot(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({v["task"] for v in table.values()})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for key, row in sorted(table.items()):
+            if row["task"] != task:
+                continue
+            s = np.array(row["steps"])
+            line, = ax.plot(s, row["mean_success"], label=f"{row['reward']} (n={row['seeds']})")
+            ax.fill_between(s, row["min_success"], row["max_success"], color=line.get_color(), alpha=0.15)
+        ax.set_title(task)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("true success rate")
+        ax.set_ylim(-0.02, 1.02)
+        ax.axhline(0.8, color="grey", lw=0.5, ls="--")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def measure_overhead(args: BenchArgs) -> dict:
+    """Env-loop steps/s with the reward model vs without it, same envs and renders."""
+    import torch
+
+    from policies.configuration_train import TrainConfig
+    from policies.shaping import ModelPotential, RewardSpec, ShapedRewardVecEnv, ZeroPotential
+    from policies.train import build_train_env, resolve_device
+    from reward_models.tracker import FusionConfig
+
+    device = resolve_device(args.device)
+    if args.grm:
+        from reward_models.registry import load_progress_model
+
+        model = load_progress_model(f"grm:{args.grm}", device=device)
+        model_desc = f"grm:{args.grm}"
+    else:
+        from reward_models.configuration_grm import GRMConfig
+        from reward_models.modeling_grm import GRM, GRMProgressModel
+
+        model = GRMProgressModel(GRM(GRMConfig()), device=device)
+        model_desc = "untrained GRM, default GRMConfig (speed only)"
+    cfg = TrainConfig(task=args.overhead_task, reward="grm:bench", n_envs=args.n_envs, out=args.out / "overhead",
+                      device=device, progress_bar=False)
+    env, shaped = build_train_env(cfg, device, reward_model=model, spec=RewardSpec.parse("grm:bench"))
+    rng = np.random.default_rng(0)
+    n, dim = env.num_envs, env.action_space.shape[0]
+
+    def timed(potential) -> tuple[float, int]:
+        shaped.potential = potential
+        env.reset()
+        for _ in range(5):  # warm-up (renderer/model first calls)
+            env.step(rng.uniform(-1, 1, (n, dim)).astype(np.float32))
+        calls0 = potential.n_model_calls
+        t0 = time.perf_counter()
+        for _ in range(args.overhead_steps):
+            env.step(rng.uniform(-1, 1, (n, dim)).astype(np.float32))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return n * args.overhead_steps / (time.perf_counter() - t0), potential.n_model_calls - calls0
+
+    try:
+        cams = shaped.potential.cameras
+        with_model, calls = timed(ModelPotential(model, n, cams, FusionConfig()))
+        # Same envs, same RewardViewsWrapper renders; only the model call is gone.
+        without_model, _ = timed(ZeroPotential(n))
+    finally:
+        env.close()
+    return {
+        "task": args.overhead_task, "n_envs": n, "cameras": list(cams), "device": device, "model": model_desc,
+        "steps_per_s_with_model": with_model, "steps_per_s_without_model": without_model,
+        "overhead_ratio": without_model / with_model, "model_calls_per_vec_step": calls / args.overhead_steps,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(BenchArgs, args=argv, description=__doc__.split("\n\n")[0])
+    import torch
+
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rewards = list(args.rewards) + ([f"grm:{args.grm}"] if args.grm else [])
+    if len(args.steps) not in (1, len(args.tasks)):
+        raise SystemExit("--steps takes one value or one per task")
+    budgets = dict(zip(args.tasks, args.steps if len(args.steps) > 1 else args.steps * len(args.tasks)))
+    curves: dict[tuple[str, str], list[list[dict]]] = {}
+    if not args.only_overhead:
+        for task in args.tasks:
+            for reward in rewards:
+                name = "grm" if reward.startswith("grm:") else reward
+                for seed in args.seeds:
+                    print(f"[bench] {task} {name} seed {seed} ({budgets[task]} steps)", flush=True)
+                    curves.setdefault((task, name), []).append(run_one(args, task, reward, seed, budgets[task]))
+    table = summarise(curves) if curves else {}
+    overhead = measure_overhead(args) if args.overhead_steps > 0 else None
+    report = {"table": table, "overhead": overhead, "grm": args.grm or "pending (no checkpoint given)",
+              "algo": args.algo, "n_envs": args.n_envs, "gamma": args.gamma, "seeds": list(args.seeds)}
+    from episodes.atomic import atomic_write_json, atomic_write_text
+
+    atomic_write_json(args.out / "results.json", report)
+    lines = ["| task | reward | seeds | final success | best success | env steps to 80% |", "|---|---|---|---|---|---|"]
+    for key, row in sorted(table.items()):
+        to80 = f"{row['steps_to_80']:.0f}" if row["steps_to_80"] is not None else "not reached"
+        lines.append(f"| {row['task']} | {row['reward']} | {row['seeds']} | {row['final_success']:.0%} | "
+                     f"{row['best_success']:.0%} | {to80} |")
+    if not args.grm:
+        lines.append("| * | grm | - | pending: no GRM checkpoint given (--grm) | | |")
+    if overhead:
+        lines += ["", f"Overhead ({overhead['task']}, {overhead['n_envs']} envs, cameras {overhead['cameras']}, "
+                      f"{overhead['device']}, {overhead['model']}): "
+                      f"{overhead['steps_per_s_without_model']:.0f} env-steps/s without the model, "
+                      f"{overhead['steps_per_s_with_model']:.0f} with it -> {overhead['overhead_ratio']:.2f}x; "
+                      f"{overhead['model_calls_per_vec_step']:.2f} model calls per vectorised step."]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(args.out / "results.md", text)
+    if table:
+        plot(table, args.out / "success_vs_steps.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

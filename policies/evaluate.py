@@ -1,0 +1,152 @@
+"""`prism-eval`: true success rate of a trained run, with a Wilson 95% confidence interval.
+
+Examples::
+
+    prism-eval --run runs/push_grm --episodes 50
+    prism-eval --run runs/push_grm --episodes 20 --record data/push_grm_rollouts --video
+
+Writes ``RUN_DIR/eval/eval.json`` (``success_rate`` in 0–1, ``ci_low``, ``ci_high``, ``episodes``,
+``mean_return``, ...). ``--record`` also writes the rollouts as a LeRobot v3 dataset (through
+``policies.record``); ``--video`` writes ``RUN_DIR/eval/videos/eval_ep*.mp4``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (default 95%)."""
+    if n <= 0:
+        raise ValueError("the Wilson interval needs n >= 1 trials")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, {n}], got {successes}")
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At 0 or n successes the bound is exactly 0 or 1; don't let rounding say otherwise.
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a prism-train run on true task success."""
+
+    run: Path
+    """Run directory written by prism-train (config.yaml + model.zip)."""
+    episodes: int = 50
+    """Number of evaluation episodes (episode k uses seed + k)."""
+    seed: int = 20_000
+    """First evaluation seed (differs from training and from in-training evaluation seeds)."""
+    checkpoint: str = "model"
+    """Which weights: model (final), best (eval/best_model.zip) or a path to a .zip."""
+    record: Path | None = None
+    """Also record the rollouts as a LeRobot v3 dataset here (cameras: --record-cameras)."""
+    record_cameras: str = "front,side,wrist"
+    """Cameras to record with --record."""
+    video: bool = False
+    """Write eval videos (front camera) to RUN_DIR/eval/videos/."""
+    video_episodes: int = 3
+    """How many episodes to put on video with --video."""
+    device: str = "auto"
+    """Torch device for the policy."""
+    deterministic: bool = True
+    """Use the policy's deterministic action (mean) rather than sampling."""
+
+
+def evaluate(args: EvalArgs) -> dict:
+    from episodes.atomic import atomic_write_json
+    from policies.callbacks import run_episodes
+    from policies.run import load_policy
+    from policies.train import make_eval_env_fn
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    policy = load_policy(args.run, device=args.device, checkpoint=args.checkpoint)
+    config = policy.config
+
+    if args.record is not None:
+        from policies.record import record_episodes
+
+        cams = tuple(c.strip() for c in args.record_cameras.split(",") if c.strip())
+        cams = tuple(dict.fromkeys(cams + policy.cameras))  # the policy's own views must be rendered
+        summary = record_episodes(
+            args.record, policy.task, policy=policy, episodes=args.episodes, seed=args.seed, cameras=cams,
+            size=policy.image_size, max_steps=config.max_episode_steps,
+            env_kwargs={"action_mode": policy.action_mode},
+        )
+        successes = int(round(summary.success_rate * args.episodes))
+        from episodes import open_dataset
+
+        # True returns straight from the recorded next.reward column (the extra final frame has 0).
+        recorded = [open_dataset(args.record).load_episode(i) for i in range(args.episodes)]
+        returns = [float(np.sum(ep.reward)) for ep in recorded if ep.reward is not None]
+        lengths = [ep.length - 1 for ep in recorded]
+        final_progress = float(np.mean([ep.progress[-1] for ep in recorded if ep.progress is not None]))
+    else:
+        env = make_eval_env_fn(config)()
+        try:
+            results, frames = run_episodes(
+                lambda obs: policy.model.predict(obs, deterministic=args.deterministic)[0], env, args.episodes,
+                args.seed, video_camera="front" if args.video else None, video_episodes=args.video_episodes,
+            )
+        finally:
+            env.close()
+        successes = sum(r.success for r in results)
+        returns = [r.return_ for r in results]
+        final_progress = float(np.nanmean([r.final_progress for r in results]))
+        lengths = [r.length for r in results]
+        if args.video and frames:
+            from episodes.video import write_video
+
+            stack = np.stack(frames)
+            h, w = stack.shape[1:3]
+            write_video(args.run / "eval" / "videos" / "eval.mp4", stack[:, : h - h % 2, : w - w % 2], fps=20.0)
+    lo, hi = wilson_interval(successes, args.episodes)
+    report = {
+        "success_rate": successes / args.episodes,
+        "ci_low": lo,
+        "ci_high": hi,
+        "confidence": 0.95,
+        "episodes": args.episodes,
+        "successes": successes,
+        "mean_return": float(np.mean(returns)) if returns else None,
+        "mean_length": float(np.mean(lengths)) if lengths else None,
+        "mean_final_progress": final_progress,
+        "task": policy.task,
+        "reward": config.reward,
+        "algo": config.algo,
+        "checkpoint": str(policy.model_path),
+        "seed": args.seed,
+        "recorded_to": str(args.record) if args.record is not None else None,
+    }
+    atomic_write_json(Path(args.run) / "eval" / "eval.json", report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(EvalArgs, args=argv, description=__doc__.split("\n\n")[0])
+    try:
+        report = evaluate(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        print(f"prism-eval: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{report['task']} ({report['algo']}, reward {report['reward']}): success "
+        f"{report['success_rate']:.1%} [{report['ci_low']:.1%}, {report['ci_high']:.1%}] 95% CI "
+        f"over {report['episodes']} episodes -> {Path(args.run) / 'eval' / 'eval.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
