@@ -7,7 +7,9 @@ sampler, the instructions, the success predicate and the staged ground-truth pro
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
+import sys
 import weakref
 from typing import Any, ClassVar, Sequence
 
@@ -65,6 +67,27 @@ def _track_open_env(env: "PandaEnv") -> None:
         # before EGL's own exit handler terminates the display (atexit is last-in, first-out).
         atexit.register(_close_open_envs)
         _ATEXIT_REGISTERED = True
+
+
+def _load_llvm_users_before_egl() -> None:
+    """Load triton (torch's compiler, bundling its own LLVM) before Mesa's EGL driver starts.
+
+    Mesa's llvmpipe and triton each carry an LLVM; when triton is loaded *after* EGL has been
+    initialised in the same process (e.g. a reward model trained after episodes were rendered),
+    the process segfaults. Loaded first, both work. Only done when triton is installed.
+    """
+    global _LLVM_USERS_LOADED
+    if _LLVM_USERS_LOADED:
+        return
+    _LLVM_USERS_LOADED = True
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        try:
+            importlib.import_module("triton")
+        except Exception:  # noqa: BLE001 - a broken triton must not stop rendering
+            pass
+
+
+_LLVM_USERS_LOADED = False
 
 
 def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -409,6 +432,7 @@ class PandaEnv(gym.Env):
         if hw[1] > m.vis.global_.offwidth or hw[0] > m.vis.global_.offheight:
             m.vis.global_.offwidth = max(hw[1], m.vis.global_.offwidth)
             m.vis.global_.offheight = max(hw[0], m.vis.global_.offheight)
+        _load_llvm_users_before_egl()
         self._renderer = mujoco.Renderer(m, height=hw[0], width=hw[1])
         self._render_hw = hw
         _track_open_env(self)

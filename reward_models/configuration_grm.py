@@ -1,0 +1,146 @@
+"""Configuration of the GRM (general reward model): backbone, views, text vocabulary, hop bins.
+
+A :class:`GRMConfig` is everything needed to rebuild the network from a checkpoint directory
+(``config.json`` next to ``model.safetensors``), without the original backbone files: the
+backbone's own architecture config is copied into ``backbone_config`` when the model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PAD, UNK = "<pad>", "<unk>"
+"""Reserved vocabulary entries 0 and 1: padding and unknown words."""
+
+BACKBONE_KINDS = ("conv", "open_clip", "hf")
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased alphanumeric words of an instruction ("Push the red block!" -> push, the, red, block)."""
+    return _WORD.findall(text.lower())
+
+
+def build_vocabulary(instructions: list[str] | tuple[str, ...], existing: list[str] | None = None) -> list[str]:
+    """Vocabulary (``<pad>``, ``<unk>``, then words in first-seen order), extending ``existing``."""
+    vocab = list(existing) if existing else [PAD, UNK]
+    if vocab[:2] != [PAD, UNK]:
+        raise ValueError(f"a vocabulary must start with {PAD!r}, {UNK!r}; got {vocab[:2]}")
+    seen = set(vocab)
+    for text in instructions:
+        for word in tokenize(text):
+            if word not in seen:
+                seen.add(word)
+                vocab.append(word)
+    return vocab
+
+
+def parse_backbone(backbone: str) -> tuple[str, str]:
+    """``"conv"`` -> (conv, ""), ``"open_clip:ViT-B-32"`` -> (open_clip, ViT-B-32), ``"hf:/dir"`` -> (hf, /dir)."""
+    kind, _, arg = backbone.partition(":")
+    if kind not in BACKBONE_KINDS or (kind == "conv" and arg) or (kind != "conv" and not arg):
+        raise ValueError(
+            f"backbone must be 'conv', 'open_clip:<arch>' (an open_clip model name or "
+            f"'local-dir:<dir>') or 'hf:<local dir>', got {backbone!r}"
+        )
+    return kind, arg
+
+
+@dataclass
+class GRMConfig:
+    """Architecture of a GRM. Saved as ``config.json`` inside every checkpoint."""
+
+    backbone: str = "conv"
+    """Per-view image encoder: ``conv`` (small CNN trained from scratch), ``open_clip:<arch>``
+    (random init, or weights from the local file ``pretrained``) or ``hf:<local dir>`` (a
+    transformers vision tower, loaded offline)."""
+    pretrained: str | None = None
+    """Local weight file for ``open_clip`` backbones (never downloaded). Only read when the model
+    is first built; checkpoints hold all weights."""
+    image_size: int = 64
+    """Side length (px) each view is resized to for the conv backbone (pretrained backbones use
+    their own input size)."""
+    cameras: tuple[str, ...] = ("front", "side", "wrist")
+    """Views the model knows, each with a learned view embedding; any non-empty subset works."""
+    embed_dim: int = 128
+    """Width D of per-view tokens and of the fused state embedding."""
+    conv_channels: tuple[int, ...] = (16, 32, 64, 64)
+    """Channels of the conv backbone's stride-2 stages."""
+    view_heads: int = 4
+    """Attention heads of the cross-view fusion."""
+    text_dim: int = 64
+    """Width of the instruction embedding."""
+    vocabulary: list[str] = field(default_factory=lambda: [PAD, UNK])
+    """Instruction words (index = token id); unknown words map to ``<unk>``."""
+    num_bins: int = 41
+    """K hop bins evenly covering [-1, 1]; the hop is the expectation of bin centres."""
+    hidden_dim: int = 256
+    """Width of the hop head's hidden layers."""
+    freeze_backbone: bool = False
+    """Keep pretrained backbone weights fixed during training (only used by the trainer)."""
+    backbone_config: dict[str, Any] | None = None
+    """The backbone's own architecture config, filled in when the model is built so that a
+    checkpoint rebuilds without the original backbone files."""
+    model_id: str = "grm"
+    """Identifier written into evaluation reports and sidecar metadata."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """Summary of the training run (datasets, tasks, steps, metrics) -- provenance only."""
+
+    def __post_init__(self) -> None:
+        parse_backbone(self.backbone)
+        self.cameras = tuple(self.cameras)
+        self.conv_channels = tuple(int(c) for c in self.conv_channels)
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"GRMConfig.cameras must be non-empty and distinct, got {self.cameras}")
+        if self.num_bins < 3:
+            raise ValueError(f"GRMConfig.num_bins must be >= 3, got {self.num_bins}")
+        if self.image_size < 16:
+            raise ValueError(f"GRMConfig.image_size must be >= 16, got {self.image_size}")
+        if self.embed_dim % self.view_heads:
+            raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by view_heads ({self.view_heads})")
+        self.vocabulary = build_vocabulary([], self.vocabulary)
+
+    @property
+    def backbone_kind(self) -> str:
+        return parse_backbone(self.backbone)[0]
+
+    def token_ids(self, text: str) -> list[int]:
+        """Token ids of an instruction (``<unk>`` = 1 for words outside the vocabulary)."""
+        index = {w: i for i, w in enumerate(self.vocabulary)}
+        return [index.get(w, 1) for w in tokenize(text)] or [1]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["cameras"] = list(self.cameras)
+        d["conv_channels"] = list(self.conv_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> GRMConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown GRMConfig field(s) {unknown}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"{source}: invalid GRMConfig: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> GRMConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable GRM config.json ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))

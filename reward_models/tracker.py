@@ -1,0 +1,573 @@
+"""Progress reconstruction from hops: incremental, forward- and backward-anchored, fused.
+
+:class:`ProgressTracker` follows N parallel episodes online (one :meth:`ProgressModel.encode` call
+per :meth:`~ProgressTracker.step`, references cached as embeddings, all 3N hops in one
+:meth:`ProgressModel.hop_from_embeddings` call). :func:`track_episode` does the same offline for a
+whole video, batched.
+
+Reconstruction (DESIGN.md §3), per episode with start state s_0 and optional goal state s_g:
+
+* incremental  Φ_I(t) = Φ_I(t−1) + (1 − Φ_I(t−1))·H  if H ≥ 0 else Φ_I(t−1)·(1 + H),  H = H(s_{t−1}, s_t)
+* forward      Φ_F(t) = H(s_0, s_t)           (clipped to [0, 1])
+* backward     Φ_B(t) = 1 + H(s_g, s_t)       (needs a goal reference)
+
+Fusion (``mode="fused"``): the paper averages the three estimates and down-weights them by the
+anchor consistency w = exp(−α·Δ²), Δ = |Φ_B − Φ_F| / (mean(Φ_B, Φ_F) + ε). We use w to *gate*
+between the mean and the incremental estimate: Φ* = w·mean(Φ_I, Φ_F, Φ_B) + (1 − w)·Φ_I. Why:
+when the goal looks like the start, the two anchors saturate in opposite directions (Φ_F ≈ 0 and
+Φ_B ≈ 1 at the very same frame), so a plain mean never reaches 1 − δ and success is never
+detected; the incremental chain never compares against the references and survives. Large
+anchor disagreement therefore hands control to the incremental estimate. Without a goal
+reference, Δ compares Φ_F with Φ_I instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reward_models.base import NON_IMAGE_KEYS, Observation, ProgressModel
+
+FUSION_MODES = ("fused", "mean", "incremental", "forward", "backward")
+
+
+@dataclass
+class FusionConfig:
+    """How the per-episode progress estimates are combined into Φ."""
+
+    mode: str = "fused"
+    """``fused`` (consistency-gated mean, falls back to incremental when anchors disagree),
+    ``mean`` (the plain mean of the available estimates, as in the paper without the weight),
+    ``incremental``, ``forward`` or ``backward`` (a single estimate, for ablations)."""
+    alpha: float = 20.0
+    """Sharpness α of the anchor-consistency weight w = exp(−α·Δ²)."""
+    delta: float = 0.05
+    """Success tolerance δ: an episode counts as successful once Φ ≥ 1 − δ."""
+    eps: float = 1e-6
+    """ε in the relative anchor disagreement Δ = |Φ_B − Φ_F| / (mean + ε)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in FUSION_MODES:
+            raise ValueError(f"FusionConfig.mode must be one of {FUSION_MODES}, got {self.mode!r}")
+        if self.alpha < 0:
+            raise ValueError(f"FusionConfig.alpha must be >= 0, got {self.alpha}")
+        if not 0.0 <= self.delta < 1.0:
+            raise ValueError(f"FusionConfig.delta must be in [0, 1), got {self.delta}")
+
+
+# --------------------------------------------------------------------------------------------
+# The maths, shared by the online tracker and the offline trace (pure numpy, vectorised).
+# --------------------------------------------------------------------------------------------
+
+
+def incremental_update(phi_prev: np.ndarray, hop: np.ndarray) -> np.ndarray:
+    """One incremental reconstruction step; stays in [0, 1] for hops in [-1, 1]."""
+    phi_prev = np.clip(np.asarray(phi_prev, dtype=np.float64), 0.0, 1.0)
+    hop = np.clip(np.asarray(hop, dtype=np.float64), -1.0, 1.0)
+    return np.clip(np.where(hop >= 0, phi_prev + (1.0 - phi_prev) * hop, phi_prev * (1.0 + hop)), 0.0, 1.0)
+
+
+def forward_progress(hop_from_start: np.ndarray) -> np.ndarray:
+    """Φ_F = H(s_0, s_t) clipped to [0, 1]."""
+    return np.clip(np.asarray(hop_from_start, dtype=np.float64), 0.0, 1.0)
+
+
+def backward_progress(hop_from_goal: np.ndarray) -> np.ndarray:
+    """Φ_B = 1 + H(s_goal, s_t) clipped to [0, 1]."""
+    return np.clip(1.0 + np.asarray(hop_from_goal, dtype=np.float64), 0.0, 1.0)
+
+
+def fuse(
+    incremental: np.ndarray,
+    forward: np.ndarray,
+    backward: np.ndarray | None,
+    config: FusionConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Combine the estimates into Φ (same shape) and return ``(phi, weight)``.
+
+    ``backward`` may be ``None`` or hold NaN where no goal reference exists; those entries use
+    only the incremental and forward estimates.
+    """
+    inc = np.asarray(incremental, dtype=np.float64)
+    fwd = np.asarray(forward, dtype=np.float64)
+    bwd = np.full_like(inc, np.nan) if backward is None else np.asarray(backward, dtype=np.float64)
+    has_goal = ~np.isnan(bwd)
+    if config.mode == "backward" and not np.all(has_goal):
+        raise ValueError("FusionConfig.mode='backward' needs a goal reference for every episode")
+
+    # Anchor disagreement: backward vs forward when a goal exists, else forward vs incremental.
+    other = np.where(has_goal, bwd, inc)
+    rel = np.abs(other - fwd) / (0.5 * (other + fwd) + config.eps)
+    weight = np.exp(-config.alpha * rel**2)
+    mean = np.where(has_goal, (inc + fwd + np.nan_to_num(bwd)) / 3.0, (inc + fwd) / 2.0)
+
+    if config.mode == "fused":
+        phi = weight * mean + (1.0 - weight) * inc
+    elif config.mode == "mean":
+        phi = mean
+    elif config.mode == "incremental":
+        phi = inc
+    elif config.mode == "forward":
+        phi = fwd
+    else:
+        phi = bwd
+    return np.clip(phi, 0.0, 1.0), weight
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding containers: numpy arrays, torch tensors, or dicts of either (model-defined).
+# --------------------------------------------------------------------------------------------
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def emb_take(emb: Any, rows: np.ndarray) -> Any:
+    """Rows ``rows`` of an embedding batch."""
+    if isinstance(emb, Mapping):
+        return {k: emb_take(v, rows) for k, v in emb.items()}
+    if _is_torch(emb):
+        import torch
+
+        return emb[torch.as_tensor(np.asarray(rows, dtype=np.int64), device=emb.device)]
+    return np.asarray(emb)[np.asarray(rows, dtype=np.int64)]
+
+
+def emb_concat(parts: Sequence[Any]) -> Any:
+    """Concatenate embedding batches along dim 0."""
+    first = parts[0]
+    if isinstance(first, Mapping):
+        return {k: emb_concat([p[k] for p in parts]) for k in first}
+    if _is_torch(first):
+        import torch
+
+        return torch.cat(list(parts), dim=0)
+    return np.concatenate([np.asarray(p) for p in parts], axis=0)
+
+
+def emb_assign(dst: Any, rows: np.ndarray, src: Any) -> Any:
+    """``dst[rows] = src`` (returns the updated container; numpy/torch are updated in place)."""
+    if isinstance(dst, Mapping):
+        return {k: emb_assign(dst[k], rows, src[k]) for k in dst}
+    if _is_torch(dst):
+        import torch
+
+        dst[torch.as_tensor(np.asarray(rows, dtype=np.int64), device=dst.device)] = src.to(dst.dtype)
+        return dst
+    dst[np.asarray(rows, dtype=np.int64)] = src
+    return dst
+
+
+def emb_copy(emb: Any) -> Any:
+    if isinstance(emb, Mapping):
+        return {k: emb_copy(v) for k, v in emb.items()}
+    return emb.clone() if _is_torch(emb) else np.array(emb, copy=True)
+
+
+def emb_len(emb: Any) -> int:
+    if isinstance(emb, Mapping):
+        return emb_len(next(iter(emb.values())))
+    return int(emb.shape[0])
+
+
+def obs_batch_size(obs: Observation) -> int:
+    """Number of rows B of an observation (checked consistent across keys)."""
+    sizes = {k: len(v) for k, v in obs.items()}
+    if not sizes:
+        raise ValueError("observation is empty: expected camera name -> uint8 (B, H, W, 3)")
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"observation keys have different batch sizes: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def obs_take(obs: Observation, rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v)[rows] for k, v in obs.items()}
+
+
+def obs_concat(parts: Sequence[Observation]) -> dict[str, np.ndarray]:
+    """Concatenate observations row-wise; only keys present in every part are kept."""
+    keys = [k for k in parts[0] if all(k in p for p in parts)]
+    if not keys:
+        raise ValueError(f"observations to batch share no key: {[sorted(p) for p in parts]}")
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts], axis=0) for k in keys}
+
+
+# --------------------------------------------------------------------------------------------
+# Online tracker for N parallel episodes.
+# --------------------------------------------------------------------------------------------
+
+
+class ProgressTracker:
+    """Online Φ for ``n`` parallel episodes with one encoder forward per :meth:`step`.
+
+    Typical use inside a vectorised env loop::
+
+        tracker = ProgressTracker(model, n=num_envs)
+        tracker.reset(range(num_envs), tasks, start_obs=first_obs)        # optional goal_obs=
+        phi = tracker.step(obs_before_autoreset, reset_mask=dones, reset_obs=obs_after_autoreset)
+
+    After a step, ``phi``/``success``/``components`` describe the observation passed to it (for
+    finished envs, their terminal observation); finished envs then restart from ``reset_obs``
+    with Φ = 0, so the next step continues the new episode.
+    """
+
+    def __init__(self, model: ProgressModel, n: int = 1, fusion: FusionConfig | None = None) -> None:
+        if n < 1:
+            raise ValueError(f"ProgressTracker needs n >= 1 episodes, got {n}")
+        self.model = model
+        self.n = int(n)
+        self.fusion = fusion or FusionConfig()
+        self.n_encode_calls = 0
+        """How many times :meth:`ProgressModel.encode` was called (one per reset/step)."""
+        self.n_hop_calls = 0
+        """How many times :meth:`ProgressModel.hop_from_embeddings` was called."""
+        self._tasks: list[str | None] = [None] * self.n
+        self._active = np.zeros(self.n, dtype=bool)
+        self._has_goal: bool | None = None
+        self._start: Any = None
+        self._goal: Any = None
+        self._prev: Any = None
+        self._chain = np.zeros(self.n)  # incremental Φ the next step builds on
+        self._inc = np.zeros(self.n)
+        self._fwd = np.zeros(self.n)
+        self._bwd = np.full(self.n, np.nan)
+        self._weight = np.ones(self.n)
+        self.phi = np.zeros(self.n)
+        """(n,) fused Φ of the last observation of each episode."""
+
+    # -- public state -------------------------------------------------------------------------
+
+    @property
+    def success(self) -> np.ndarray:
+        """(n,) bool: Φ ≥ 1 − δ."""
+        return self.phi >= 1.0 - self.fusion.delta
+
+    @property
+    def components(self) -> dict[str, np.ndarray]:
+        """Per-episode estimates behind ``phi``: incremental, forward, backward (NaN without a
+        goal) and weight (anchor consistency w)."""
+        return {
+            "incremental": self._inc.copy(),
+            "forward": self._fwd.copy(),
+            "backward": self._bwd.copy(),
+            "weight": self._weight.copy(),
+        }
+
+    @property
+    def tasks(self) -> list[str | None]:
+        return list(self._tasks)
+
+    # -- episode control ----------------------------------------------------------------------
+
+    def _encode(self, obs: Observation) -> Any:
+        self.n_encode_calls += 1
+        return self.model.encode(obs)
+
+    def _check_rows(self, obs: Observation, rows: int, what: str) -> None:
+        b = obs_batch_size(obs)
+        if b != rows:
+            raise ValueError(f"{what} has {b} rows, expected {rows}")
+
+    def reset(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        tasks: Sequence[str] | str,
+        start_obs: Observation,
+        goal_obs: Observation | None = None,
+    ) -> None:
+        """(Re)start episodes ``indices`` from ``start_obs`` (one row per index, Φ = 0).
+
+        ``goal_obs`` (one row per index) enables the backward anchor; whether a goal is used is
+        a property of the whole tracker (all episodes have one or none), since all hops of a
+        step go through one batched model call. Start and goal are encoded in one call.
+        """
+        idx = np.atleast_1d(np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64))
+        if idx.size == 0:
+            return
+        if idx.min() < 0 or idx.max() >= self.n or len(set(idx.tolist())) != idx.size:
+            raise ValueError(f"reset indices must be distinct and in [0, {self.n}), got {idx.tolist()}")
+        tasks = [tasks] * idx.size if isinstance(tasks, str) else list(tasks)
+        if len(tasks) != idx.size:
+            raise ValueError(f"reset got {len(tasks)} tasks for {idx.size} episodes")
+        has_goal = goal_obs is not None
+        all_reset = np.all(np.isin(np.arange(self.n), idx)) and idx.size == self.n
+        if self._has_goal is not None and has_goal != self._has_goal and not all_reset:
+            raise ValueError(
+                "goal references must be given for all episodes or for none: this tracker "
+                f"{'has' if self._has_goal else 'has no'} goals; reset all {self.n} episodes "
+                "together to change that"
+            )
+        self._check_rows(start_obs, idx.size, "start_obs")
+        if has_goal:
+            self._check_rows(goal_obs, idx.size, "goal_obs")
+            emb = self._encode(obs_concat([start_obs, goal_obs]))
+            start = emb_take(emb, np.arange(idx.size))
+            goal = emb_take(emb, np.arange(idx.size, 2 * idx.size))
+        else:
+            start, goal = self._encode(start_obs), None
+        if self._start is None or all_reset:
+            # First reset (or a full one): allocate the per-env caches from this batch's layout.
+            template = emb_take(start, np.zeros(self.n, dtype=np.int64))
+            self._start = emb_assign(emb_copy(template), idx, start)
+            self._prev = emb_assign(emb_copy(template), idx, start)
+            self._goal = emb_assign(emb_copy(template), idx, goal) if has_goal else None
+            self._has_goal = has_goal
+            self._active[:] = False
+        else:
+            self._start = emb_assign(self._start, idx, start)
+            self._prev = emb_assign(self._prev, idx, start)
+            if has_goal:
+                self._goal = emb_assign(self._goal, idx, goal)
+        for i, t in zip(idx.tolist(), tasks):
+            self._tasks[i] = t
+        self._active[idx] = True
+        self._chain[idx] = 0.0
+        self._inc[idx] = 0.0
+        self._fwd[idx] = 0.0
+        self._bwd[idx] = 0.0 if self._has_goal else np.nan
+        self._weight[idx] = 1.0
+        self.phi[idx] = 0.0
+
+    def step(
+        self,
+        obs: Observation,
+        reset_mask: np.ndarray | None = None,
+        reset_obs: Observation | None = None,
+        reset_tasks: Sequence[str] | None = None,
+        reset_goal_obs: Observation | None = None,
+    ) -> np.ndarray:
+        """Advance all n episodes by the observation ``obs`` (n rows); return their Φ (n,).
+
+        ``reset_mask`` (n,) bool marks episodes that end with ``obs``; they restart from
+        ``reset_obs`` -- either n rows (rows of unmasked envs ignored, e.g. the auto-reset
+        observations of a VecEnv) or one row per masked env. ``reset_tasks`` (one per masked
+        env) changes their instruction; ``reset_goal_obs`` (rows as ``reset_obs``) their goal
+        reference, otherwise the goal is kept. Exactly one encode call encodes ``obs`` and all
+        reset references together.
+        """
+        if not np.all(self._active):
+            missing = np.flatnonzero(~self._active).tolist()
+            raise RuntimeError(f"ProgressTracker.step before reset of episodes {missing}: call reset() first")
+        self._check_rows(obs, self.n, "obs")
+        mask = np.zeros(self.n, dtype=bool) if reset_mask is None else np.asarray(reset_mask, dtype=bool).reshape(-1)
+        if mask.shape != (self.n,):
+            raise ValueError(f"reset_mask must have shape ({self.n},), got {mask.shape}")
+        ridx = np.flatnonzero(mask)
+        parts: list[Observation] = [obs]
+        n_reset_rows = 0
+        if ridx.size:
+            if reset_obs is None:
+                raise ValueError("reset_mask marks finished episodes but reset_obs was not given")
+            parts.append(self._select_reset_rows(reset_obs, ridx, "reset_obs"))
+            n_reset_rows = ridx.size
+            if reset_goal_obs is not None:
+                if not self._has_goal:
+                    raise ValueError("reset_goal_obs given but this tracker was reset without goals")
+                parts.append(self._select_reset_rows(reset_goal_obs, ridx, "reset_goal_obs"))
+            if reset_tasks is not None and len(reset_tasks) != ridx.size:
+                raise ValueError(f"reset_tasks has {len(reset_tasks)} entries for {ridx.size} finished episodes")
+
+        emb = self._encode(obs_concat(parts) if len(parts) > 1 else obs)
+        cur = emb_take(emb, np.arange(self.n)) if len(parts) > 1 else emb
+
+        # All hops of this step in one call: rows [incremental | forward | backward].
+        n = self.n
+        k = 3 if self._has_goal else 2
+        before = emb_concat([self._prev, self._start] + ([self._goal] if self._has_goal else []))
+        after = emb_concat([cur] * k)
+        start_ctx = emb_concat([self._start] * k)
+        goal_ctx = emb_concat([self._goal] * k) if self._has_goal else None
+        tasks = [t for t in self._tasks] * k
+        hops = np.asarray(self.model.hop_from_embeddings(before, after, tasks, start_ctx, goal_ctx), dtype=np.float64)
+        self.n_hop_calls += 1
+        if hops.shape != (k * n,):
+            raise ValueError(f"{type(self.model).__name__}.hop_from_embeddings returned shape {hops.shape}, expected ({k * n},)")
+
+        self._inc = incremental_update(self._chain, hops[:n])
+        self._fwd = forward_progress(hops[n : 2 * n])
+        self._bwd = backward_progress(hops[2 * n :]) if self._has_goal else np.full(n, np.nan)
+        self.phi, self._weight = fuse(self._inc, self._fwd, self._bwd if self._has_goal else None, self.fusion)
+        self._chain = self._inc.copy()
+        self._prev = cur
+
+        if ridx.size:
+            new_start = emb_take(emb, np.arange(n, n + n_reset_rows))
+            self._start = emb_assign(self._start, ridx, new_start)
+            self._prev = emb_assign(emb_copy(self._prev), ridx, new_start)
+            if reset_goal_obs is not None:
+                self._goal = emb_assign(self._goal, ridx, emb_take(emb, np.arange(n + n_reset_rows, n + 2 * n_reset_rows)))
+            if reset_tasks is not None:
+                for i, t in zip(ridx.tolist(), reset_tasks):
+                    self._tasks[i] = t
+            # The new episodes start at Φ = 0; ``phi``/``components`` keep reporting the
+            # terminal values of the finished ones until the next step.
+            self._chain[ridx] = 0.0
+        return self.phi.copy()
+
+    def _select_reset_rows(self, reset_obs: Observation, ridx: np.ndarray, what: str) -> dict[str, np.ndarray]:
+        b = obs_batch_size(reset_obs)
+        if b == self.n:
+            return obs_take(reset_obs, ridx)
+        if b == ridx.size:
+            return dict(reset_obs)
+        raise ValueError(f"{what} has {b} rows; expected {self.n} (all envs) or {ridx.size} (finished envs)")
+
+
+# --------------------------------------------------------------------------------------------
+# Offline: a whole video at once.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProgressTrace:
+    """Φ of every frame of one episode, with the estimates behind it."""
+
+    phi: np.ndarray
+    """(T,) fused progress."""
+    incremental: np.ndarray
+    """(T,) incremental estimate."""
+    forward: np.ndarray
+    """(T,) forward-anchored estimate."""
+    backward: np.ndarray
+    """(T,) backward-anchored estimate (NaN without a goal reference)."""
+    weight: np.ndarray
+    """(T,) anchor-consistency weight w."""
+    hops: np.ndarray
+    """(T,) incremental hops H(s_{t−1}, s_t) (hops[0] = 0)."""
+    delta: float = 0.05
+    """Success tolerance used for ``success``."""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success(self) -> np.ndarray:
+        """(T,) bool: Φ ≥ 1 − δ."""
+        return self.phi >= 1.0 - self.delta
+
+    @property
+    def final(self) -> float:
+        return float(self.phi[-1])
+
+    @property
+    def success_frame(self) -> int | None:
+        """First frame at which success is detected, or ``None``."""
+        hits = np.flatnonzero(self.success)
+        return int(hits[0]) if hits.size else None
+
+    def __len__(self) -> int:
+        return int(self.phi.shape[0])
+
+
+def _episode_to_obs(episode: Any, cameras: Sequence[str] | None) -> tuple[dict[str, np.ndarray], str | None]:
+    frames = dict(episode.frames)
+    if cameras is not None:
+        missing = [c for c in cameras if c not in frames]
+        if missing:
+            raise ValueError(f"episode {getattr(episode, 'episode_index', '?')} has no camera(s) {missing}; it has {sorted(frames)}")
+        frames = {c: frames[c] for c in cameras}
+    if getattr(episode, "progress", None) is not None:
+        frames["progress"] = np.asarray(episode.progress, dtype=np.float64)
+    if getattr(episode, "state", None) is not None:
+        frames["state"] = np.asarray(episode.state, dtype=np.float32)
+    return frames, getattr(episode, "task", None)
+
+
+def track_episode(
+    model: ProgressModel,
+    episode: Any,
+    task: str | None = None,
+    goal_obs: Observation | None = None,
+    start_obs: Observation | None = None,
+    fusion: FusionConfig | None = None,
+    batch_size: int = 64,
+    cameras: Sequence[str] | None = None,
+) -> ProgressTrace:
+    """Φ for every frame of one video, batched (each frame encoded exactly once).
+
+    ``episode`` is an :class:`episodes.Episode` (its ``progress``/``state`` are passed along for
+    privileged models) or an observation mapping of (T, ...) arrays. ``task`` defaults to the
+    episode's instruction. The start reference defaults to frame 0; ``goal_obs`` (one row)
+    enables the backward anchor. ``cameras`` restricts the views given to the model.
+    """
+    fusion = fusion or FusionConfig()
+    if isinstance(episode, Mapping):
+        obs = dict(episode)
+        if cameras is not None:
+            obs = {k: v for k, v in obs.items() if k in cameras or k in NON_IMAGE_KEYS}
+        ep_task = None
+    else:
+        obs, ep_task = _episode_to_obs(episode, cameras)
+    task = task if task is not None else ep_task
+    if task is None:
+        raise ValueError("track_episode needs a task instruction (the episode has none)")
+    T = obs_batch_size(obs)
+    if T < 1:
+        raise ValueError("track_episode got an episode with no frames")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    chunks = [model.encode(obs_take(obs, np.arange(s, min(T, s + batch_size)))) for s in range(0, T, batch_size)]
+    emb = emb_concat(chunks) if len(chunks) > 1 else chunks[0]
+    start = model.encode(start_obs) if start_obs is not None else emb_take(emb, np.array([0]))
+    goal = model.encode(goal_obs) if goal_obs is not None else None
+    if emb_len(start) != 1 or (goal is not None and emb_len(goal) != 1):
+        raise ValueError("start_obs and goal_obs must have exactly one row")
+
+    # Hops for frames 1..T-1: incremental (t-1 -> t), forward (start -> t), backward (goal -> t).
+    hops_inc = np.zeros(T)
+    hops_fwd = np.zeros(T)
+    hops_bwd = np.full(T, np.nan)
+    if start_obs is not None:
+        first = 0  # an external start reference: frame 0 also gets anchored estimates
+    else:
+        first = 1
+    k = 3 if goal is not None else 2
+    for s in range(first, T, batch_size):
+        t = np.arange(s, min(T, s + batch_size))
+        b = t.size
+        prev_rows = emb_take(emb, np.maximum(t - 1, 0))
+        cur = emb_take(emb, t)
+        starts = emb_take(start, np.zeros(b, dtype=np.int64))
+        parts_before = [prev_rows, starts]
+        goals = None
+        if goal is not None:
+            goals = emb_take(goal, np.zeros(b, dtype=np.int64))
+            parts_before.append(goals)
+        h = np.asarray(
+            model.hop_from_embeddings(
+                emb_concat(parts_before),
+                emb_concat([cur] * k),
+                [task] * (k * b),
+                emb_concat([starts] * k),
+                emb_concat([goals] * k) if goals is not None else None,
+            ),
+            dtype=np.float64,
+        )
+        hops_inc[t] = np.where(t > 0, h[:b], 0.0)
+        hops_fwd[t] = h[b : 2 * b]
+        if goal is not None:
+            hops_bwd[t] = h[2 * b :]
+
+    inc = np.zeros(T)
+    for t in range(1, T):
+        inc[t] = incremental_update(inc[t - 1], hops_inc[t])
+    fwd = forward_progress(hops_fwd)
+    bwd = backward_progress(hops_bwd) if goal is not None else np.full(T, np.nan)
+    if goal is not None and first == 1:
+        bwd[0] = 0.0  # the start frame is Φ = 0 by definition, as in the online tracker
+    phi, weight = fuse(inc, fwd, bwd if goal is not None else None, fusion)
+    if first == 1:
+        phi[0], weight[0] = 0.0, 1.0
+    return ProgressTrace(
+        phi=phi,
+        incremental=inc,
+        forward=fwd,
+        backward=bwd,
+        weight=weight,
+        hops=hops_inc,
+        delta=fusion.delta,
+        meta={"task": task, "model_id": model.model_id, "fusion": fusion.mode},
+    )

@@ -1,0 +1,587 @@
+"""Train a GRM on recorded episodes (``prism-reward train``).
+
+Reads top to bottom: config -> data (decoded once into memory at the training resolution) ->
+batch construction (pairs, negatives, dropout, augmentation) -> the loop (TensorBoard, periodic
+checkpoint, resume) -> the final checkpoint.
+
+Supervision. Every frame of every episode carries ground-truth progress Φ (the sim's
+``progress`` column; a labelless successful demo falls back to Φ_i = i / (T − 1)). A hop label is
+``hop_from_progress(Φ_before, Φ_after)``. Each batch takes a few episodes and a handful of frames
+from each, encodes every state once, and scores *all* ordered frame pairs of an episode with the
+cheap head -- so one encoder pass yields hundreds of labelled hops:
+
+* both orders of every pair: forward progress and "rewound" clips (ReWiND-style regress);
+* pairs anchored at the start reference and at the goal reference (what the tracker's forward
+  and backward estimates ask);
+* failure episodes (their Φ rises and falls) and temporal clipping (the start reference is
+  sometimes a later frame of the first 10 %);
+* counterfactual instructions: another task's instruction on this video -> hop 0 (no progress
+  towards *that* task);
+* ~5 % zero-hop pairs (a frame with itself); the other pairs are weighted so that every
+  (hop bin × gap bin) cell present in the batch carries the same total weight -- stratified
+  over 10 hop bins and 4 gap bins;
+* view dropout (any camera subset), context dropout (start/goal masked), colour jitter and a
+  random shift, the same within one episode so that before/after differ only by what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from reward_models.base import hop_from_progress
+from reward_models.configuration_grm import GRMConfig, build_vocabulary
+from reward_models.modeling_grm import GRM, load_grm_module, resolve_device, save_grm, two_hot
+
+HOP_STRATA = np.linspace(-1.0, 1.0, 11)
+GAP_STRATA = np.array([0.0, 0.1, 0.25, 0.5, 1.0 + 1e-9])
+
+
+def parse_cameras(cameras: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """``"front,wrist"`` or ``["front", "wrist"]`` or ``["front,wrist"]`` -> ("front", "wrist")."""
+    if cameras is None:
+        return None
+    items = [cameras] if isinstance(cameras, str) else list(cameras)
+    out = tuple(c.strip() for item in items for c in item.split(",") if c.strip())
+    if not out:
+        raise ValueError("cameras must name at least one camera")
+    return out
+
+
+@dataclass
+class TrainConfig:
+    """Train a GRM (process reward model) on LeRobot v3 datasets recorded with prism-record."""
+
+    data: tuple[Path, ...] = ()
+    """Dataset directories (LeRobot v3) to train on; all their episodes are used."""
+    out: Path = Path("outputs/grm")
+    """Where the final checkpoint directory (model.safetensors + config.json) is written."""
+    run_dir: Path | None = None
+    """Training state, periodic checkpoints and TensorBoard logs (default: <out>.run)."""
+    steps: int = 1500
+    """Optimisation steps."""
+    batch_episodes: int = 8
+    """Episodes per batch."""
+    frames_per_episode: int = 6
+    """Frames sampled per episode (stratified over time); all ordered pairs among them are scored."""
+    image_size: int = 64
+    """Training resolution (px, square): frames are decoded once and resized to this."""
+    cameras: tuple[str, ...] | None = None
+    """Views to use (default: every camera of the first dataset)."""
+    backbone: str = "conv"
+    """Image encoder: conv | open_clip:<arch> | hf:<local dir> (see GRMConfig.backbone)."""
+    pretrained: str | None = None
+    """Local weights file for open_clip backbones (never downloaded)."""
+    freeze_backbone: bool = False
+    """Keep a pretrained backbone fixed (only the fusion, text and head layers train)."""
+    embed_dim: int = 128
+    """State embedding width."""
+    num_bins: int = 41
+    """Hop bins over [-1, 1]."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (warm-up, then cosine decay to 10 %)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup_steps: int = 50
+    """Linear learning-rate warm-up steps."""
+    view_dropout: float = 0.3
+    """Probability of dropping each camera view of a training episode (at least one is kept)."""
+    context_dropout: float = 0.3
+    """Probability of masking the start reference, and independently the goal reference, of a pair."""
+    counterfactual: float = 0.25
+    """Fraction of batch episodes that also get another task's instruction with hop label 0."""
+    counterfactual_weight: float = 0.15
+    """Share of the loss carried by counterfactual-instruction pairs."""
+    zero_hop_weight: float = 0.05
+    """Share of the loss carried by zero-hop pairs (a frame with itself)."""
+    start_clip: float = 0.2
+    """Probability that the start reference is a random frame of the first 10 % (temporal clipping)."""
+    augment: bool = True
+    """Colour jitter and random shift (shared within an episode)."""
+    max_episodes: int | None = None
+    """Use at most this many episodes per dataset (for quick runs)."""
+    seed: int = 0
+    """Seed of sampling, augmentation and initialisation."""
+    device: str = "auto"
+    """auto | cpu | cuda."""
+    num_threads: int | None = None
+    """torch CPU threads (default: torch's choice)."""
+    log_every: int = 25
+    """Log scalars to TensorBoard every N steps."""
+    save_every: int = 250
+    """Write the resumable checkpoint <run_dir>/last every N steps."""
+    resume: bool = False
+    """Continue from <run_dir>/last (model, optimiser, step and RNG state)."""
+    progress_bar: bool = True
+    """Show a tqdm progress bar."""
+    model_id: str = "grm"
+    """Identifier stored in the checkpoint (appears in evaluation reports)."""
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.run_dir = Path(self.run_dir) if self.run_dir is not None else None
+        self.data = tuple(Path(d) for d in ((self.data,) if isinstance(self.data, (str, Path)) else self.data))
+        self.cameras = parse_cameras(self.cameras)
+        if self.steps < 1 or self.batch_episodes < 1 or self.frames_per_episode < 2:
+            raise ValueError("steps and batch_episodes must be >= 1 and frames_per_episode >= 2")
+
+    def resolved_run_dir(self) -> Path:
+        return self.run_dir if self.run_dir is not None else self.out.with_name(self.out.name + ".run")
+
+
+# --------------------------------------------------------------------------------------------
+# Data: decoded once, uint8, at the training resolution
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainEpisode:
+    frames: torch.Tensor
+    """uint8 (T, V, 3, S, S) in the model's camera order (absent cameras are zeros)."""
+    views: np.ndarray
+    """(V,) bool: which cameras this episode has."""
+    progress: np.ndarray
+    """float (T,) ground-truth progress."""
+    task: str
+    """Instruction."""
+    task_key: str
+    """Task identity used for counterfactuals and goal references (task name, else instruction)."""
+    success: bool
+    """Whether the episode ends in success (its last frame can serve as a goal reference)."""
+    source: str = ""
+
+    @property
+    def length(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def resize_frames(frames: np.ndarray, size: int, chunk: int = 256) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> uint8 (T, 3, size, size), antialiased."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    if x.shape[-2:] == (size, size):
+        return x.contiguous()
+    out = []
+    for s in range(0, x.shape[0], chunk):
+        y = F.interpolate(x[s : s + chunk].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(y.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def to_train_episode(episode: Any, cameras: Sequence[str], image_size: int, source: str = "") -> TrainEpisode:
+    """Convert an :class:`episodes.Episode` (frames + progress labels) for training."""
+    where = f"{source or 'episode'} #{getattr(episode, 'episode_index', '?')}"
+    present = [c for c in cameras if c in episode.frames]
+    if not present:
+        raise ValueError(f"{where}: has cameras {episode.cameras}, none of the requested {list(cameras)}")
+    T = episode.length
+    frames = torch.zeros(T, len(cameras), 3, image_size, image_size, dtype=torch.uint8)
+    views = np.zeros(len(cameras), dtype=bool)
+    for vi, cam in enumerate(cameras):
+        if cam in episode.frames:
+            frames[:, vi] = resize_frames(episode.frames[cam], image_size)
+            views[vi] = True
+    if episode.progress is not None:
+        progress = np.clip(np.asarray(episode.progress, dtype=np.float64), 0.0, 1.0)
+        if not np.all(np.isfinite(progress)):
+            raise ValueError(f"{where}: progress labels contain NaN/inf")
+    elif episode.outcome == "success" or (episode.success is not None and bool(np.asarray(episode.success)[-1])):
+        progress = np.linspace(0.0, 1.0, T)  # a labelless successful demo: Φ_i = i / (T − 1)
+    else:
+        raise ValueError(
+            f"{where}: no 'progress' labels and not a successful demo; GRM training needs ground-truth "
+            "progress (record with prism-record) or successful demonstrations"
+        )
+    success = episode.outcome == "success" if episode.outcome is not None else bool(progress[-1] >= 0.95)
+    key = episode.task_name or episode.task
+    return TrainEpisode(frames, views, progress, episode.task, key, success, source)
+
+
+def load_training_data(
+    roots: Sequence[Path], cameras: Sequence[str] | None, image_size: int, max_episodes: int | None = None,
+    progress_bar: bool = True,
+) -> tuple[list[TrainEpisode], tuple[str, ...]]:
+    """Decode every episode of the datasets once (each video file read front to back)."""
+    from episodes import open_dataset
+
+    if not roots:
+        raise ValueError("no training data: pass --data DIR [DIR ...]")
+    out: list[TrainEpisode] = []
+    for root in roots:
+        ds = open_dataset(root)
+        if cameras is None:
+            cameras = tuple(ds.cameras)
+        n = len(ds) if max_episodes is None else min(len(ds), max_episodes)
+        it = tqdm(range(n), desc=f"decode {Path(root).name}", disable=not progress_bar, leave=False)
+        use = [c for c in cameras if c in ds.cameras]
+        if not use:
+            raise ValueError(f"{root}: cameras {ds.cameras} include none of {list(cameras)}")
+        for i in it:
+            out.append(to_train_episode(ds.load_episode(i, cameras=use), cameras, image_size, source=str(root)))
+    return out, tuple(cameras)
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    """float (N, V, 3, S, S) in [0, 255]: every state of the batch, once."""
+    view_mask: torch.Tensor
+    """(N, V) bool."""
+    before: torch.Tensor
+    """(P,) state index of each pair's BEFORE state."""
+    after: torch.Tensor
+    start: torch.Tensor
+    goal: torch.Tensor
+    """(P,) state index of the goal reference (any valid index where ``goal_keep`` is False)."""
+    start_keep: torch.Tensor
+    goal_keep: torch.Tensor
+    text: list[str]
+    """(P,) instruction of each pair."""
+    hop: torch.Tensor
+    """(P,) label."""
+    weight: torch.Tensor
+    """(P,) loss weight (sums to 1)."""
+
+
+class PairSampler:
+    """Builds :class:`Batch` es from in-memory episodes with one numpy Generator (resumable)."""
+
+    def __init__(self, episodes: list[TrainEpisode], cfg: TrainConfig, rng: np.random.Generator) -> None:
+        if not episodes:
+            raise ValueError("no training episodes")
+        self.episodes = episodes
+        self.cfg = cfg
+        self.rng = rng
+        self.by_task: dict[str, list[int]] = defaultdict(list)
+        self.goals: dict[str, list[int]] = defaultdict(list)
+        self.instructions: dict[str, list[str]] = defaultdict(list)
+        for i, ep in enumerate(episodes):
+            self.by_task[ep.task_key].append(i)
+            if ep.success:
+                self.goals[ep.task_key].append(i)
+            if ep.task not in self.instructions[ep.task_key]:
+                self.instructions[ep.task_key].append(ep.task)
+        self.task_keys = sorted(self.by_task)
+
+    def _frames(self, T: int) -> list[int]:
+        f = max(2, self.cfg.frames_per_episode)
+        edges = np.linspace(0, T, f + 1).astype(int)
+        idx = [int(self.rng.integers(lo, max(lo + 1, hi))) for lo, hi in zip(edges[:-1], edges[1:])]
+        if self.rng.random() < 0.5:
+            idx[-1] = T - 1  # the end state decides success: show it often
+        return sorted(set(min(i, T - 1) for i in idx))
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Same jitter/shift for all states of one episode group: x float (n, V, 3, S, S)."""
+        rng = self.rng
+        contrast = 1.0 + rng.uniform(-0.2, 0.2)
+        brightness = rng.uniform(-20, 20)
+        gains = torch.tensor(1.0 + rng.uniform(-0.08, 0.08, size=3), dtype=x.dtype).view(1, 1, 3, 1, 1)
+        mean = x.mean(dim=(2, 3, 4), keepdim=True)
+        x = ((x - mean) * contrast + mean + brightness) * gains
+        pad = max(1, x.shape[-1] // 16)
+        dx, dy = (int(v) for v in rng.integers(-pad, pad + 1, size=2))
+        x = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+        return x.clamp(0, 255)
+
+    def sample(self) -> Batch:
+        cfg, rng = self.cfg, self.rng
+        states: list[torch.Tensor] = []
+        masks: list[np.ndarray] = []
+        rows: dict[str, list] = defaultdict(list)
+        pair_kind: list[str] = []  # regular | zero | counterfactual
+        strata: list[tuple[int, int]] = []
+        n_states = 0
+        for _ in range(cfg.batch_episodes):
+            key = self.task_keys[int(rng.integers(len(self.task_keys)))]
+            ep = self.episodes[self.by_task[key][int(rng.integers(len(self.by_task[key])))]]
+            T = ep.length
+            idx = self._frames(T)
+            start_i = int(rng.integers(0, max(1, T // 10))) if rng.random() < cfg.start_clip else 0
+            goal_ep = None
+            if self.goals[key]:
+                own = ep.success and rng.random() < 0.5
+                goal_ep = ep if own else self.episodes[self.goals[key][int(rng.integers(len(self.goals[key])))]]
+            group = [ep.frames[idx], ep.frames[start_i : start_i + 1]]
+            if goal_ep is not None:
+                group.append(goal_ep.frames[-1:])
+            x = torch.cat(group).float()
+            if cfg.augment:
+                x = self._augment(x)
+            states.append(x)
+            views = ep.views.copy()
+            if cfg.view_dropout > 0:
+                keep = views & (rng.random(views.size) >= cfg.view_dropout)
+                if not keep.any():
+                    present = np.flatnonzero(views)
+                    keep[present[int(rng.integers(present.size))]] = True
+                views = keep
+            masks.append(np.repeat(views[None], x.shape[0], axis=0))
+            if goal_ep is not None:
+                # A goal from another episode may lack some views: use what it has.
+                masks[-1][-1] &= goal_ep.views
+                if not masks[-1][-1].any():
+                    masks[-1][-1] = goal_ep.views
+            pos = list(range(n_states, n_states + len(idx)))
+            start_pos = n_states + len(idx)
+            goal_pos = start_pos + 1 if goal_ep is not None else start_pos
+            n_states += x.shape[0]
+            p = ep.progress
+            p_start = float(p[start_i])
+            p_goal = float(goal_ep.progress[-1]) if goal_ep is not None else 1.0
+
+            def add(b: int, a: int, pb: float, pa: float, gap: float, text: str, kind: str) -> None:
+                rows["before"].append(b)
+                rows["after"].append(a)
+                rows["start"].append(start_pos)
+                rows["goal"].append(goal_pos)
+                rows["start_keep"].append(rng.random() >= cfg.context_dropout)
+                rows["goal_keep"].append(goal_ep is not None and rng.random() >= cfg.context_dropout)
+                rows["text"].append(text)
+                hop = 0.0 if kind == "counterfactual" else float(hop_from_progress(pb, pa))
+                rows["hop"].append(hop)
+                pair_kind.append(kind)
+                strata.append((int(np.clip(np.searchsorted(HOP_STRATA, hop, side="right") - 1, 0, 9)),
+                               int(np.searchsorted(GAP_STRATA, gap, side="right") - 1)))
+
+            for a_i, a in enumerate(idx):
+                for b_i, b in enumerate(idx):
+                    gap = abs(b - a) / max(1, T - 1)
+                    add(pos[a_i], pos[b_i], p[a], p[b], gap, ep.task, "zero" if a == b else "regular")
+                # Anchored hops, as the tracker asks them: start -> frame, goal -> frame.
+                add(start_pos, pos[a_i], p_start, p[a], abs(a - start_i) / max(1, T - 1), ep.task, "regular")
+                if goal_ep is not None:
+                    add(goal_pos, pos[a_i], p_goal, p[a], (T - 1 - a) / max(1, T - 1), ep.task, "regular")
+            others = [k for k in self.task_keys if k != key]
+            if others and rng.random() < cfg.counterfactual:
+                other = others[int(rng.integers(len(others)))]
+                text = self.instructions[other][int(rng.integers(len(self.instructions[other])))]
+                for a_i in range(len(idx)):
+                    b_i = int(rng.integers(len(idx)))
+                    add(pos[a_i], pos[b_i], 0.0, 0.0, 0.0, text, "counterfactual")
+                    add(start_pos, pos[a_i], 0.0, 0.0, 0.0, text, "counterfactual")
+
+        weight = self._weights(pair_kind, strata)
+        t = lambda k, dt=torch.long: torch.tensor(rows[k], dtype=dt)  # noqa: E731
+        return Batch(
+            images=torch.cat(states),
+            view_mask=torch.from_numpy(np.concatenate(masks)),
+            before=t("before"), after=t("after"), start=t("start"), goal=t("goal"),
+            start_keep=t("start_keep", torch.bool), goal_keep=t("goal_keep", torch.bool),
+            text=rows["text"], hop=t("hop", torch.float32), weight=torch.tensor(weight, dtype=torch.float32),
+        )
+
+    def _weights(self, kinds: list[str], strata: list[tuple[int, int]]) -> np.ndarray:
+        kinds_arr = np.array(kinds)
+        w = np.zeros(len(kinds))
+        shares = {"zero": self.cfg.zero_hop_weight, "counterfactual": self.cfg.counterfactual_weight}
+        present = {k: bool(np.any(kinds_arr == k)) for k in ("regular", "zero", "counterfactual")}
+        regular_share = 1.0 - sum(s for k, s in shares.items() if present[k])
+        for kind, share in list(shares.items()) + [("regular", regular_share)]:
+            sel = np.flatnonzero(kinds_arr == kind)
+            if sel.size == 0:
+                continue
+            if kind == "regular":
+                # Stratify: every (hop bin, gap bin) cell present gets the same total weight.
+                counts = Counter(strata[i] for i in sel)
+                cell_w = np.array([1.0 / counts[strata[i]] for i in sel])
+                w[sel] = share * cell_w / cell_w.sum()
+            else:
+                w[sel] = share / sel.size
+        return w / w.sum()
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def batch_loss(model: GRM, batch: Batch, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+    emb = model.encode_states(batch.images.to(device), batch.view_mask.to(device))
+    unique = list(dict.fromkeys(batch.text))
+    text_emb = model.encode_text([model.config.token_ids(t) for t in unique])
+    text_idx = torch.tensor([unique.index(t) for t in batch.text], device=device)
+    logits = model.hop_logits(
+        emb[batch.before.to(device)], emb[batch.after.to(device)], text_emb[text_idx],
+        emb[batch.start.to(device)], emb[batch.goal.to(device)],
+        batch.start_keep.to(device), batch.goal_keep.to(device),
+    )
+    hop = batch.hop.to(device)
+    weight = batch.weight.to(device)
+    target = two_hot(hop, model.config.num_bins)
+    loss = (-(target * logits.log_softmax(-1)).sum(-1) * weight).sum()
+    with torch.no_grad():
+        pred = model.hop_from_logits(logits)
+        mae = float(((pred - hop).abs() * weight).sum())
+        true_bin = ((hop + 1) * 0.5 * (model.config.num_bins - 1)).round().long()
+        acc = float((logits.argmax(-1) == true_bin).float().mean())
+    return loss, {"loss": float(loss.detach()), "hop_mae": mae, "bin_accuracy": acc, "pairs": float(len(batch.text))}
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        t = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+STATE_NAME = "trainer_state.pt"
+RNG_NAME = "rng_state.json"
+
+
+def _save_state(run_dir: Path, model: GRM, opt, sched, step: int, rng: np.random.Generator, extra: dict) -> None:
+    from episodes.atomic import atomic_dir
+
+    last = run_dir / "last"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(last, overwrite=True) as tmp:
+        save_grm(model, tmp / "model", overwrite=True)
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                    "torch_rng": torch.get_rng_state()}, tmp / STATE_NAME)
+        (tmp / RNG_NAME).write_text(json.dumps({"numpy": rng.bit_generator.state, **extra}))
+
+
+def run_training(
+    model: GRM,
+    episodes: list[TrainEpisode],
+    cfg: TrainConfig,
+    desc: str = "train GRM",
+) -> tuple[GRM, dict[str, float]]:
+    """The optimisation loop shared by training and one-shot adaptation. Returns the model and
+    the mean metrics of the last 10 % of steps."""
+    device = resolve_device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    run_dir = cfg.resolved_run_dir()
+    rng = np.random.default_rng(cfg.seed)
+    start_step = 0
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, cfg.steps))
+    if cfg.resume:
+        last = run_dir / "last"
+        if not (last / STATE_NAME).is_file():
+            raise FileNotFoundError(f"--resume: no training state at {last} (nothing to resume)")
+        resumed = load_grm_module(last / "model")
+        model.load_state_dict(resumed.state_dict())
+        state = torch.load(last / STATE_NAME, map_location=device, weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = json.loads((last / RNG_NAME).read_text())["numpy"]
+        start_step = int(state["step"])
+    sampler = PairSampler(episodes, cfg, rng)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    tail: dict[str, list[float]] = defaultdict(list)
+    tail_from = int(cfg.steps * 0.9)
+    model.train()
+    bar = tqdm(range(start_step, cfg.steps), desc=desc, initial=start_step, total=cfg.steps,
+               disable=not cfg.progress_bar, dynamic_ncols=True)
+    t0 = time.time()
+    for step in bar:
+        batch = sampler.sample()
+        loss, metrics = batch_loss(model, batch, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step >= tail_from:
+            for k, v in metrics.items():
+                tail[k].append(v)
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            for k in ("loss", "hop_mae", "bin_accuracy"):
+                writer.add_scalar(f"train/{k}", metrics[k], step)
+            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", mae=f"{metrics['hop_mae']:.3f}")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            _save_state(run_dir, model, opt, sched, step + 1, rng, {"step": step + 1})
+    writer.close()
+    _save_state(run_dir, model, opt, sched, cfg.steps, rng, {"step": cfg.steps})
+    summary = {k: float(np.mean(v)) for k, v in tail.items()}
+    summary["seconds"] = time.time() - t0
+    model.eval()
+    return model, summary
+
+
+def build_model(cfg: TrainConfig, episodes: list[TrainEpisode], cameras: Sequence[str]) -> GRM:
+    torch.manual_seed(cfg.seed)
+    config = GRMConfig(
+        backbone=cfg.backbone,
+        pretrained=cfg.pretrained,
+        image_size=cfg.image_size,
+        cameras=tuple(cameras),
+        embed_dim=cfg.embed_dim,
+        num_bins=cfg.num_bins,
+        freeze_backbone=cfg.freeze_backbone,
+        vocabulary=build_vocabulary(sorted({ep.task for ep in episodes})),
+        model_id=cfg.model_id,
+    )
+    return GRM(config)
+
+
+def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
+    """Train a GRM and write its checkpoint to ``cfg.out``; returns that path.
+
+    ``episodes`` (in-memory :class:`episodes.Episode` objects) replaces ``cfg.data`` when given.
+    """
+    if episodes is not None:
+        cameras = cfg.cameras or tuple(episodes[0].cameras)
+        data = [to_train_episode(ep, cameras, cfg.image_size, source="memory") for ep in episodes]
+        sources = ["<memory>"]
+    else:
+        data, cameras = load_training_data(cfg.data, cfg.cameras, cfg.image_size, cfg.max_episodes, cfg.progress_bar)
+        sources = [str(p) for p in cfg.data]
+    last = cfg.resolved_run_dir() / "last" / "model"
+    # On resume the architecture (vocabulary, cameras) comes from the run being resumed.
+    model = load_grm_module(last) if cfg.resume and last.exists() else build_model(cfg, data, cameras)
+    model, summary = run_training(model, data, cfg)
+    tasks = Counter(ep.task_key for ep in data)
+    model.config.training = {
+        "data": sources,
+        "episodes": len(data),
+        "tasks": dict(tasks),
+        "instructions": sorted({ep.task for ep in data}),
+        "successful_episodes": int(sum(ep.success for ep in data)),
+        "steps": cfg.steps,
+        "seed": cfg.seed,
+        "image_size": cfg.image_size,
+        "final_metrics": summary,
+    }
+    return save_grm(model, cfg.out, overwrite=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import tyro
+
+    cfg = tyro.cli(TrainConfig, args=argv, prog="prism-reward train")
+    path = train_grm(cfg)
+    print(f"GRM checkpoint written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
