@@ -3,11 +3,16 @@
 Stages (each resumes: a stage whose output already exists is skipped unless ``--force``):
 
 1. **record**  a small multi-task dataset: per task, scripted episodes mixing successes, partial
-   runs and failures, as LeRobot v3 datasets under ``OUT/data/<task>``;
+   runs and failures, as LeRobot v3 datasets under ``OUT/data/<task>``, plus held-out episodes
+   (seeds never used for training) under ``OUT/heldout/<task>``;
 2. **experts** success rate of each task's scripted expert on fresh seeds (state only, fast);
-3. **report**  ``OUT/report.html`` (+ ``summary.json``): a contact sheet of every camera view at the
-   start, middle and end of an episode of each task, the expert success rates and the recorded
-   outcomes.
+3. **grm**     train a small multi-view process reward model (GRM) on ``OUT/data/*`` -> ``OUT/grm``;
+4. **eval**    score the held-out episodes with the GRM beside the ground-truth oracle ->
+   ``OUT/eval/<task>/report.html`` (VOC, 3-class completion, success AUROC, ...);
+5. **policy**  a short SAC run on the policy task with the GRM's policy-invariant shaped reward ->
+   ``OUT/policy`` (success-vs-steps curve);
+6. **report**  ``OUT/report.html`` (+ ``summary.json``) with all of the above: a contact sheet of every
+   camera view, the expert success rates, recorded outcomes, reward-model metrics and the policy curve.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import tyro
 
 import sim
@@ -45,8 +49,20 @@ class DemoArgs:
     """Camera image size in pixels."""
     cameras: str = "front,side,wrist"
     """Comma-separated cameras to record."""
+    heldout_episodes: int = 6
+    """Held-out episodes per task (fresh seeds, failure-mix) on which the reward model is evaluated."""
+    grm_steps: int = 800
+    """Optimisation steps of the GRM (0 skips the grm, eval and policy stages)."""
+    grm_image_size: int = 64
+    """Resolution the GRM is trained and run at."""
+    policy_task: str = "reach"
+    """Task of the short policy-training stage."""
+    policy_steps: int = 4000
+    """Env steps of the short policy-training stage (0 skips it)."""
+    policy_reward: str = "grm"
+    """Reward of the policy stage: grm (the GRM just trained, shaped), oracle or sparse."""
     seed: int = 0
-    """First seed of the recorded episodes (the expert check uses seeds after them)."""
+    """First seed of the recorded episodes (held-out and expert-check episodes use later seeds)."""
     force: bool = False
     """Redo every stage even if its output exists."""
 
@@ -55,16 +71,22 @@ def _log(msg: str) -> None:
     print(f"[prism-demo] {msg}", flush=True)
 
 
+def _record(out: Path, task: str, episodes: int, seed: int, args: DemoArgs, what: str) -> None:
+    if out.exists() and not args.force:
+        _log(f"{what} {task}: kept existing {out}")
+        return
+    s = record_episodes(out, task, "failure-mix", episodes, seed, args.cameras, args.size, overwrite=True)
+    _log(f"{what} {task}: {s.episodes} episodes, {s.frames} frames in {s.seconds:.1f}s, outcomes {s.outcomes}")
+
+
 def stage_record(args: DemoArgs, tasks: list[str]) -> dict[str, dict]:
     results = {}
+    heldout_seed = args.seed + 10_000  # never used for training
     for task in tasks:
         out = args.out / "data" / task
-        if out.exists() and not args.force:
-            _log(f"record {task}: kept existing {out}")
-        else:
-            s = record_episodes(out, task, "failure-mix", args.episodes, args.seed, args.cameras, args.size,
-                                overwrite=True)
-            _log(f"record {task}: {s.episodes} episodes, {s.frames} frames in {s.seconds:.1f}s, outcomes {s.outcomes}")
+        _record(out, task, args.episodes, args.seed, args, "record")
+        if args.grm_steps > 0 and args.heldout_episodes > 0:
+            _record(args.out / "heldout" / task, task, args.heldout_episodes, heldout_seed, args, "held-out")
         ds = open_dataset(out)
         outcomes: dict[str, int] = {}
         for i in range(ds.num_episodes):
@@ -101,13 +123,109 @@ def stage_experts(args: DemoArgs, tasks: list[str]) -> dict[str, float]:
         if set(tasks) <= set(rates):
             _log(f"experts: kept existing {path}")
             return {t: rates[t] for t in tasks}
-    first = args.seed + args.episodes
+    first = args.seed + 20_000  # fresh seeds: neither training nor held-out episodes
     rates = {}
     for task in tasks:
         rates[task] = expert_success_rate(task, range(first, first + args.expert_seeds))
         _log(f"experts {task}: {rates[task]:.0%} success on {args.expert_seeds} fresh seeds")
     atomic_write_json(path, rates)
     return rates
+
+
+def stage_grm(args: DemoArgs, datasets: list[str]) -> Path:
+    from reward_models.train_grm import TrainConfig, train_grm
+
+    ckpt = args.out / "grm"
+    if (ckpt / "config.json").exists() and not args.force:
+        _log(f"grm: kept existing checkpoint {ckpt}")
+        return ckpt
+    cfg = TrainConfig(data=tuple(Path(d) for d in datasets), out=ckpt, steps=args.grm_steps,
+                      image_size=args.grm_image_size, seed=args.seed, resume=(ckpt.with_name("grm.run") / "last").exists()
+                      and not args.force)
+    t0 = time.perf_counter()
+    train_grm(cfg)
+    _log(f"grm: trained {args.grm_steps} steps in {time.perf_counter() - t0:.0f}s -> {ckpt}")
+    return ckpt
+
+
+def stage_eval(args: DemoArgs, tasks: list[str], ckpt: Path) -> dict[str, dict]:
+    from reward_models.evaluate import EvalConfig, run_eval
+
+    results = {}
+    for task in tasks:
+        out = args.out / "eval" / task
+        metrics_path = out / "metrics.json"
+        if metrics_path.exists() and not args.force:
+            result = json.loads(metrics_path.read_text())
+            _log(f"eval {task}: kept existing {out}")
+        else:
+            result = run_eval(EvalConfig(model=[str(ckpt), "oracle"], data=str(args.out / "heldout" / task),
+                                         out=str(out), videos=2, progress_bar=False))
+        row = {}
+        for label, run in result["models"].items():
+            m = run["metrics"]
+            row[label] = {k: m[k]["value"] for k in ("voc_plus", "completion_accuracy", "success_auroc")}
+        results[task] = {"report": str(out / "report.html"), "metrics": row}
+        grm = next(iter(row.values()))
+        _log(f"eval {task}: GRM " + ", ".join(f"{k}={_fmt(v)}" for k, v in grm.items()))
+    return results
+
+
+def stage_policy(args: DemoArgs, ckpt: Path | None) -> dict | None:
+    from policies.configuration_train import TrainConfig
+    from policies.train import train
+
+    out = args.out / "policy"
+    curve_path = out / "eval" / "curve.csv"
+    if curve_path.exists() and (out / "model.zip").exists() and not args.force:
+        _log(f"policy: kept existing run {out}")
+        import csv
+
+        with curve_path.open() as f:
+            curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    else:
+        reward = f"grm:{ckpt}" if args.policy_reward == "grm" and ckpt is not None else args.policy_reward
+        cfg = TrainConfig(task=args.policy_task, reward=reward, steps=args.policy_steps, seed=args.seed,
+                          out=out, eval_every=max(500, args.policy_steps // 4), eval_episodes=10,
+                          progress_bar=True, **_policy_defaults(args.policy_task))
+        result = train(cfg)
+        curve = result.eval_curve
+        _log(f"policy: {result.env_steps} env steps in {result.train_seconds:.0f}s, "
+             f"true success {result.final_success_rate:.0%} (reward {reward})")
+    plot = _plot_curve(curve, args.out / "policy_curve.png", f"{args.policy_task}: SAC, {args.policy_reward} reward")
+    return {"run": str(out), "curve": curve, "plot": plot.name, "reward": args.policy_reward}
+
+
+def _policy_defaults(task: str) -> dict:
+    """Small, fast SAC settings for the demo's short run (prism-train's own defaults aim at full runs)."""
+    return dict(n_envs=4, net_arch=(64, 64), gamma=0.9,
+                hyperparams={"learning_starts": 300, "gradient_steps": 2, "batch_size": 128, "learning_rate": 2e-3})
+
+
+def _plot_curve(curve: list[dict], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    xs = [row["timesteps"] for row in curve]
+    ax.plot(xs, [row["success_rate"] for row in curve], marker="o")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("true success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def contact_sheet(datasets: dict[str, str], path: Path) -> Path:
@@ -156,21 +274,46 @@ def contact_sheet(datasets: dict[str, str], path: Path) -> Path:
     return path
 
 
-def write_report(args: DemoArgs, record: dict, experts: dict[str, float], sheet: Path, seconds: float) -> Path:
+def write_report(args: DemoArgs, summary: dict, sheet: Path) -> Path:
+    record, experts = summary["record"], summary["expert_success"]
+    esc = html.escape
     rows = "".join(
-        f"<tr><td>{html.escape(t)}</td><td>{experts[t]:.0%}</td><td>{record[t]['episodes']}</td>"
-        f"<td>{html.escape(', '.join(f'{k}: {v}' for k, v in sorted(record[t]['outcomes'].items())))}</td></tr>"
+        f"<tr><td>{esc(t)}</td><td>{experts[t]:.0%}</td><td>{record[t]['episodes']}</td>"
+        f"<td>{esc(', '.join(f'{k}: {v}' for k, v in sorted(record[t]['outcomes'].items())))}</td></tr>"
         for t in record
     )
+    sections = [f"""<h2>Scripted experts and recorded outcomes</h2>
+<table><tr><th>task</th><th>expert success ({args.expert_seeds} fresh seeds)</th><th>episodes recorded</th>
+<th>outcomes (failure-mix)</th></tr>{rows}</table>"""]
+    if summary.get("eval"):
+        head = "<tr><th>task</th><th>model</th><th>VOC+</th><th>3-class completion</th><th>success AUROC</th><th>report</th></tr>"
+        body = ""
+        for task, ev in summary["eval"].items():
+            link = Path(ev["report"]).relative_to(args.out.resolve()) if Path(ev["report"]).is_absolute() else \
+                Path(ev["report"]).relative_to(args.out)
+            for label, m in ev["metrics"].items():
+                body += (f"<tr><td>{esc(task)}</td><td>{esc(label)}</td><td>{_fmt(m['voc_plus'])}</td>"
+                         f"<td>{_fmt(m['completion_accuracy'])}</td><td>{_fmt(m['success_auroc'])}</td>"
+                         f"<td><a href=\"{esc(str(link))}\">report</a></td></tr>")
+        sections.append(f"""<h2>Process reward model on held-out episodes</h2>
+<p>GRM trained for {args.grm_steps} steps on <code>data/*</code>; evaluated beside the ground-truth oracle on
+{args.heldout_episodes} held-out episodes per task (seeds never used in training).</p>
+<table>{head}{body}</table>""")
+    if summary.get("policy"):
+        pol = summary["policy"]
+        last = pol["curve"][-1]["success_rate"] if pol["curve"] else float("nan")
+        sections.append(f"""<h2>Policy training with the shaped reward</h2>
+<p>SAC on <b>{esc(args.policy_task)}</b> with the {esc(pol['reward'])} reward (r = r_success + γΦ(s') − Φ(s)),
+{args.policy_steps} env steps; final true success rate {last:.0%}. Run directory: <code>policy/</code>.</p>
+<img src="{esc(pol['plot'])}" alt="success vs env steps" style="max-width:520px">""")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>prism-rl demo report</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 10px}}img{{max-width:100%}}</style></head><body>
 <h1>prism-rl demo report</h1>
-<p>Recorded {sum(r['episodes'] for r in record.values())} episodes ({args.size} px, cameras {html.escape(args.cameras)})
-in {seconds:.0f} s. Datasets are LeRobot v3.0 under <code>data/&lt;task&gt;</code>.</p>
-<h2>Scripted experts and recorded outcomes</h2>
-<table><tr><th>task</th><th>expert success ({args.expert_seeds} fresh seeds)</th><th>episodes recorded</th>
-<th>outcomes (failure-mix)</th></tr>{rows}</table>
+<p>Recorded {sum(r['episodes'] for r in record.values())} training episodes ({args.size} px, cameras
+{esc(args.cameras)}); whole run {summary['seconds']:.0f} s. Datasets are LeRobot v3.0 under
+<code>data/&lt;task&gt;</code> and <code>heldout/&lt;task&gt;</code>.</p>
+{''.join(sections)}
 <h2>Contact sheet</h2><img src="{sheet.name}" alt="contact sheet">
 </body></html>"""
     path = args.out / "report.html"
@@ -183,20 +326,32 @@ def run_demo(args: DemoArgs) -> dict:
     tasks = [sim.resolve_task(t) for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise ValueError("--tasks names no task")
+    if args.policy_steps > 0 and args.grm_steps > 0:
+        args.policy_task = sim.resolve_task(args.policy_task)
+    if args.policy_reward not in ("grm", "oracle", "sparse"):
+        raise ValueError(f"--policy-reward must be grm, oracle or sparse, got {args.policy_reward!r}")
     args.out.mkdir(parents=True, exist_ok=True)
-    record = stage_record(args, tasks)
-    experts = stage_experts(args, tasks)
-    sheet = contact_sheet({t: r["dataset"] for t, r in record.items()}, args.out / "contact_sheet.png")
-    report = write_report(args, record, experts, sheet, time.perf_counter() - t0)
-    summary = {"config": {k: str(v) for k, v in asdict(args).items()}, "record": record,
-               "expert_success": experts, "report": str(report), "seconds": time.perf_counter() - t0}
+    summary: dict = {"config": {k: str(v) for k, v in asdict(args).items()}}
+    summary["record"] = stage_record(args, tasks)
+    summary["expert_success"] = stage_experts(args, tasks)
+    ckpt = None
+    if args.grm_steps > 0:
+        ckpt = stage_grm(args, [r["dataset"] for r in summary["record"].values()])
+        summary["grm"] = str(ckpt)
+        if args.heldout_episodes > 0:
+            summary["eval"] = stage_eval(args, tasks, ckpt)
+    if args.policy_steps > 0 and (ckpt is not None or args.policy_reward != "grm"):
+        summary["policy"] = stage_policy(args, ckpt)
+    sheet = contact_sheet({t: r["dataset"] for t, r in summary["record"].items()}, args.out / "contact_sheet.png")
+    summary["seconds"] = time.perf_counter() - t0
+    summary["report"] = str(write_report(args, summary, sheet))
     atomic_write_json(args.out / "summary.json", summary)
-    _log(f"report: {report} ({summary['seconds']:.0f}s)")
+    _log(f"report: {summary['report']} ({summary['seconds']:.0f}s)")
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(DemoArgs, args=argv, description=__doc__.split("\n\n")[0])
+    args = tyro.cli(DemoArgs, args=argv, description=__doc__)
     try:
         run_demo(args)
     except (ValueError, FileExistsError, PermissionError) as err:
