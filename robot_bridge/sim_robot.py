@@ -67,6 +67,9 @@ class SimRobotConfig:
     """Seconds the final state stays on the topics before the automatic reset."""
     real_time_factor: float = 1.0
     """Simulated seconds per wall-clock second (1.0: real time)."""
+    wait_for_subscribers: int = 0
+    """Hold the first episode until this many nodes subscribe to every camera topic (0: start at
+    once). Lets a recorder or policy that starts alongside the twin see the episode from frame 0."""
     command_timeout_s: float = 0.25
     """A Twist older than this is treated as zero (MoveIt Servo's incoming command timeout)."""
     ee_max_step: float = 0.0
@@ -166,7 +169,10 @@ class SimRobotNode:
         self.finished = False
         self._pending_reset_at: float | None = None
         self.n_steps = 0
-        self._reset()
+        self._subscribers_ready_at: float | None = None
+        self._waiting_for_subscribers = cfg.wait_for_subscribers > 0
+        if not self._waiting_for_subscribers:
+            self._reset()
         n.create_timer(self.control_dt / cfg.real_time_factor, self._tick)
         n.get_logger().info(
             f"twin ready: task={cfg.task} cameras={list(cfg.cameras)} {cfg.image_size}px "
@@ -259,8 +265,28 @@ class SimRobotNode:
         self.episode_start_pub.publish(String(data=instruction))
         self.node.get_logger().info(f"episode {self.episode} (seed {seed}): {instruction!r}")
 
+    def _subscribers_ready(self) -> bool:
+        """True once every camera topic has enough subscribers, plus a short grace period so the
+        subscribers' side of DDS discovery has completed too."""
+        now = monotonic()
+        counts = {cam: p.get_subscription_count() for cam, p in self.image_pubs.items()}
+        if min(counts.values()) >= self.config.wait_for_subscribers:
+            self._subscribers_ready_at = self._subscribers_ready_at or now
+            return now - self._subscribers_ready_at >= 0.5
+        self._subscribers_ready_at = None
+        self.node.get_logger().info(
+            f"waiting for {self.config.wait_for_subscribers} subscribers on every camera topic: {counts}",
+            throttle_duration_sec=2.0)
+        return False
+
     def _tick(self) -> None:
         if self.finished:
+            return
+        if self._waiting_for_subscribers:
+            if not self._subscribers_ready():
+                return
+            self._waiting_for_subscribers = False
+            self._reset()
             return
         if self._pending_reset_at is not None:
             if monotonic() >= self._pending_reset_at:

@@ -50,8 +50,9 @@ def test_closed_loop_reach_monitor_and_recorder(processes, probe, tmp_path):
     processes.start("recorder", "prism-ros-record", params_file=sim_yaml,
                     params={"output": dataset, "mcap": bag, "episodes": 2})
     processes.start("policy", "prism-policy", params_file=sim_yaml)
-    time.sleep(2.0)  # everyone subscribed before the first episode starts
-    processes.start("twin", "prism-sim-robot", params_file=sim_yaml, params={"seed": 3})
+    # The first episode waits until the recorder subscribes to the cameras, so it records from frame 0
+    # (the scripted expert and the oracle monitor read the twin's state topics, not cameras).
+    processes.start("twin", "prism-sim-robot", params_file=sim_yaml, params={"seed": 3, "wait_for_subscribers": 1})
 
     recorder = processes.procs["recorder"]
     assert probe.spin_until(lambda: recorder.poll() is not None, timeout=150), (
