@@ -29,6 +29,8 @@ class ReportConfig:
 
     out: Path = Path("outputs/grm_report")
     """Working directory (datasets, checkpoints, results.json); existing datasets are reused."""
+    data_dir: Path | None = None
+    """Where datasets are recorded / reused (default: <out>/data)."""
     tasks: tuple[str, ...] = ("reach", "push", "pickplace", "drawer")
     """Sim tasks."""
     train_expert: int = 16
@@ -37,13 +39,22 @@ class ReportConfig:
     """Noisy-expert episodes per task for training."""
     train_failure: int = 12
     """failure-mix episodes per task for training."""
+    train_failure_extra: int = 16
+    """More failure-mix episodes per task for training (a second set of seeds): failures that
+    drift (wrong target, rewind, partial) are what the hop head gets wrong most."""
+    train_wrong_object: int = 0
+    """Extra wrong-object episodes for training, per task in ``wrong_object_tasks`` (the other
+    block is manipulated: only the instruction's colour word tells it from a success). Off by
+    default: with 8 per task the colour-blind model hedged and push 3-class fell to 31 %."""
+    wrong_object_tasks: tuple[str, ...] = ("push", "pickplace")
+    """Tasks with a distractor object that get the extra wrong-object episodes."""
     test_expert: int = 8
     """Held-out expert episodes per task."""
     test_failure: int = 8
     """Held-out failure-mix episodes per task."""
     size: int = 64
     """Recorded and training image size (px)."""
-    steps: int = 800
+    steps: int = 3000
     """Training steps of the multi-task GRM."""
     batch_episodes: int = 6
     """Episodes per training batch."""
@@ -51,7 +62,7 @@ class ReportConfig:
     """Frames per episode per batch."""
     loto_task: str | None = "drawer"
     """Task left out for the adaptation experiment (None: skip it)."""
-    loto_steps: int = 500
+    loto_steps: int = 1200
     """Training steps of the leave-one-task-out GRM."""
     adapt_steps: int = 200
     """One-shot adaptation steps."""
@@ -61,6 +72,16 @@ class ReportConfig:
     """auto | cpu | cuda."""
     seed: int = 0
     """Training seed."""
+    swap_counterfactual: float = 0.0
+    """TrainConfig.swap_counterfactual: probability of colour-swapped instructions (hop 0) on
+    successful episodes (0: off; the wrong-object episodes carry the colour supervision)."""
+    swap_weight: float = 0.15
+    """TrainConfig.swap_weight: loss share of the colour-swap pairs."""
+    fusion: str = "fused"
+    """Tracker fusion mode for the multi-/single-view rows (see reward_models.tracker.FusionConfig)."""
+    reuse_checkpoints: bool = False
+    """Evaluate <out>/grm_all (and the leave-one-task-out checkpoints) if they exist instead of
+    training again."""
 
 
 def record(out: Path, task: str, policy: str, n: int, seed: int, size: int) -> Path | None:
@@ -75,10 +96,11 @@ def record(out: Path, task: str, policy: str, n: int, seed: int, size: int) -> P
 
 
 def evaluate(model, episodes, cameras=None, goal_mode: str | None = None, fusion: str = "fused") -> dict:
+    """Metrics over held-out episodes, plus one row per episode (behaviour, label, final Φ, class)."""
     from reward_models.metrics import auroc, completion_class, voc
     from reward_models.tracker import FusionConfig, track_episode
 
-    vocs, correct, finals, labels, detected = [], 0, [], [], []
+    vocs, correct, finals, labels, detected, rows = [], 0, [], [], [], []
     for ep in episodes:
         goal = None
         if goal_mode == "start":  # worst case: the goal reference looks exactly like the start
@@ -87,7 +109,11 @@ def evaluate(model, episodes, cameras=None, goal_mode: str | None = None, fusion
         if ep.outcome == "success":
             v = voc(trace.phi)
             vocs.append(0.0 if np.isnan(v) else v)
-        correct += completion_class(trace.phi) == ep.outcome
+        predicted = completion_class(trace.phi)
+        correct += predicted == ep.outcome
+        rows.append({"episode": int(ep.episode_index), "seed": ep.meta.get("seed"), "policy": ep.meta.get("policy"),
+                     "outcome": ep.outcome, "final_phi": round(trace.final, 3), "predicted": predicted,
+                     "instruction": ep.task})
         finals.append(trace.final)
         labels.append(ep.outcome == "success")
         detected.append(trace.success_frame is not None)
@@ -100,6 +126,7 @@ def evaluate(model, episodes, cameras=None, goal_mode: str | None = None, fusion
         "false_success": float(detected_a[~labels_a].mean()) if (~labels_a).any() else float("nan"),
         "n": len(episodes),
         "n_success": int(sum(labels)),
+        "episodes": rows,
     }
 
 
@@ -112,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from reward_models.train_grm import TrainConfig, train_grm
 
     t_start = time.time()
-    data = cfg.out / "data"
+    data = cfg.data_dir or cfg.out / "data"
     train_dirs: dict[str, list[Path]] = {}
     test_dirs: dict[str, list[Path]] = {}
     for ti, task in enumerate(cfg.tasks):
@@ -121,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             record(data / task / "train_expert", task, "expert", cfg.train_expert, base, cfg.size),
             record(data / task / "train_noisy", task, "noisy", cfg.train_noisy, base + 100, cfg.size),
             record(data / task / "train_failure", task, "failure-mix", cfg.train_failure, base + 200, cfg.size),
+            record(data / task / "train_failure_extra", task, "failure-mix", cfg.train_failure_extra, base + 300,
+                   cfg.size),
+            record(data / task / "train_wrong_object", task, "wrong-object",
+                   cfg.train_wrong_object if task in cfg.wrong_object_tasks else 0, base + 400, cfg.size),
         ) if d is not None]
         test_dirs[task] = [d for d in (
             record(data / task / "test_expert", task, "expert", cfg.test_expert, 50_000 + base, cfg.size),
@@ -133,33 +164,39 @@ def main(argv: list[str] | None = None) -> int:
 
     test_eps = {task: load_all(dirs) for task, dirs in test_dirs.items()}
     common = dict(image_size=cfg.size, batch_episodes=cfg.batch_episodes, frames_per_episode=cfg.frames_per_episode,
-                  num_threads=cfg.num_threads, device=cfg.device, seed=cfg.seed, save_every=200)
+                  num_threads=cfg.num_threads, device=cfg.device, seed=cfg.seed, save_every=200,
+                  swap_counterfactual=cfg.swap_counterfactual, swap_weight=cfg.swap_weight)
+
+    def train(out: Path, dirs, steps: int) -> Path:
+        if cfg.reuse_checkpoints and (out / "config.json").is_file():
+            return out
+        return train_grm(TrainConfig(data=tuple(dirs), out=out, steps=steps, **common))
 
     t0 = time.time()
-    all_ckpt = train_grm(TrainConfig(data=tuple(d for ds in train_dirs.values() for d in ds), out=cfg.out / "grm_all",
-                                     steps=cfg.steps, **common))
+    all_ckpt = train(cfg.out / "grm_all", [d for ds in train_dirs.values() for d in ds], cfg.steps)
     t_train = time.time() - t0
     model = load_grm(all_ckpt, device=cfg.device)
     results: dict = {"config": {k: str(v) for k, v in vars(cfg).items()}, "tasks": {}}
     for task, eps in test_eps.items():
         results["tasks"][task] = {
-            "multi_view": evaluate(model, eps),
-            "single_view_front": evaluate(model, eps, cameras=("front",)),
+            "multi_view": evaluate(model, eps, fusion=cfg.fusion),
+            "single_view_front": evaluate(model, eps, cameras=("front",), fusion=cfg.fusion),
             "goal_is_start_fused": evaluate(model, eps, goal_mode="start", fusion="fused"),
             "goal_is_start_mean": evaluate(model, eps, goal_mode="start", fusion="mean"),
         }
 
     if cfg.loto_task and cfg.loto_task in cfg.tasks:
         t0 = time.time()
-        loto_ckpt = train_grm(TrainConfig(
-            data=tuple(d for t, ds in train_dirs.items() if t != cfg.loto_task for d in ds), out=cfg.out / "grm_loto",
-            steps=cfg.loto_steps, **common))
+        loto_ckpt = train(cfg.out / "grm_loto", [d for t, ds in train_dirs.items() if t != cfg.loto_task for d in ds],
+                          cfg.loto_steps)
         eps = test_eps[cfg.loto_task]
-        before = evaluate(load_grm(loto_ckpt, device=cfg.device), eps)
-        adapted = adapt_grm(AdaptConfig(checkpoint=loto_ckpt, demo=train_dirs[cfg.loto_task][0], episode=0,
-                                        out=cfg.out / "grm_loto_adapted", steps=cfg.adapt_steps, device=cfg.device,
-                                        num_threads=cfg.num_threads))
-        after = evaluate(load_grm(adapted, device=cfg.device), eps)
+        before = evaluate(load_grm(loto_ckpt, device=cfg.device), eps, fusion=cfg.fusion)
+        adapted = cfg.out / "grm_loto_adapted"
+        if not (cfg.reuse_checkpoints and (adapted / "config.json").is_file()):
+            adapted = adapt_grm(AdaptConfig(checkpoint=loto_ckpt, demo=train_dirs[cfg.loto_task][0], episode=0,
+                                            out=adapted, steps=cfg.adapt_steps, device=cfg.device,
+                                            num_threads=cfg.num_threads))
+        after = evaluate(load_grm(adapted, device=cfg.device), eps, fusion=cfg.fusion)
         results["loto"] = {"task": cfg.loto_task, "before": before, "after": after, "seconds": time.time() - t0}
     results["seconds"] = {"record": t_record, "train": t_train, "total": time.time() - t_start}
     atomic_write_json(cfg.out / "results.json", results)
@@ -175,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
                 extra = f"   {r['goal_is_start_fused']['success_recall']:.2f} / {r['goal_is_start_mean']['success_recall']:.2f}"
             print(f"{task:<10} {name:<7} {m['voc']:6.3f} {m['completion_acc']:8.1%} {m['auroc']:6.3f} "
                   f"{m['success_recall']:6.2f} {m['false_success']:6.2f}{extra}")
+    misses = [(task, e) for task, r in results["tasks"].items() for e in r["multi_view"]["episodes"]
+              if e["predicted"] != e["outcome"]]
+    print(f"\nmulti-view misclassified episodes ({len(misses)}):")
+    for task, e in misses:
+        print(f"  {task:<10} seed {e['seed']!s:<6} {e['policy']!s:<13} label {e['outcome']:<8} final Φ {e['final_phi']:.2f}"
+              f" -> {e['predicted']:<8} '{e['instruction']}'")
     if "loto" in results:
         lo = results["loto"]
         print(f"leave-one-task-out ({lo['task']}): VOC {lo['before']['voc']:.3f} -> {lo['after']['voc']:.3f} after "

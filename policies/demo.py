@@ -140,7 +140,7 @@ def stage_grm(args: DemoArgs, datasets: list[str]) -> Path:
         _log(f"grm: kept existing checkpoint {ckpt}")
         return ckpt
     cfg = TrainConfig(data=tuple(Path(d) for d in datasets), out=ckpt, steps=args.grm_steps,
-                      image_size=args.grm_image_size, seed=args.seed, resume=(ckpt.with_name("grm.run") / "last").exists()
+                      image_size=args.grm_image_size, seed=args.seed, num_threads=1, resume=(ckpt.with_name("grm.run") / "last").exists()
                       and not args.force)
     t0 = time.perf_counter()
     train_grm(cfg)

@@ -18,7 +18,11 @@ when the goal looks like the start, the two anchors saturate in opposite directi
 Φ_B ≈ 1 at the very same frame), so a plain mean never reaches 1 − δ and success is never
 detected; the incremental chain never compares against the references and survives. Large
 anchor disagreement therefore hands control to the incremental estimate. Without a goal
-reference, Δ compares Φ_F with Φ_I instead.
+reference there is only one anchor, nothing to disagree with, so w = 1 and Φ* is the plain mean
+of Φ_I and Φ_F. (Gating Φ_F against Φ_I instead was measured to hurt: the incremental chain
+multiplies T hops and drifts, e.g. creeping up on a reach to the wrong point, while the forward
+anchor -- one judgement against the start -- stays right; handing control to the drifting
+estimate exactly when the two disagree picked the wrong one.)
 """
 
 from __future__ import annotations
@@ -98,9 +102,9 @@ def fuse(
     if config.mode == "backward" and not np.all(has_goal):
         raise ValueError("FusionConfig.mode='backward' needs a goal reference for every episode")
 
-    # Anchor disagreement: backward vs forward when a goal exists, else forward vs incremental.
-    other = np.where(has_goal, bwd, inc)
-    rel = np.abs(other - fwd) / (0.5 * (other + fwd) + config.eps)
+    # Anchor disagreement (backward vs forward) needs both anchors; a single anchor has w = 1.
+    bwd_or_fwd = np.where(has_goal, bwd, fwd)
+    rel = np.abs(bwd_or_fwd - fwd) / (0.5 * (bwd_or_fwd + fwd) + config.eps)
     weight = np.exp(-config.alpha * rel**2)
     mean = np.where(has_goal, (inc + fwd + np.nan_to_num(bwd)) / 3.0, (inc + fwd) / 2.0)
 

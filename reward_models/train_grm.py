@@ -17,6 +17,13 @@ cheap head -- so one encoder pass yields hundreds of labelled hops:
   sometimes a later frame of the first 10 %);
 * counterfactual instructions: another task's instruction on this video -> hop 0 (no progress
   towards *that* task);
+* colour-swap counterfactuals: on a *successful* episode whose instruction names one word of a
+  swap pair (``red``/``blue``: the task block and the distractor), the same video under the
+  instruction with the word swapped -> hop 0. The scene shows the named block moving onto the
+  target; that is no progress for the *other* block (which a successful episode leaves where it
+  was). Without it the model can stay colour-blind and call "the wrong block was placed" a
+  success. Only successful episodes are swapped: in a failure the other block may be exactly the
+  one that moved (a wrong-object episode), and its progress is unknown;
 * ~5 % zero-hop pairs (a frame with itself); the other pairs are weighted so that every
   (hop bin × gap bin) cell present in the batch carries the same total weight -- stratified
   over 10 hop bins and 4 gap bins;
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -42,7 +50,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from reward_models.base import hop_from_progress
-from reward_models.configuration_grm import GRMConfig, build_vocabulary
+from reward_models.configuration_grm import GRMConfig, build_vocabulary, tokenize
 from reward_models.modeling_grm import GRM, load_grm_module, resolve_device, save_grm, two_hot
 
 HOP_STRATA = np.linspace(-1.0, 1.0, 11)
@@ -58,6 +66,28 @@ def parse_cameras(cameras: Sequence[str] | str | None) -> tuple[str, ...] | None
     if not out:
         raise ValueError("cameras must name at least one camera")
     return out
+
+
+def parse_swap_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    """``["red:blue"]`` -> [("red", "blue")] (lower case); a clear error for a malformed pair."""
+    out = []
+    for item in pairs:
+        a, sep, b = item.strip().lower().partition(":")
+        if not sep or not a or not b or a == b or not a.isalnum() or not b.isalnum():
+            raise ValueError(f"swap_words: expected pairs of two different words 'a:b', got {item!r}")
+        out.append((a, b))
+    return out
+
+
+def swap_instruction(text: str, pairs: Sequence[tuple[str, str]]) -> str | None:
+    """The instruction with the first swap pair it names swapped ("push the red block" ->
+    "push the blue block"), or ``None`` when it names no pair, or both words of one (ambiguous)."""
+    words = tokenize(text)
+    for a, b in pairs:
+        if (a in words) != (b in words):
+            src, dst = (a, b) if a in words else (b, a)
+            return re.sub(rf"\b{src}\b", dst, text, flags=re.IGNORECASE)
+    return None
 
 
 @dataclass
@@ -104,8 +134,22 @@ class TrainConfig:
     """Fraction of batch episodes that also get another task's instruction with hop label 0."""
     counterfactual_weight: float = 0.15
     """Share of the loss carried by counterfactual-instruction pairs."""
+    swap_words: tuple[str, ...] = ("red:blue",)
+    """Word pairs ``a:b`` naming interchangeable objects (e.g. the task block and the distractor):
+    a successful episode whose instruction names one of them also gets the instruction with the
+    other word, labelled hop 0 (see the module docstring). Empty: off."""
+    swap_counterfactual: float = 0.0
+    """Probability that a batch episode with a swappable instruction also gets its swapped one.
+    Off by default: on the 64 px sim data a 3000-step conv GRM had not yet learnt to tell the
+    colours apart and hedged (successful push/pick-place episodes ended at Φ ≈ 0.5); recorded
+    wrong-object episodes (true labels) teach the same thing without that risk."""
+    swap_weight: float = 0.15
+    """Share of the loss carried by colour-swap counterfactual pairs."""
     zero_hop_weight: float = 0.05
     """Share of the loss carried by zero-hop pairs (a frame with itself)."""
+    adjacent_frames: float = 0.5
+    """Probability that an episode's frames include two consecutive ones (the pairs the
+    incremental tracker asks about every step)."""
     start_clip: float = 0.2
     """Probability that the start reference is a random frame of the first 10 % (temporal clipping)."""
     augment: bool = True
@@ -134,6 +178,8 @@ class TrainConfig:
         self.run_dir = Path(self.run_dir) if self.run_dir is not None else None
         self.data = tuple(Path(d) for d in ((self.data,) if isinstance(self.data, (str, Path)) else self.data))
         self.cameras = parse_cameras(self.cameras)
+        self.swap_words = tuple(self.swap_words)
+        parse_swap_pairs(self.swap_words)
         if self.steps < 1 or self.batch_episodes < 1 or self.frames_per_episode < 2:
             raise ValueError("steps and batch_episodes must be >= 1 and frames_per_episode >= 2")
 
@@ -278,6 +324,9 @@ class PairSampler:
             if ep.task not in self.instructions[ep.task_key]:
                 self.instructions[ep.task_key].append(ep.task)
         self.task_keys = sorted(self.by_task)
+        pairs = parse_swap_pairs(cfg.swap_words)
+        # Swapped instruction of each successful episode (None: not swappable).
+        self.swapped = [swap_instruction(ep.task, pairs) if ep.success and pairs else None for ep in episodes]
 
     def _frames(self, T: int) -> list[int]:
         f = max(2, self.cfg.frames_per_episode)
@@ -285,6 +334,11 @@ class PairSampler:
         idx = [int(self.rng.integers(lo, max(lo + 1, hi))) for lo, hi in zip(edges[:-1], edges[1:])]
         if self.rng.random() < 0.5:
             idx[-1] = T - 1  # the end state decides success: show it often
+        if self.rng.random() < self.cfg.adjacent_frames and T > 1:
+            # The incremental estimate chains hops between *consecutive* frames; strata alone
+            # rarely sample such a pair, and small biases there compound over a whole episode.
+            j = idx[int(self.rng.integers(len(idx)))]
+            idx.append(j + 1 if j + 1 < T else j - 1)
         return sorted(set(min(i, T - 1) for i in idx))
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -305,12 +359,13 @@ class PairSampler:
         states: list[torch.Tensor] = []
         masks: list[np.ndarray] = []
         rows: dict[str, list] = defaultdict(list)
-        pair_kind: list[str] = []  # regular | zero | counterfactual
+        pair_kind: list[str] = []  # regular | zero | counterfactual | swap
         strata: list[tuple[int, int]] = []
         n_states = 0
         for _ in range(cfg.batch_episodes):
             key = self.task_keys[int(rng.integers(len(self.task_keys)))]
-            ep = self.episodes[self.by_task[key][int(rng.integers(len(self.by_task[key])))]]
+            ep_i = self.by_task[key][int(rng.integers(len(self.by_task[key])))]
+            ep = self.episodes[ep_i]
             T = ep.length
             idx = self._frames(T)
             start_i = int(rng.integers(0, max(1, T // 10))) if rng.random() < cfg.start_clip else 0
@@ -354,7 +409,7 @@ class PairSampler:
                 rows["start_keep"].append(rng.random() >= cfg.context_dropout)
                 rows["goal_keep"].append(goal_ep is not None and rng.random() >= cfg.context_dropout)
                 rows["text"].append(text)
-                hop = 0.0 if kind == "counterfactual" else float(hop_from_progress(pb, pa))
+                hop = 0.0 if kind in ("counterfactual", "swap") else float(hop_from_progress(pb, pa))
                 rows["hop"].append(hop)
                 pair_kind.append(kind)
                 strata.append((int(np.clip(np.searchsorted(HOP_STRATA, hop, side="right") - 1, 0, 9)),
@@ -376,6 +431,15 @@ class PairSampler:
                     b_i = int(rng.integers(len(idx)))
                     add(pos[a_i], pos[b_i], 0.0, 0.0, 0.0, text, "counterfactual")
                     add(start_pos, pos[a_i], 0.0, 0.0, 0.0, text, "counterfactual")
+            swapped = self.swapped[ep_i]
+            if swapped is not None and rng.random() < cfg.swap_counterfactual:
+                # Same video, the other object named: every hop is 0, including the whole
+                # episode (first -> last frame), which is pure progress under the real instruction.
+                for a_i in range(len(idx)):
+                    b_i = int(rng.integers(len(idx)))
+                    add(pos[b_i], pos[a_i], 0.0, 0.0, 0.0, swapped, "swap")
+                    add(start_pos, pos[a_i], 0.0, 0.0, 0.0, swapped, "swap")
+                add(pos[0], pos[-1], 0.0, 0.0, 0.0, swapped, "swap")
 
         weight = self._weights(pair_kind, strata)
         t = lambda k, dt=torch.long: torch.tensor(rows[k], dtype=dt)  # noqa: E731
@@ -390,8 +454,9 @@ class PairSampler:
     def _weights(self, kinds: list[str], strata: list[tuple[int, int]]) -> np.ndarray:
         kinds_arr = np.array(kinds)
         w = np.zeros(len(kinds))
-        shares = {"zero": self.cfg.zero_hop_weight, "counterfactual": self.cfg.counterfactual_weight}
-        present = {k: bool(np.any(kinds_arr == k)) for k in ("regular", "zero", "counterfactual")}
+        shares = {"zero": self.cfg.zero_hop_weight, "counterfactual": self.cfg.counterfactual_weight,
+                  "swap": self.cfg.swap_weight}
+        present = {k: bool(np.any(kinds_arr == k)) for k in ("regular", *shares)}
         regular_share = 1.0 - sum(s for k, s in shares.items() if present[k])
         for kind, share in list(shares.items()) + [("regular", regular_share)]:
             sel = np.flatnonzero(kinds_arr == kind)
@@ -527,6 +592,11 @@ def run_training(
     return model, summary
 
 
+def _swapped_instructions(cfg: TrainConfig, episodes: Sequence[TrainEpisode]) -> list[str]:
+    pairs = parse_swap_pairs(cfg.swap_words)
+    return sorted({t for ep in episodes if ep.success and (t := swap_instruction(ep.task, pairs))})
+
+
 def build_model(cfg: TrainConfig, episodes: list[TrainEpisode], cameras: Sequence[str]) -> GRM:
     torch.manual_seed(cfg.seed)
     config = GRMConfig(
@@ -537,7 +607,7 @@ def build_model(cfg: TrainConfig, episodes: list[TrainEpisode], cameras: Sequenc
         embed_dim=cfg.embed_dim,
         num_bins=cfg.num_bins,
         freeze_backbone=cfg.freeze_backbone,
-        vocabulary=build_vocabulary(sorted({ep.task for ep in episodes})),
+        vocabulary=build_vocabulary(sorted({ep.task for ep in episodes}) + _swapped_instructions(cfg, episodes)),
         model_id=cfg.model_id,
     )
     return GRM(config)
@@ -568,6 +638,7 @@ def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
         "successful_episodes": int(sum(ep.success for ep in data)),
         "steps": cfg.steps,
         "seed": cfg.seed,
+        "swap_words": list(cfg.swap_words),
         "image_size": cfg.image_size,
         "final_metrics": summary,
     }
