@@ -2,7 +2,10 @@
 reward model's cost inside the training loop.
 
     .venv/bin/python bench/shaping_bench.py --tasks reach push --seeds 0 1 \\
-        --rewards sparse oracle naive-delta --grm ckpts/grm_push --steps 20000 --out outputs/shaping_bench
+        --rewards sparse oracle naive-delta --grm outputs/grm_bench/ckpt --grm-tasks push \\
+        --steps 8000 8000 --eval-every 2000 --eval-episodes 20 --out outputs/shaping_bench
+
+Each run starts from the task's tuned preset (``TrainConfig.for_task``; ``--config`` replaces it).
 
 For every (task, reward, seed) it runs ``policies.train.train`` into ``OUT/<task>/<reward>/seed<k>``
 (finished runs are reused, so the bench can be extended run by run), then writes
@@ -43,17 +46,22 @@ class BenchArgs:
     rewards: tuple[str, ...] = ("sparse", "oracle", "naive-delta")
     """Reward variants besides the GRM (which --grm adds)."""
     grm: str | None = None
-    """GRM checkpoint directory (from `prism-reward train`); adds the `grm:` column."""
+    """GRM checkpoint directory (from `prism-reward train`); adds the `grm:` column. Checked when the
+    grm runs are due (after the other rewards of a task): if it does not exist by then, grm is
+    reported as pending -- so a checkpoint still being trained can be named up front."""
+    grm_tasks: tuple[str, ...] | None = None
+    """Tasks on which the grm variant runs (None: all of --tasks); the others report it as not run."""
     steps: tuple[int, ...] = (20_000,)
     """Env-step budget per task (one value for all tasks, or one per task)."""
     algo: str = "sac"
     """sac or ppo."""
     config: Path | None = None
-    """Optional TrainConfig YAML used as the base of every run (fields below override it)."""
-    n_envs: int = 4
-    """Parallel envs per run."""
-    gamma: float = 0.95
-    """Learner (and shaping) discount."""
+    """Optional TrainConfig YAML used as the base of every run (default: each task's tuned preset,
+    policies.configuration_train.TASK_PRESETS; fields below override it)."""
+    n_envs: int | None = None
+    """Parallel envs per run (None: the preset's)."""
+    gamma: float | None = None
+    """Learner (and shaping) discount (None: the preset's, 0.95 reach / 0.98 push)."""
     max_episode_steps: int | None = None
     """Episode time limit (None: the task default)."""
     eval_every: int = 2_000
@@ -87,10 +95,14 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
         if rows and rows[-1]["timesteps"] >= steps:
             print(f"  reuse {out}")
             return rows
-    base = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    base = TrainConfig.from_yaml(args.config) if args.config else TrainConfig.for_task(task, args.algo)
     cfg_dict = base.to_dict()
+    if args.n_envs is not None:
+        cfg_dict["n_envs"] = args.n_envs
+    if args.gamma is not None:
+        cfg_dict["gamma"] = args.gamma
     cfg_dict.update(
-        task=task, algo=args.algo, reward=reward, seed=seed, steps=steps, n_envs=args.n_envs, gamma=args.gamma,
+        task=task, algo=args.algo, reward=reward, seed=seed, steps=steps,
         eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device, out=out,
         video_every=0, checkpoint_every=0, progress_bar=False, resume=(out / "checkpoints").is_dir(),
         max_episode_steps=args.max_episode_steps, config=None,
@@ -101,6 +113,15 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
     print(f"  {task}/{name}/seed{seed}: {result.env_steps} steps in {time.perf_counter() - t0:.0f}s, "
           f"final success {result.final_success_rate:.0%}")
     return result.eval_curve
+
+
+def run_speed(args: BenchArgs, task: str, reward: str, seed: int) -> float | None:
+    """Training env-steps/s of a finished run (its train_summary.json), None if unknown."""
+    path = args.out / task / reward / f"seed{seed}" / "train_summary.json"
+    try:
+        return float(json.loads(path.read_text())["steps_per_second"])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def steps_to(curve_steps: np.ndarray, success: np.ndarray, level: float) -> float | None:
@@ -163,7 +184,7 @@ def measure_overhead(args: BenchArgs) -> dict:
     from reward_models.tracker import FusionConfig
 
     device = resolve_device(args.device)
-    if args.grm:
+    if args.grm and Path(args.grm).exists():
         from reward_models.registry import load_progress_model
 
         model = load_progress_model(f"grm:{args.grm}", device=device)
@@ -174,7 +195,7 @@ def measure_overhead(args: BenchArgs) -> dict:
 
         model = GRMProgressModel(GRM(GRMConfig()), device=device)
         model_desc = "untrained GRM, default GRMConfig (speed only)"
-    cfg = TrainConfig(task=args.overhead_task, reward="grm:bench", n_envs=args.n_envs, out=args.out / "overhead",
+    cfg = TrainConfig(task=args.overhead_task, reward="grm:bench", n_envs=args.n_envs or 4, out=args.out / "overhead",
                       device=device, progress_bar=False)
     env, shaped = build_train_env(cfg, device, reward_model=model, spec=RewardSpec.parse("grm:bench"))
     rng = np.random.default_rng(0)
@@ -218,27 +239,49 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--steps takes one value or one per task")
     budgets = dict(zip(args.tasks, args.steps if len(args.steps) > 1 else args.steps * len(args.tasks)))
     curves: dict[tuple[str, str], list[list[dict]]] = {}
+    grm_pending = args.grm is None
     if not args.only_overhead:
         for task in args.tasks:
             for reward in rewards:
                 name = "grm" if reward.startswith("grm:") else reward
+                if name == "grm" and args.grm_tasks is not None and task not in args.grm_tasks:
+                    print(f"[bench] {task} grm: not in --grm-tasks, skipped", flush=True)
+                    continue
+                if name == "grm" and not Path(args.grm).exists():
+                    print(f"[bench] {task} grm: no checkpoint at {args.grm} yet -> pending", flush=True)
+                    grm_pending = True
+                    continue
                 for seed in args.seeds:
                     print(f"[bench] {task} {name} seed {seed} ({budgets[task]} steps)", flush=True)
                     curves.setdefault((task, name), []).append(run_one(args, task, reward, seed, budgets[task]))
     table = summarise(curves) if curves else {}
+    for row in table.values():
+        row["steps_per_s"] = [run_speed(args, row["task"], row["reward"], seed) for seed in args.seeds]
     overhead = measure_overhead(args) if args.overhead_steps > 0 else None
-    report = {"table": table, "overhead": overhead, "grm": args.grm or "pending (no checkpoint given)",
+    grm_status = f"pending (no checkpoint at {args.grm})" if grm_pending and args.grm else args.grm
+    report = {"table": table, "overhead": overhead, "grm": grm_status or "pending (no checkpoint given)",
               "algo": args.algo, "n_envs": args.n_envs, "gamma": args.gamma, "seeds": list(args.seeds)}
     from episodes.atomic import atomic_write_json, atomic_write_text
 
     atomic_write_json(args.out / "results.json", report)
-    lines = ["| task | reward | seeds | final success | best success | env steps to 80% |", "|---|---|---|---|---|---|"]
+    lines = ["| task | reward | seeds | env steps | final success (per seed) | best success | env steps to 80% | "
+             "train env-steps/s |", "|---|---|---|---|---|---|---|---|"]
     for key, row in sorted(table.items()):
         to80 = f"{row['steps_to_80']:.0f}" if row["steps_to_80"] is not None else "not reached"
-        lines.append(f"| {row['task']} | {row['reward']} | {row['seeds']} | {row['final_success']:.0%} | "
-                     f"{row['best_success']:.0%} | {to80} |")
-    if not args.grm:
-        lines.append("| * | grm | - | pending: no GRM checkpoint given (--grm) | | |")
+        per_seed = ", ".join(f"{x:.0%}" for x in row["per_seed_final"])
+        speeds = [x for x in row["steps_per_s"] if x]
+        speed = f"{np.mean(speeds):.0f}" if speeds else "?"
+        lines.append(f"| {row['task']} | {row['reward']} | {row['seeds']} | {row['steps'][-1]:.0f} | "
+                     f"{row['final_success']:.0%} ({per_seed}) | {row['best_success']:.0%} | {to80} | {speed} |")
+    for task in args.tasks if args.grm and not grm_pending and args.grm_tasks is not None else ():
+        if task not in args.grm_tasks:
+            lines.append(f"| {task} | grm | - | - | not run (time budget; --grm-tasks) | | | |")
+    if grm_pending:
+        why = f"no checkpoint at {args.grm} when the grm runs were due" if args.grm else "no GRM checkpoint given (--grm)"
+        lines.append(f"| * | grm | - | - | pending: {why} | | | |")
+    lines += ["", "Success = deterministic policy, true `is_success` of the env, "
+              f"{args.eval_episodes} fresh-seed episodes per point; mean over seeds.",
+              "Command: `.venv/bin/python bench/shaping_bench.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"]
     if overhead:
         lines += ["", f"Overhead ({overhead['task']}, {overhead['n_envs']} envs, cameras {overhead['cameras']}, "
                       f"{overhead['device']}, {overhead['model']}): "

@@ -1,6 +1,8 @@
 """The one config of ``prism-train``: a dataclass (tyro CLI) that also loads from rl_zoo3-style YAML.
 
-Precedence: dataclass defaults < ``--config FILE.yaml`` < explicit command-line flags. The YAML
+Precedence: dataclass defaults < the task preset (``TASK_PRESETS``, used when no ``--config`` is
+given) < ``--config FILE.yaml`` < explicit command-line flags. The presets are the tuned settings
+that ``configs/<algo>_<task>.yaml`` also ship (a test keeps them equal). The YAML
 holds any field of :class:`TrainConfig` at the top level; SB3 constructor arguments go under
 ``hyperparams:`` (as in rl_zoo3's per-algo files), e.g.::
 
@@ -25,6 +27,47 @@ from typing import Any, Literal
 import yaml
 
 ALGOS = ("sac", "ppo")
+
+
+# Tuned per-(task, algo) settings: what `prism-train --task T --algo A` uses without --config. Each is
+# mirrored by configs/<algo>_<task>.yaml. Measured on 2 shared CPU cores (bench/shaping_bench.py,
+# outputs/shaping_bench/results.md). Why these values:
+# * gradient_steps=-1: one gradient step per env step whatever n_envs is (SB3's train_freq=1,
+#   gradient_steps=1 with 4 envs is an update-to-data ratio of 1/4 -- the main reason 4k-step runs
+#   did not learn before);
+# * gamma 0.95 for 50-step reach (expert needs ~12 steps), 0.98 for 100-step push;
+# * ent_coef auto from 0.01: progress-shaped rewards are O(0.05) per step and SB3's α₀ = 1 drowns them.
+TASK_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("reach", "sac"): {
+        "task": "reach", "algo": "sac", "n_envs": 4, "steps": 20_000, "gamma": 0.95, "net_arch": [256, 256],
+        "eval_every": 2_000, "eval_episodes": 20,
+        "hyperparams": {"learning_rate": 0.001, "batch_size": 256, "buffer_size": 200_000, "learning_starts": 1_000,
+                        "tau": 0.02, "train_freq": 1, "gradient_steps": -1, "ent_coef": "auto_0.01"},
+    },
+    ("push", "sac"): {
+        "task": "push", "algo": "sac", "n_envs": 4, "steps": 100_000, "gamma": 0.98, "net_arch": [256, 256],
+        "eval_every": 5_000, "eval_episodes": 20,
+        "hyperparams": {"learning_rate": 0.001, "batch_size": 256, "buffer_size": 300_000, "learning_starts": 1_000,
+                        "tau": 0.02, "train_freq": 1, "gradient_steps": -1, "ent_coef": "auto_0.01"},
+    },
+    ("reach", "ppo"): {
+        "task": "reach", "algo": "ppo", "n_envs": 8, "steps": 100_000, "gamma": 0.95, "net_arch": [64, 64],
+        "eval_every": 8_192, "eval_episodes": 20,
+        "hyperparams": {"learning_rate": 0.0003, "n_steps": 256, "batch_size": 256, "n_epochs": 10,
+                        "gae_lambda": 0.95, "ent_coef": 0.0},
+    },
+}
+
+
+def task_preset(task: str, algo: str = "sac") -> dict[str, Any]:
+    """The tuned preset of ``(task, algo)`` (a copy; ``{}`` when there is none). ``task`` may be a
+    short name (``reach``) or an env id (``prism/PandaReach-v0``)."""
+    import copy
+
+    short = task.strip().lower()
+    if "/" in short:  # prism/PandaReach-v0 -> reach
+        short = short.split("/", 1)[1].removeprefix("panda").split("-", 1)[0]
+    return copy.deepcopy(TASK_PRESETS.get((short, algo), {}))
 
 
 @dataclass
@@ -78,8 +121,13 @@ class TrainConfig:
     """Progress fusion of the tracker: fused, mean, incremental, forward, backward."""
     query_every: int = 1
     """Query the reward model every k steps and hold Φ in between (episode ends always query)."""
+    normalize_obs: bool = True
+    """Normalise the policy's state input by fixed mean/std measured under random actions before
+    training (stored inside model.zip; the reward is untouched, so shaping stays exact)."""
+    obs_stats_steps: int = 2_000
+    """Random-action env steps used to measure those statistics."""
     normalize_reward: bool = False
-    """VecNormalize the shaped reward. Breaks exact telescoping (policy invariance): off by default."""
+    """Breaks exact telescoping (policy invariance): VecNormalize the shaped reward. Off by default."""
     net_arch: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of the policy and value networks."""
     hyperparams: dict[str, int | float | bool | str] = field(default_factory=dict)
@@ -109,7 +157,7 @@ class TrainConfig:
         for name in ("n_envs", "steps", "image_size", "query_every", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "video_every", "checkpoint_every"):
+        for name in ("eval_every", "video_every", "checkpoint_every", "obs_stats_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.gamma <= 1.0:
@@ -150,6 +198,18 @@ class TrainConfig:
             raise ValueError(f"{source}: {exc}") from exc
 
     @classmethod
+    def for_task(cls, task: str, algo: str = "sac", **overrides: Any) -> TrainConfig:
+        """The task's tuned preset (``TASK_PRESETS``; plain defaults if it has none) with
+        ``overrides`` on top. ``hyperparams`` in ``overrides`` update the preset's, key by key."""
+        data = task_preset(task, algo)
+        data.update(task=task, algo=algo)
+        hyper = dict(data.get("hyperparams", {}))
+        hyper.update(overrides.pop("hyperparams", None) or {})
+        data.update(overrides)
+        data["hyperparams"] = hyper
+        return cls.from_dict(data, source=f"preset {task}/{algo}")
+
+    @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
         if not path.is_file():
@@ -171,11 +231,15 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
 
 
 def parse_train_config(argv: list[str] | None = None, description: str | None = None) -> TrainConfig:
-    """CLI parsing with YAML defaults: ``--config FILE`` first, explicit flags override it."""
+    """CLI parsing: the task's preset, then ``--config FILE`` (which replaces the preset), then
+    explicit flags."""
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    default = TrainConfig()
+    base = TrainConfig()
+    algo = _flag_value(argv, "--algo") or base.algo
+    # (an invalid --algo is left for tyro to report, with the usage text)
+    default = TrainConfig.for_task(_flag_value(argv, "--task") or base.task, algo if algo in ALGOS else base.algo)
     path = _flag_value(argv, "--config")
     out = _flag_value(argv, "--out")
     if path is None and "--resume" in argv and out is not None and (Path(out) / "config.yaml").is_file():

@@ -185,21 +185,17 @@ def stage_policy(args: DemoArgs, ckpt: Path | None) -> dict | None:
             curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     else:
         reward = f"grm:{ckpt}" if args.policy_reward == "grm" and ckpt is not None else args.policy_reward
-        cfg = TrainConfig(task=args.policy_task, reward=reward, steps=args.policy_steps, seed=args.seed,
-                          out=out, eval_every=max(500, args.policy_steps // 4), eval_episodes=10,
-                          progress_bar=True, **_policy_defaults(args.policy_task))
+        # The task's tuned SAC preset (configs/sac_<task>.yaml), shortened to the demo's budget.
+        cfg = TrainConfig.for_task(args.policy_task, "sac", reward=reward, steps=args.policy_steps, seed=args.seed,
+                                   out=out, eval_every=max(500, args.policy_steps // 4), eval_episodes=10,
+                                   progress_bar=True,
+                                   hyperparams={"learning_starts": min(500, max(100, args.policy_steps // 8))})
         result = train(cfg)
         curve = result.eval_curve
         _log(f"policy: {result.env_steps} env steps in {result.train_seconds:.0f}s, "
              f"true success {result.final_success_rate:.0%} (reward {reward})")
     plot = _plot_curve(curve, args.out / "policy_curve.png", f"{args.policy_task}: SAC, {args.policy_reward} reward")
     return {"run": str(out), "curve": curve, "plot": plot.name, "reward": args.policy_reward}
-
-
-def _policy_defaults(task: str) -> dict:
-    """Small, fast SAC settings for the demo's short run (prism-train's own defaults aim at full runs)."""
-    return dict(n_envs=4, net_arch=(64, 64), gamma=0.9,
-                hyperparams={"learning_starts": 300, "gradient_steps": 2, "batch_size": 128, "learning_rate": 2e-3})
 
 
 def _plot_curve(curve: list[dict], path: Path, title: str) -> Path:

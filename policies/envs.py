@@ -8,6 +8,13 @@ The stack for one training env (inside out)::
     -> Monitor                     the env's true return, length and is_success
     ... DummyVecEnv / SubprocVecEnv
     -> ShapedRewardVecEnv          one batched reward-model call per step (main process)
+
+Observation normalisation happens inside the policy (:class:`NormalizedFlattenExtractor`, fixed
+statistics from :func:`state_statistics`, saved in ``model.zip``), not in the env stack: the raw
+sim state stays what evaluation, ``load_policy`` and the ROS 2 policy node feed, and the reward is
+never touched, so shaping still telescopes exactly. (The raw state mixes joint velocities with a
+spread of ~0.3 rad/s and end-effector/marker positions with a spread of 4–8 cm, so the few
+centimetres that decide success are tiny inputs to an unnormalised network.)
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from policies.shaping import RewardViewsWrapper
@@ -139,3 +148,94 @@ def make_vec_env(n_envs: int, seed: int, vec_env: str = "dummy", **env_kwargs: A
         raise ValueError(f"vec_env must be 'dummy' or 'subproc', got {vec_env!r}")
     venv.seed(seed)
     return venv
+
+
+# --------------------------------------------------------------------------------------------
+# Observation normalisation that travels with the policy.
+# --------------------------------------------------------------------------------------------
+
+
+def state_statistics(
+    task: str, steps: int = 2_000, seed: int = 0, action_mode: str = "ee_delta",
+    max_episode_steps: int | None = None, min_std: float = 1e-2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the sim's ``state`` vector under uniformly random actions (``steps`` steps,
+    seeded). Used to normalise the policy's input; ``std`` is floored at ``min_std`` so constant
+    entries (e.g. a fixed marker height) are not blown up."""
+    import sim
+
+    kwargs: dict[str, Any] = {"cameras": (), "action_mode": action_mode}
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    env = sim.make(task, **kwargs)
+    try:
+        env.action_space.seed(seed)
+        rows = []
+        obs, _ = env.reset(seed=seed)
+        episode = 0
+        for _ in range(steps):
+            rows.append(np.asarray(obs["state"], dtype=np.float64))
+            obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            if terminated or truncated:
+                episode += 1
+                obs, _ = env.reset(seed=seed + episode)
+    finally:
+        env.close()
+    data = np.stack(rows)
+    return data.mean(axis=0), np.maximum(data.std(axis=0), min_std)
+
+
+def _normalizer_buffers(module: torch.nn.Module, mean: Sequence[float], std: Sequence[float], dim: int,
+                        clip: float) -> None:
+    mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32).reshape(-1))
+    std_t = torch.as_tensor(np.asarray(std, dtype=np.float32).reshape(-1))
+    if mean_t.numel() != dim or std_t.numel() != dim:
+        raise ValueError(f"state normaliser: mean/std have {mean_t.numel()}/{std_t.numel()} entries, the state has {dim}")
+    if not torch.all(std_t > 0):
+        raise ValueError("state normaliser: std must be positive")
+    module.register_buffer("state_mean", mean_t)
+    module.register_buffer("state_std", std_t)
+    module.clip = float(clip)
+
+
+class NormalizedFlattenExtractor(FlattenExtractor):
+    """SB3 ``MlpPolicy`` features extractor: ``clip((x − mean) / std)`` with fixed statistics
+    stored as buffers, so the normalisation is saved in ``model.zip`` and every consumer
+    (evaluation, ``load_policy``, the ROS 2 policy node) feeds raw sim states.
+
+    Fixed rather than running statistics (``VecNormalize``): nothing else has to be saved or
+    synchronised, and the critic's inputs do not drift while it learns. Observation
+    normalisation leaves the reward untouched, so shaping still telescopes exactly."""
+
+    def __init__(self, observation_space: gym.spaces.Box, mean: Sequence[float], std: Sequence[float],
+                 clip: float = 10.0) -> None:
+        super().__init__(observation_space)
+        _normalizer_buffers(self, mean, std, int(np.prod(observation_space.shape)), clip)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        x = self.flatten(observations)
+        return torch.clamp((x - self.state_mean) / self.state_std, -self.clip, self.clip)
+
+
+class NormalizedCombinedExtractor(CombinedExtractor):
+    """``MultiInputPolicy`` extractor: as :class:`NormalizedFlattenExtractor` for the ``state``
+    entry; camera images go through SB3's CNNs unchanged."""
+
+    def __init__(self, observation_space: gym.spaces.Dict, mean: Sequence[float], std: Sequence[float],
+                 clip: float = 10.0, cnn_output_dim: int = 256) -> None:
+        super().__init__(observation_space, cnn_output_dim=cnn_output_dim)
+        _normalizer_buffers(self, mean, std, int(np.prod(observation_space["state"].shape)), clip)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        observations = dict(observations)
+        observations["state"] = torch.clamp(
+            (observations["state"] - self.state_mean) / self.state_std, -self.clip, self.clip)
+        return super().forward(observations)
+
+
+def normalizing_policy_kwargs(obs_mode: str, mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
+    """``policy_kwargs`` entries that make an SB3 policy normalise the state input (see
+    :func:`state_statistics`)."""
+    cls = NormalizedFlattenExtractor if obs_mode == "state" else NormalizedCombinedExtractor
+    return {"features_extractor_class": cls,
+            "features_extractor_kwargs": {"mean": [float(x) for x in mean], "std": [float(x) for x in std]}}

@@ -2,7 +2,8 @@
 
 Examples::
 
-    prism-train --task reach --algo sac --reward oracle --steps 20000 --out runs/reach_oracle
+    prism-train --task reach --reward oracle --out runs/reach_oracle   # the task's tuned preset
+    prism-train --config configs/sac_reach_tiny.yaml --out runs/reach_tiny   # ~1.5 min on a CPU
     prism-train --task push --algo sac --reward grm:ckpts/grm_push --n-envs 8 --out runs/push_grm
     prism-train --config configs/sac_push.yaml --reward naive-delta --out runs/push_naive
     prism-train --out runs/push_grm --resume          # continue from the newest checkpoint
@@ -24,11 +25,13 @@ from typing import Any
 from policies.configuration_train import TrainConfig, parse_train_config
 
 ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Small-budget defaults for 20 Hz table-top tasks with 50–120 step episodes. Progress-shaped
-    # rewards are O(0.05) per step; SB3's initial entropy weight α = 1 drowns them (measured on
-    # reach: no progress in 5k steps with α₀ = 1, learning with α₀ = 0.01), hence auto_0.01.
+    # Fallback hyperparameters (tasks with a tuned preset get theirs from TASK_PRESETS) for 20 Hz
+    # table-top tasks with 50–120 step episodes. Progress-shaped rewards are O(0.05) per step; SB3's
+    # initial entropy weight α = 1 drowns them (measured on reach: no progress in 5k steps with
+    # α₀ = 1, learning with α₀ = 0.01), hence auto_0.01. gradient_steps=-1: one update per env step
+    # whatever n_envs is (gradient_steps=1 with 4 envs learnt ~4x slower per env step).
     "sac": {"learning_rate": 1e-3, "buffer_size": 300_000, "batch_size": 256, "learning_starts": 1_000,
-            "tau": 0.02, "train_freq": 1, "gradient_steps": 1, "ent_coef": "auto_0.01"},
+            "tau": 0.02, "train_freq": 1, "gradient_steps": -1, "ent_coef": "auto_0.01"},
     "ppo": {"learning_rate": 3e-4, "n_steps": 256, "batch_size": 256, "n_epochs": 10, "gae_lambda": 0.95,
             "ent_coef": 0.0, "clip_range": 0.2},
 }
@@ -148,6 +151,12 @@ def build_model(config: TrainConfig, env, device: str):
     hyper.update(config.hyperparams)
     policy_kwargs = dict(hyper.pop("policy_kwargs", {}) or {})
     policy_kwargs.setdefault("net_arch", list(config.net_arch))
+    if config.normalize_obs and config.obs_stats_steps > 0 and "features_extractor_class" not in policy_kwargs:
+        from policies.envs import normalizing_policy_kwargs, state_statistics
+
+        mean, std = state_statistics(config.task, config.obs_stats_steps, seed=config.seed,
+                                     action_mode=config.action_mode, max_episode_steps=config.max_episode_steps)
+        policy_kwargs.update(normalizing_policy_kwargs(config.obs, mean, std))
     policy = "MultiInputPolicy" if config.obs == "pixels" else "MlpPolicy"
     if config.obs == "pixels" and config.algo == "sac":
         hyper.setdefault("buffer_size", 50_000)

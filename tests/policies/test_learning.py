@@ -1,5 +1,6 @@
 """Learning components judged by what they learn (small budgets, 2 CPU cores)."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -40,33 +41,83 @@ def test_ppo_learns_a_long_chain_with_progress_shaping():
     assert results["oracle"][0] == 0.0 and results["oracle"][1] >= 0.8, results
 
 
+def test_task_presets_are_the_cli_defaults_and_match_the_shipped_configs():
+    """`prism-train --task reach` without --config uses the tuned reach preset; configs/<algo>_<task>.yaml
+    ship the same settings; flags and --config still win."""
+    from pathlib import Path
+
+    from policies.configuration_train import TASK_PRESETS, TrainConfig, parse_train_config, task_preset
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for (task, algo), preset in TASK_PRESETS.items():
+        shipped = TrainConfig.from_yaml(configs / f"{algo}_{task}.yaml")
+        assert shipped.to_dict() | {"config": None, "out": None} == (
+            TrainConfig.for_task(task, algo).to_dict() | {"config": None, "out": None}), (task, algo)
+    reach = parse_train_config(["--task", "reach"])
+    assert (reach.gamma, reach.hyperparams["gradient_steps"]) == (0.95, -1)
+    push = parse_train_config(["--task", "push", "--gamma", "0.99", "--steps", "10"])
+    assert (push.gamma, push.steps, push.n_envs) == (0.99, 10, TASK_PRESETS[("push", "sac")]["n_envs"])
+    assert parse_train_config(["--task", "prism/PandaPush-v0"]).hyperparams == task_preset("push")["hyperparams"]
+    assert parse_train_config(["--task", "drawer"]).hyperparams == {}  # no preset: plain defaults
+    tiny = parse_train_config(["--config", str(configs / "sac_reach_tiny.yaml"), "--task", "reach"])
+    assert tiny.steps == 4_000
+    with pytest.raises(ValueError, match="preset reach/sac"):
+        TrainConfig.for_task("reach", "sac", gamma=2.0)
+
+
+def test_state_normaliser_is_saved_inside_the_model(tmp_path):
+    """The policy normalises raw states itself (fixed statistics in model.zip), so a reloaded model
+    acts identically on raw sim states and a wrong-sized normaliser is refused."""
+    from stable_baselines3 import SAC
+
+    from policies.envs import normalizing_policy_kwargs, state_statistics
+
+    mean, std = state_statistics("reach", steps=120, seed=0)
+    assert mean.shape == std.shape == (21,) and np.all(std >= 1e-2)
+    space = gym.spaces.Box(-np.inf, np.inf, (21,), np.float32)
+    env = DummyVecEnv([lambda: gym.wrappers.TimeLimit(_ConstantEnv(space), 5)])
+    kwargs = normalizing_policy_kwargs("state", mean, std) | {"net_arch": [8]}
+    model = SAC("MlpPolicy", env, policy_kwargs=kwargs, device="cpu", seed=0)
+    obs = (mean + 3 * std).astype(np.float32)[None]
+    features = model.policy.actor.extract_features(torch.as_tensor(obs), model.policy.actor.features_extractor)
+    assert torch.allclose(features, torch.full((1, 21), 3.0), atol=1e-4)
+    model.save(tmp_path / "m.zip")
+    loaded = SAC.load(tmp_path / "m.zip", device="cpu")
+    assert np.allclose(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    assert torch.equal(loaded.policy.actor.features_extractor.state_mean, torch.as_tensor(mean, dtype=torch.float32))
+    with pytest.raises(ValueError, match="21"):
+        SAC("MlpPolicy", env, policy_kwargs=normalizing_policy_kwargs("state", mean[:5], std[:5]), device="cpu")
+
+
+class _ConstantEnv(gym.Env):
+    """Zeros forever: only its spaces matter (for building and saving a policy)."""
+
+    def __init__(self, space):
+        self.observation_space = space
+        self.action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(self.observation_space.shape, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(self.observation_space.shape, np.float32), 0.0, False, False, {}
+
+
 @pytest.mark.slow
-def test_sac_on_panda_reach_with_oracle_shaping_learns_to_approach_the_target(tmp_path):
-    """Real sim, state-only SAC, ~3k env steps: the deterministic policy ends its episodes much
-    closer to the target (true progress) than before training."""
+def test_sac_on_panda_reach_with_oracle_shaping_learns_to_succeed(tmp_path):
+    """Real sim, state-only SAC with the tuned reach preset (configs/sac_reach_tiny.yaml), seeded:
+    the deterministic policy's true success rate on fresh seeds rises from the first evaluation
+    (1k env steps: 0 %) by at least 40 points by 4k env steps (measured: 50 %; ~80 s on 2 cores)."""
+    from pathlib import Path
+
     from policies.configuration_train import TrainConfig
     from policies.train import train
 
-    cfg = TrainConfig(task="reach", algo="sac", reward="oracle", n_envs=4, steps=3_000, seed=0, gamma=0.9,
-                      max_episode_steps=30, eval_every=3_000, eval_episodes=8, video_every=0,
-                      checkpoint_every=0, progress_bar=False, net_arch=(64, 64), out=tmp_path / "run",
-                      hyperparams={"learning_starts": 300, "gradient_steps": 2, "batch_size": 128,
-                                   "learning_rate": 2e-3})
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    cfg = TrainConfig.from_yaml(configs / "sac_reach_tiny.yaml")
+    cfg.out, cfg.seed, cfg.progress_bar, cfg.device = tmp_path / "run", 0, False, "cpu"
     result = train(cfg)
-    from policies.callbacks import run_episodes
-    from policies.run import load_policy
-    from policies.train import make_eval_env_fn
-    from stable_baselines3 import SAC
-
-    env = make_eval_env_fn(cfg)()
-    try:
-        untrained = SAC("MlpPolicy", env, seed=1, device="cpu", policy_kwargs={"net_arch": [64, 64]})
-        before, _ = run_episodes(lambda o: untrained.predict(o, deterministic=True)[0], env, 8, seed=10_000)
-        policy = load_policy(cfg.out, device="cpu")
-        after, _ = run_episodes(policy.predict, env, 8, seed=10_000)
-    finally:
-        env.close()
-    p_before = np.mean([r.final_progress for r in before])
-    p_after = np.mean([r.final_progress for r in after])
-    assert result.eval_curve[-1]["mean_final_progress"] >= p_before + 0.25
-    assert p_after >= p_before + 0.25, (p_before, p_after)
+    curve = [row["success_rate"] for row in result.eval_curve]
+    assert len(curve) == 4, result.eval_curve
+    assert curve[0] <= 0.3 and max(curve[-2:]) >= curve[0] + 0.4, curve
+    assert result.eval_curve[-1]["mean_final_progress"] >= 0.6, result.eval_curve
