@@ -19,6 +19,8 @@ PAD, UNK = "<pad>", "<unk>"
 
 BACKBONE_KINDS = ("conv", "open_clip", "hf")
 
+CONDITIONING_KINDS = ("pooled", "spatial")
+
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -78,6 +80,21 @@ class GRMConfig:
     """Width of the instruction embedding."""
     vocabulary: list[str] = field(default_factory=lambda: [PAD, UNK])
     """Instruction words (index = token id); unknown words map to ``<unk>``."""
+    conditioning: str = "pooled"
+    """Where the instruction enters. ``pooled`` (checkpoints before this option): FiLM on the
+    task-independent pooled state embedding, instruction = mean of word vectors. ``spatial``: the
+    state embedding keeps every view's spatial tokens (``token_grid``² per view) and the
+    instruction *chooses what to look at* -- text-derived queries attend over those tokens when a
+    hop is scored -- and the instruction is an attention pool over position-aware word vectors,
+    so one salient word (a colour) is not averaged away. ``encode`` stays task-independent either
+    way (one encoder pass per frame, shared by every task)."""
+    token_grid: int = 4
+    """Side of the spatial token grid per view (``conditioning=spatial``; conv backbone only,
+    pretrained backbones give one token per view)."""
+    text_queries: int = 2
+    """Instruction-derived attention queries over the spatial tokens (``conditioning=spatial``)."""
+    max_words: int = 24
+    """Word positions with their own embedding (``conditioning=spatial``); later words share the last."""
     num_bins: int = 41
     """K hop bins evenly covering [-1, 1]; the hop is the expectation of bin centres."""
     hidden_dim: int = 256
@@ -98,6 +115,10 @@ class GRMConfig:
         self.conv_channels = tuple(int(c) for c in self.conv_channels)
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"GRMConfig.cameras must be non-empty and distinct, got {self.cameras}")
+        if self.conditioning not in CONDITIONING_KINDS:
+            raise ValueError(f"GRMConfig.conditioning must be one of {CONDITIONING_KINDS}, got {self.conditioning!r}")
+        if self.token_grid < 1 or self.text_queries < 1 or self.max_words < 1:
+            raise ValueError("GRMConfig.token_grid, text_queries and max_words must be >= 1")
         if self.num_bins < 3:
             raise ValueError(f"GRMConfig.num_bins must be >= 3, got {self.num_bins}")
         if self.image_size < 16:

@@ -8,6 +8,17 @@ Architecture (one forward per state, then a cheap head per hop)::
     [text, FiLM_text(start|null, goal|null, before, after, after − before)] ─▶ MLP ─▶ K hop-bin logits
     hop = Σ softmax(logits) · bin centres   (K bins evenly covering [-1, 1])
 
+With ``conditioning="spatial"`` (new checkpoints) the instruction chooses *what to look at*::
+
+    view v image ─▶ conv map (g×g) ─▶ per-location MLP ─▶ + position[g×g] + view embedding[v] ─▶ tokens
+    state embedding = all views' tokens (B, V·g², D) + a presence channel   (task-independent, cached)
+    instruction ─▶ position-aware word vectors ─▶ attention pool (+ mean) ─▶ text embedding
+    text ─▶ Q queries ─▶ attention over the state's tokens ─▶ [attended, token mean] ─▶ task-conditioned state (D)
+
+so the colour word of "push the red block" can pick the red block's tokens instead of being one
+of eight averaged words that only rescale a pooled vector. The attention runs per hop on cached
+tokens (a few hundred FLOPs per token), so ``encode`` still runs once per frame for any task.
+
 ``encode`` produces state embeddings (the expensive part, once per frame); every hop -- the
 incremental one and both anchored ones -- comes from cached embeddings in ``hop_from_embeddings``.
 """
@@ -80,20 +91,30 @@ class ConvBackbone(_Backbone):
     """Small CNN trained from scratch: stride-2 conv stages, then a 4×4 spatial map flattened
     (keeps *where* things are, which is what progress depends on)."""
 
-    def __init__(self, image_size: int, channels: Sequence[int]) -> None:
+    def __init__(self, image_size: int, channels: Sequence[int], grid: int | None = None) -> None:
         super().__init__(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
         self.input_size = image_size
+        self.grid = grid
         layers: list[nn.Module] = []
         c_in = 3
-        for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU()]
+        for i, c in enumerate(channels):
+            # Spatial tokens: the last stage keeps its resolution, so the token grid is real
+            # (not an upsampled 2×2 map at small inputs).
+            stride = 1 if grid is not None and i == len(channels) - 1 and len(channels) > 1 else 2
+            layers += [nn.Conv2d(c_in, c, 3, stride=stride, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU()]
             c_in = c
-        layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten()]
+        if grid is None:
+            layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten()]
+            self.feat_dim = c_in * 16
+        else:
+            layers += [nn.AdaptiveAvgPool2d(grid)]
+            self.feat_dim = c_in
         self.net = nn.Sequential(*layers)
-        self.feat_dim = c_in * 16
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """(N, feat_dim) flattened 4×4 map, or (N, grid², channels) tokens when built with ``grid``."""
+        out = self.net(x)
+        return out if self.grid is None else out.flatten(2).transpose(1, 2)
 
 
 def _register_open_clip_config(model_cfg: dict[str, Any]) -> str:
@@ -221,7 +242,8 @@ def _vision_tower(model: nn.Module) -> nn.Module:
 def build_backbone(config: GRMConfig) -> _Backbone:
     kind, arg = parse_backbone(config.backbone)
     if kind == "conv":
-        return ConvBackbone(config.image_size, config.conv_channels)
+        grid = config.token_grid if config.conditioning == "spatial" else None
+        return ConvBackbone(config.image_size, config.conv_channels, grid=grid)
     if kind == "open_clip":
         return OpenClipBackbone(arg, config.pretrained, config.backbone_config)
     return HFVisionBackbone(arg, config.backbone_config)
@@ -254,13 +276,32 @@ class GRM(nn.Module):
         self.backbone = build_backbone(config)
         if config.backbone_kind != "conv":
             config.backbone_config = self.backbone.backbone_config
+        self.spatial = config.conditioning == "spatial"
         self.view_proj = nn.Sequential(nn.Linear(self.backbone.feat_dim, d), nn.GELU(), nn.Linear(d, d))
         self.view_embed = nn.Parameter(torch.randn(len(config.cameras), d) * 0.02)
-        self.fuse_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.fuse_attn = nn.MultiheadAttention(d, config.view_heads, batch_first=True)
-        self.fuse_norm = nn.LayerNorm(d)
-        self.word_embed = nn.EmbeddingBag(len(config.vocabulary), config.text_dim, mode="mean", padding_idx=0)
-        self.text_proj = nn.Sequential(nn.Linear(config.text_dim, config.text_dim), nn.GELU())
+        t = config.text_dim
+        if self.spatial:
+            n_tok = config.token_grid**2 if config.backbone_kind == "conv" else 1
+            self.token_pos = nn.Parameter(torch.randn(n_tok, d) * 0.02)
+            self.word_embed = nn.Embedding(len(config.vocabulary), t, padding_idx=0)
+            self.word_pos = nn.Parameter(torch.randn(config.max_words, t) * 0.02)
+            # Two attention heads over words: a salient word can take a head's whole weight.
+            self.word_attn = nn.Linear(t, 2)
+            self.text_proj = nn.Sequential(nn.Linear(3 * t, t), nn.GELU())
+            self.text_query = nn.Linear(t, config.text_queries * d)
+            self.query_base = nn.Parameter(torch.randn(config.text_queries, d) * 0.02)
+            # FiLM on every cached spatial token: the instruction rescales channels per location
+            # (e.g. keeps "red here" features, damps "blue here") before anything is pooled.
+            self.token_film = nn.Linear(t, 2 * d)
+            self.token_mlp = nn.Sequential(nn.GELU(), nn.Linear(d, d), nn.GELU())
+            self.state_attn = nn.MultiheadAttention(d, config.view_heads, batch_first=True)
+            self.state_out = nn.Sequential(nn.Linear((config.text_queries + 1) * d, d), nn.LayerNorm(d))
+        else:
+            self.fuse_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+            self.fuse_attn = nn.MultiheadAttention(d, config.view_heads, batch_first=True)
+            self.fuse_norm = nn.LayerNorm(d)
+            self.word_embed = nn.EmbeddingBag(len(config.vocabulary), t, mode="mean", padding_idx=0)
+            self.text_proj = nn.Sequential(nn.Linear(t, t), nn.GELU())
         self.null_start = nn.Parameter(torch.zeros(d))
         self.null_goal = nn.Parameter(torch.zeros(d))
         # FiLM: the instruction scales/shifts the visual features, so "is this progress *for
@@ -285,6 +326,8 @@ class GRM(nn.Module):
         b, v = view_mask.shape
         if not bool(view_mask.any(dim=1).all()):
             raise ValueError("every state needs at least one camera view")
+        if self.spatial:
+            return self._encode_tokens(images, view_mask)
         feats = self.view_proj(self.backbone(images[view_mask]))
         tokens = torch.zeros(b, v, feats.shape[-1], device=feats.device, dtype=feats.dtype)
         tokens[view_mask] = feats
@@ -296,8 +339,51 @@ class GRM(nn.Module):
 
     # -- text ---------------------------------------------------------------------------------
 
+    def _encode_tokens(self, images: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        """(B, V·n, D + 1): every view's spatial tokens; the last channel is 1 where the view is
+        present, so the mask travels with the cached embedding."""
+        b, v = view_mask.shape
+        feats = self.backbone(images[view_mask])
+        if feats.dim() == 2:  # pretrained backbones: one token per view
+            feats = feats.unsqueeze(1)
+        feats = self.view_proj(feats) + self.token_pos.unsqueeze(0)
+        n, d = feats.shape[1], feats.shape[2]
+        tokens = torch.zeros(b, v, n, d + 1, device=feats.device, dtype=feats.dtype)
+        tokens[view_mask] = torch.cat([feats, torch.ones_like(feats[..., :1])], dim=-1)
+        tokens[..., :d] = tokens[..., :d] + self.view_embed.view(1, v, 1, d)
+        return tokens.reshape(b, v * n, d + 1)
+
+    def condition_states(self, states: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Task-conditioned (B, D) state vectors from ``encode_states`` output and (B, text_dim)
+        instruction embeddings: text queries attend over the spatial tokens (``spatial``); the
+        pooled embedding itself otherwise (there FiLM in the head does the conditioning)."""
+        if not self.spatial:
+            return states
+        tokens, present = states[..., :-1], states[..., -1] > 0.5
+        b, d = tokens.shape[0], tokens.shape[-1]
+        scale, shift = self.token_film(text).unsqueeze(1).chunk(2, dim=-1)
+        tokens = self.token_mlp(tokens * (1.0 + scale) + shift)
+        queries = self.query_base.unsqueeze(0) + self.text_query(text).view(b, -1, d)
+        attended, _ = self.state_attn(queries, tokens, tokens, key_padding_mask=~present)
+        m = present.unsqueeze(-1).to(tokens.dtype)
+        mean = (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return self.state_out(torch.cat([attended.flatten(1), mean], dim=-1))
+
     def encode_text(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         device = self.null_start.device
+        if self.spatial:
+            longest = max(len(ids) for ids in token_ids)
+            ids = torch.zeros(len(token_ids), longest, dtype=torch.long, device=device)
+            for i, row in enumerate(token_ids):
+                ids[i, : len(row)] = torch.tensor(row, dtype=torch.long, device=device)
+            valid = ids != 0
+            positions = torch.arange(longest, device=device).clamp(max=self.config.max_words - 1)
+            words = self.word_embed(ids) + self.word_pos[positions].unsqueeze(0)
+            m = valid.unsqueeze(-1).to(words.dtype)
+            mean = (words * m).sum(1) / m.sum(1).clamp_min(1.0)
+            scores = self.word_attn(words).masked_fill(~valid.unsqueeze(-1), float("-inf")).softmax(1)  # (B, L, 2)
+            pooled = torch.einsum("blh,blt->bht", scores, words).flatten(1)
+            return self.text_proj(torch.cat([mean, pooled], dim=-1))
         flat = torch.tensor([i for ids in token_ids for i in ids], dtype=torch.long, device=device)
         offsets = torch.tensor(np.cumsum([0] + [len(ids) for ids in token_ids[:-1]]), dtype=torch.long, device=device)
         return self.text_proj(self.word_embed(flat, offsets))
@@ -309,7 +395,11 @@ class GRM(nn.Module):
         new_vocab = build_vocabulary(list(instructions), old)
         added = new_vocab[len(old):]
         if added:
-            emb = nn.EmbeddingBag(len(new_vocab), self.config.text_dim, mode="mean", padding_idx=0).to(self.null_start.device)
+            if self.spatial:
+                emb = nn.Embedding(len(new_vocab), self.config.text_dim, padding_idx=0)
+            else:
+                emb = nn.EmbeddingBag(len(new_vocab), self.config.text_dim, mode="mean", padding_idx=0)
+            emb = emb.to(self.null_start.device)
             with torch.no_grad():
                 emb.weight[: len(old)] = self.word_embed.weight
                 emb.weight[len(old):] = self.word_embed.weight[1]
@@ -329,8 +419,9 @@ class GRM(nn.Module):
         start_keep: torch.Tensor | None = None,
         goal_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, K) hop-bin logits. ``start``/``goal`` None, or rows masked out by ``*_keep`` = False,
-        are replaced by learned "no reference" vectors (context dropout at training time)."""
+        """(B, K) hop-bin logits from task-conditioned (B, D) state vectors (``condition_states``).
+        ``start``/``goal`` None, or rows masked out by ``*_keep`` = False, are replaced by learned
+        "no reference" vectors (context dropout at training time)."""
         b = before.shape[0]
         start_ctx = self._context(start, start_keep, self.null_start, b)
         goal_ctx = self._context(goal, goal_keep, self.null_goal, b)
@@ -445,7 +536,11 @@ class GRMProgressModel(ProgressModel):
             raise ValueError(f"hop batch mismatch: {before.shape[0]} before, {after.shape[0]} after, {len(tasks)} tasks")
         start = None if start is None else torch.as_tensor(start, device=self.device)
         goal = None if goal is None else torch.as_tensor(goal, device=self.device)
-        logits = self.model.hop_logits(before, after, self._text(list(tasks)), start, goal)
+        text = self._text(list(tasks))
+        cond = self.model.condition_states
+        logits = self.model.hop_logits(cond(before, text), cond(after, text), text,
+                                       None if start is None else cond(start, text),
+                                       None if goal is None else cond(goal, text))
         return self.model.hop_from_logits(logits).double().cpu().numpy()
 
 

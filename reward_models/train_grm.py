@@ -118,6 +118,12 @@ class TrainConfig:
     """Keep a pretrained backbone fixed (only the fusion, text and head layers train)."""
     embed_dim: int = 128
     """State embedding width."""
+    conditioning: str = "pooled"
+    """Where the instruction enters the model: ``spatial`` (text queries attend over each view's
+    spatial tokens, so a colour word can pick its block) or ``pooled`` (FiLM on a task-independent
+    pooled embedding; the architecture of older checkpoints). See GRMConfig.conditioning.
+    ``pooled`` stays the default until ``spatial`` is shown to ground colour words (it does not
+    yet on the two-block test at 250-2000 steps)."""
     num_bins: int = 41
     """Hop bins over [-1, 1]."""
     lr: float = 1e-3
@@ -315,12 +321,15 @@ class PairSampler:
         self.cfg = cfg
         self.rng = rng
         self.by_task: dict[str, list[int]] = defaultdict(list)
+        # Goal references are keyed by *instruction*, not task: "push the red block" and "push the
+        # blue block" share a task name, and a blue-block goal image labelled Φ = 1 under the red
+        # instruction would teach the model that the colour word does not matter.
         self.goals: dict[str, list[int]] = defaultdict(list)
         self.instructions: dict[str, list[str]] = defaultdict(list)
         for i, ep in enumerate(episodes):
             self.by_task[ep.task_key].append(i)
             if ep.success:
-                self.goals[ep.task_key].append(i)
+                self.goals[ep.task].append(i)
             if ep.task not in self.instructions[ep.task_key]:
                 self.instructions[ep.task_key].append(ep.task)
         self.task_keys = sorted(self.by_task)
@@ -370,9 +379,10 @@ class PairSampler:
             idx = self._frames(T)
             start_i = int(rng.integers(0, max(1, T // 10))) if rng.random() < cfg.start_clip else 0
             goal_ep = None
-            if self.goals[key]:
+            goals = self.goals.get(ep.task)
+            if goals:
                 own = ep.success and rng.random() < 0.5
-                goal_ep = ep if own else self.episodes[self.goals[key][int(rng.integers(len(self.goals[key])))]]
+                goal_ep = ep if own else self.episodes[goals[int(rng.integers(len(goals)))]]
             group = [ep.frames[idx], ep.frames[start_i : start_i + 1]]
             if goal_ep is not None:
                 group.append(goal_ep.frames[-1:])
@@ -482,9 +492,15 @@ def batch_loss(model: GRM, batch: Batch, device: torch.device) -> tuple[torch.Te
     unique = list(dict.fromkeys(batch.text))
     text_emb = model.encode_text([model.config.token_ids(t) for t in unique])
     text_idx = torch.tensor([unique.index(t) for t in batch.text], device=device)
+    # Condition each (state, instruction) combination the pairs use once, then index: a state
+    # appears in many pairs (and under several instructions with counterfactuals).
+    refs = [batch.before.to(device), batch.after.to(device), batch.start.to(device), batch.goal.to(device)]
+    combos = torch.stack([r * len(unique) + text_idx for r in refs])
+    keys, inverse = torch.unique(combos, return_inverse=True)
+    cond = model.condition_states(emb[keys // len(unique)], text_emb[keys % len(unique)])
+    before, after, start, goal = (cond[inv] for inv in inverse)
     logits = model.hop_logits(
-        emb[batch.before.to(device)], emb[batch.after.to(device)], text_emb[text_idx],
-        emb[batch.start.to(device)], emb[batch.goal.to(device)],
+        before, after, text_emb[text_idx], start, goal,
         batch.start_keep.to(device), batch.goal_keep.to(device),
     )
     hop = batch.hop.to(device)
@@ -605,6 +621,7 @@ def build_model(cfg: TrainConfig, episodes: list[TrainEpisode], cameras: Sequenc
         image_size=cfg.image_size,
         cameras=tuple(cameras),
         embed_dim=cfg.embed_dim,
+        conditioning=cfg.conditioning,
         num_bins=cfg.num_bins,
         freeze_backbone=cfg.freeze_backbone,
         vocabulary=build_vocabulary(sorted({ep.task for ep in episodes}) + _swapped_instructions(cfg, episodes)),
