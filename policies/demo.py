@@ -9,8 +9,8 @@ Stages (each resumes: a stage whose output already exists is skipped unless ``--
 3. **grm**     train a small multi-view process reward model (GRM) on ``OUT/data/*`` -> ``OUT/grm``;
 4. **eval**    score the held-out episodes with the GRM beside the ground-truth oracle ->
    ``OUT/eval/<task>/report.html`` (VOC, 3-class completion, success AUROC, ...);
-5. **policy**  a short SAC run on the policy task with the GRM's policy-invariant shaped reward ->
-   ``OUT/policy`` (success-vs-steps curve);
+5. **policy**  short SAC runs on the policy task with the GRM's and the oracle's policy-invariant
+   shaped rewards -> ``OUT/policy/<reward>`` (success-vs-steps curves in one plot);
 6. **report**  ``OUT/report.html`` (+ ``summary.json``) with all of the above: a contact sheet of every
    camera view, the expert success rates, recorded outcomes, reward-model metrics and the policy curve.
 """
@@ -59,8 +59,9 @@ class DemoArgs:
     """Task of the short policy-training stage."""
     policy_steps: int = 4000
     """Env steps of the short policy-training stage (0 skips it)."""
-    policy_reward: str = "grm"
-    """Reward of the policy stage: grm (the GRM just trained, shaped), oracle or sparse."""
+    policy_rewards: str = "grm,oracle"
+    """Comma-separated rewards of the policy stage, one short run each, plotted together: grm (the GRM
+    just trained, shaped), oracle (ground-truth progress, shaped the same way) or sparse."""
     seed: int = 0
     """First seed of the recorded episodes (held-out and expert-check episodes use later seeds)."""
     force: bool = False
@@ -171,47 +172,62 @@ def stage_eval(args: DemoArgs, tasks: list[str], ckpt: Path) -> dict[str, dict]:
     return results
 
 
-def stage_policy(args: DemoArgs, ckpt: Path | None) -> dict | None:
+def stage_policy(args: DemoArgs, ckpt: Path | None) -> dict:
+    """One short SAC run per reward (same task, seed and budget); returns their success curves."""
+    import csv
+
     from policies.configuration_train import TrainConfig
     from policies.train import train
 
-    out = args.out / "policy"
-    curve_path = out / "eval" / "curve.csv"
-    if curve_path.exists() and (out / "model.zip").exists() and not args.force:
-        _log(f"policy: kept existing run {out}")
-        import csv
+    runs = {}
+    for name in _policy_rewards(args):
+        out = args.out / "policy" / name
+        curve_path = out / "eval" / "curve.csv"
+        if curve_path.exists() and (out / "model.zip").exists() and not args.force:
+            _log(f"policy {name}: kept existing run {out}")
+            with curve_path.open() as f:
+                curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        else:
+            reward = f"grm:{ckpt}" if name == "grm" else name
+            # The task's tuned SAC preset (configs/sac_<task>.yaml), shortened to the demo's budget.
+            cfg = TrainConfig.for_task(args.policy_task, "sac", reward=reward, steps=args.policy_steps,
+                                       seed=args.seed, out=out, eval_every=max(500, args.policy_steps // 4),
+                                       eval_episodes=10, progress_bar=True,
+                                       hyperparams={"learning_starts": min(500, max(100, args.policy_steps // 8))})
+            result = train(cfg)
+            curve = result.eval_curve
+            _log(f"policy {name}: {result.env_steps} env steps in {result.train_seconds:.0f}s, "
+                 f"true success {result.final_success_rate:.0%}")
+        runs[name] = {"run": str(out), "curve": curve}
+    plot = _plot_curves({k: v["curve"] for k, v in runs.items()}, args.out / "policy_curve.png",
+                        f"{args.policy_task}: SAC, {args.policy_steps} env steps, seed {args.seed}")
+    return {"runs": runs, "plot": plot.name}
 
-        with curve_path.open() as f:
-            curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    else:
-        reward = f"grm:{ckpt}" if args.policy_reward == "grm" and ckpt is not None else args.policy_reward
-        # The task's tuned SAC preset (configs/sac_<task>.yaml), shortened to the demo's budget.
-        cfg = TrainConfig.for_task(args.policy_task, "sac", reward=reward, steps=args.policy_steps, seed=args.seed,
-                                   out=out, eval_every=max(500, args.policy_steps // 4), eval_episodes=10,
-                                   progress_bar=True,
-                                   hyperparams={"learning_starts": min(500, max(100, args.policy_steps // 8))})
-        result = train(cfg)
-        curve = result.eval_curve
-        _log(f"policy: {result.env_steps} env steps in {result.train_seconds:.0f}s, "
-             f"true success {result.final_success_rate:.0%} (reward {reward})")
-    plot = _plot_curve(curve, args.out / "policy_curve.png", f"{args.policy_task}: SAC, {args.policy_reward} reward")
-    return {"run": str(out), "curve": curve, "plot": plot.name, "reward": args.policy_reward}
+
+def _policy_rewards(args: DemoArgs) -> list[str]:
+    names = [r.strip() for r in args.policy_rewards.split(",") if r.strip()]
+    bad = [r for r in names if r not in ("grm", "oracle", "sparse")]
+    if bad:
+        raise ValueError(f"--policy-rewards takes grm, oracle, sparse; got {bad}")
+    return [r for r in names if r != "grm" or args.grm_steps > 0]
 
 
-def _plot_curve(curve: list[dict], path: Path, title: str) -> Path:
+def _plot_curves(curves: dict[str, list[dict]], path: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3))
-    xs = [row["timesteps"] for row in curve]
-    ax.plot(xs, [row["success_rate"] for row in curve], marker="o")
+    for name, curve in curves.items():
+        ax.plot([row["timesteps"] for row in curve], [row["success_rate"] for row in curve], marker="o",
+                label=f"{name} reward")
     ax.set_xlabel("env steps")
     ax.set_ylabel("true success rate")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -297,10 +313,13 @@ def write_report(args: DemoArgs, summary: dict, sheet: Path) -> Path:
 <table>{head}{body}</table>""")
     if summary.get("policy"):
         pol = summary["policy"]
-        last = pol["curve"][-1]["success_rate"] if pol["curve"] else float("nan")
-        sections.append(f"""<h2>Policy training with the shaped reward</h2>
-<p>SAC on <b>{esc(args.policy_task)}</b> with the {esc(pol['reward'])} reward (r = r_success + γΦ(s') − Φ(s)),
-{args.policy_steps} env steps; final true success rate {last:.0%}. Run directory: <code>policy/</code>.</p>
+        finals = ", ".join(f"{esc(name)} {run['curve'][-1]['success_rate']:.0%}" if run["curve"] else esc(name)
+                           for name, run in pol["runs"].items())
+        sections.append(f"""<h2>Policy training with shaped rewards</h2>
+<p>SAC on <b>{esc(args.policy_task)}</b>, {args.policy_steps} env steps per reward, the same seed; shaped rewards are
+r = r_success + γΦ(s') − Φ(s) with Φ from the named source. Final true success: {finals}. Runs:
+<code>policy/&lt;reward&gt;/</code>. A GRM trained for a few CPU minutes on a few dozen episodes is a rough
+potential; longer training (<code>prism-reward train</code>) and longer RL runs (<code>prism-train</code>) do better.</p>
 <img src="{esc(pol['plot'])}" alt="success vs env steps" style="max-width:520px">""")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>prism-rl demo report</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse}}
@@ -324,8 +343,7 @@ def run_demo(args: DemoArgs) -> dict:
         raise ValueError("--tasks names no task")
     if args.policy_steps > 0 and args.grm_steps > 0:
         args.policy_task = sim.resolve_task(args.policy_task)
-    if args.policy_reward not in ("grm", "oracle", "sparse"):
-        raise ValueError(f"--policy-reward must be grm, oracle or sparse, got {args.policy_reward!r}")
+    _policy_rewards(args)  # validates before any work is done
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"config": {k: str(v) for k, v in asdict(args).items()}}
     summary["record"] = stage_record(args, tasks)
@@ -336,7 +354,7 @@ def run_demo(args: DemoArgs) -> dict:
         summary["grm"] = str(ckpt)
         if args.heldout_episodes > 0:
             summary["eval"] = stage_eval(args, tasks, ckpt)
-    if args.policy_steps > 0 and (ckpt is not None or args.policy_reward != "grm"):
+    if args.policy_steps > 0 and _policy_rewards(args):
         summary["policy"] = stage_policy(args, ckpt)
     sheet = contact_sheet({t: r["dataset"] for t, r in summary["record"].items()}, args.out / "contact_sheet.png")
     summary["seconds"] = time.perf_counter() - t0

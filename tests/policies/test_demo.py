@@ -12,18 +12,20 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     summary = run_demo(args)
     out = tmp_path / "demo"
     for name in ("report.html", "contact_sheet.png", "summary.json", "experts.json", "policy_curve.png",
-                 "grm/config.json", "eval/reach/report.html", "eval/reach/metrics.json", "policy/model.zip"):
+                 "grm/config.json", "eval/reach/report.html", "eval/reach/metrics.json", "policy/grm/model.zip",
+                 "policy/oracle/model.zip"):
         assert (out / name).is_file(), name
     assert summary["expert_success"]["reach"] >= 2 / 3
     assert sum(summary["record"]["reach"]["outcomes"].values()) == 3
     assert set(summary["eval"]["reach"]["metrics"]) >= {"oracle"} and len(summary["eval"]["reach"]["metrics"]) == 2
-    assert summary["policy"]["curve"], "the policy stage evaluates at least once"
+    assert set(summary["policy"]["runs"]) == {"grm", "oracle"}
+    assert all(run["curve"] for run in summary["policy"]["runs"].values()), "each policy run evaluates"
     page = (out / "report.html").read_text()
     for text in ("contact_sheet.png", "policy_curve.png", "eval/reach/report.html", "held-out"):
         assert text in page, text
     # Resume: finished stages are kept (files untouched), the summary is the same.
     kept = [next((out / "data" / "reach").rglob("*.parquet")), out / "grm" / "model.safetensors",
-            out / "eval" / "reach" / "metrics.json", out / "policy" / "model.zip"]
+            out / "eval" / "reach" / "metrics.json", out / "policy" / "grm" / "model.zip"]
     mtimes = [p.stat().st_mtime_ns for p in kept]
     again = run_demo(args)
     assert [p.stat().st_mtime_ns for p in kept] == mtimes
