@@ -75,7 +75,10 @@ class _Backbone(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        # uint8 frames (inference) and float frames (training batches, after augmentation) are
+        # both in [0, 255]: scaling only uint8 would feed training a 255x brighter image than
+        # inference sees.
+        x = images.float() / 255.0
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False)
         return (x - self.mean) / self.std
