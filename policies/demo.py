@@ -326,7 +326,7 @@ potential; longer training (<code>prism-reward train</code>) and longer RL runs 
 td,th{{border:1px solid #ccc;padding:4px 10px}}img{{max-width:100%}}</style></head><body>
 <h1>prism-rl demo report</h1>
 <p>Recorded {sum(r['episodes'] for r in record.values())} training episodes ({args.size} px, cameras
-{esc(args.cameras)}); whole run {summary['seconds']:.0f} s. Datasets are LeRobot v3.0 under
+{esc(args.cameras)}); this invocation took {summary['seconds']:.0f} s (finished stages are reused). Datasets are LeRobot v3.0 under
 <code>data/&lt;task&gt;</code> and <code>heldout/&lt;task&gt;</code>.</p>
 {''.join(sections)}
 <h2>Contact sheet</h2><img src="{sheet.name}" alt="contact sheet">
