@@ -228,6 +228,13 @@ def _plot_curves(curves: dict[str, list[dict]], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure atomically (a half-written PNG never replaces a good one)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -278,12 +285,7 @@ def contact_sheet(datasets: dict[str, str], path: Path) -> Path:
                     ax.text(2, 10, f"Φ={ep.progress[t]:.2f}", color="white", fontsize=6,
                             bbox=dict(facecolor="black", alpha=0.5, pad=1, lw=0))
     fig.suptitle("prism-rl demo: camera views (start / middle / end of one episode per task)", fontsize=10)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save_figure(fig, path)
 
 
 def write_report(args: DemoArgs, summary: dict, sheet: Path) -> Path:
