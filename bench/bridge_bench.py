@@ -87,7 +87,7 @@ def run_case(policy: str, control_rate: float, camera_rate: float, size: int, se
     from geometry_msgs.msg import TwistStamped
     from std_msgs.msg import String
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(150, 230)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 100)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]), MUJOCO_GL="egl")
     ns = "/bench"
     driver = subprocess.Popen([sys.executable, __file__, "--driver", ns, str(camera_rate), str(size)], env=env)

@@ -160,6 +160,17 @@ class RecorderNode:
         n.create_subscription(String, topics.EPISODE_START, self._on_episode_start, latched_qos())
         n.create_subscription(String, topics.EPISODE_END, self._on_episode_end, 10)
         n.create_timer(1.0 / cfg.fps, self._sample)
+        if self._bag is not None:
+            # Register every connection now: building a message schema on a topic's first message
+            # stalled the callbacks long enough to lose the start of the first episode.
+            recorded = [(t, "sensor_msgs/msg/Image") for t in self.camera_topics.values()]
+            recorded += [(cfg.joint_states_topic, "sensor_msgs/msg/JointState"),
+                         (cfg.twist_topic, "geometry_msgs/msg/TwistStamped"),
+                         (cfg.trajectory_topic, "trajectory_msgs/msg/JointTrajectory")]
+            if cfg.ee_pose_topic:
+                recorded.append((cfg.ee_pose_topic, "geometry_msgs/msg/PoseStamped"))
+            for topic, msgtype in recorded:
+                self._bag_connection(topic, msgtype)
         n.get_logger().info(f"recording {list(self.camera_topics.values())} at {cfg.fps:g} fps -> "
                             f"{cfg.output or '-'} {cfg.mcap or ''}")
 
@@ -180,13 +191,17 @@ class RecorderNode:
             return
         from rclpy.serialization import serialize_message
 
+        conn = self._bag_connection(topic, msgtype)
+        self._bag.write(conn, self.node.get_clock().now().nanoseconds, serialize_message(msg))
+
+    def _bag_connection(self, topic: str, msgtype: str):
         conn = self._bag_connections.get(topic)
         if conn is None:
             # store the fully-qualified name (/prism/front/image_raw), as `ros2 bag record` does
             full_name = self.node.resolve_topic_name(topic)
             conn = self._bag.add_connection(full_name, msgtype, typestore=self._bag_typestore)
             self._bag_connections[topic] = conn
-        self._bag.write(conn, self.node.get_clock().now().nanoseconds, serialize_message(msg))
+        return conn
 
     # -- inputs ------------------------------------------------------------------------------------
     def _on_image(self, cam: str, topic: str, msg) -> None:

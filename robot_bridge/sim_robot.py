@@ -68,8 +68,9 @@ class SimRobotConfig:
     real_time_factor: float = 1.0
     """Simulated seconds per wall-clock second (1.0: real time)."""
     wait_for_subscribers: int = 0
-    """Hold the first episode until this many nodes subscribe to every camera topic (0: start at
-    once). Lets a recorder or policy that starts alongside the twin see the episode from frame 0."""
+    """Hold the first episode until this many nodes subscribe to every camera topic, /joint_states,
+    the EE pose and the episode-start topic (0: start at once). Lets a recorder that starts alongside the twin
+    see the episode from frame 0."""
     command_timeout_s: float = 0.25
     """A Twist older than this is treated as zero (MoveIt Servo's incoming command timeout)."""
     ee_max_step: float = 0.0
@@ -266,16 +267,20 @@ class SimRobotNode:
         self.node.get_logger().info(f"episode {self.episode} (seed {seed}): {instruction!r}")
 
     def _subscribers_ready(self) -> bool:
-        """True once every camera topic has enough subscribers, plus a short grace period so the
-        subscribers' side of DDS discovery has completed too."""
+        """True once every recorded topic has enough subscribers, plus a grace period (1 s) so the
+        subscribers' side of DDS discovery and their first callbacks have completed too."""
         now = monotonic()
-        counts = {cam: p.get_subscription_count() for cam, p in self.image_pubs.items()}
+        # DDS matches endpoints topic by topic: a consumer can see the cameras before /joint_states
+        # or the latched episode start, so every topic a recording needs is checked.
+        pubs = {**self.image_pubs, "joint_states": self.joint_pub, "ee_pose": self.pose_pub,
+                "episode_start": self.episode_start_pub}
+        counts = {name: p.get_subscription_count() for name, p in pubs.items()}
         if min(counts.values()) >= self.config.wait_for_subscribers:
             self._subscribers_ready_at = self._subscribers_ready_at or now
-            return now - self._subscribers_ready_at >= 0.5
+            return now - self._subscribers_ready_at >= 1.0
         self._subscribers_ready_at = None
         self.node.get_logger().info(
-            f"waiting for {self.config.wait_for_subscribers} subscribers on every camera topic: {counts}",
+            f"waiting for {self.config.wait_for_subscribers} subscribers on each topic: {counts}",
             throttle_duration_sec=2.0)
         return False
 

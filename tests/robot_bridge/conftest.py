@@ -48,7 +48,9 @@ def ros_domain(monkeypatch) -> int:
     """A DDS domain id no other test (or parallel run) uses: processes started by the test and the
     in-test probe share it."""
     _domain_counter[0] += 1
-    domain = 100 + (os.getpid() * 7 + _domain_counter[0] * 13) % 100
+    # Fast DDS uses UDP ports 7400 + 250 * domain (+ offsets): domains above ~101 land in Linux's
+    # ephemeral port range (32768-60999) and can collide with other sockets, so stay in 1..100.
+    domain = 1 + (os.getpid() * 7 + _domain_counter[0] * 13) % 100
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     monkeypatch.setenv("MUJOCO_GL", "egl")

@@ -82,7 +82,9 @@ def test_closed_loop_reach_monitor_and_recorder(processes, probe, tmp_path):
     for i in range(2):
         ep = ds.load_episode(i)
         assert ep.length >= 4 and ep.task in instructions
-        assert ep.progress is not None and ep.progress[-1] > 0.95 and ep.progress[0] < 0.5
+        assert ep.progress is not None and ep.progress[-1] > 0.95 and ep.progress[0] < 0.5, (
+            f"episode {i} ({ep.length} frames) progress {ep.progress}\n" + processes.log("recorder")[-3000:]
+            + processes.log("twin")[-2000:])
         assert ep.success[-1] and ep.done[-1] and not ep.done[0]
         assert np.allclose(ep.action[-1], 0.0)  # the final observation carries a zero action
         assert np.abs(ep.action[:-1, :3]).max() > 0.1  # the expert's commands, back in action units
