@@ -46,7 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    result = func(rest)
+    try:
+        result = func(rest)
+    except (ValueError, OSError) as exc:
+        # Bad input (missing/corrupt dataset, bad checkpoint, unknown model spec, unwritable output)
+        # is reported in one line for every subcommand; programming errors still show a traceback.
+        print(f"prism-reward {name}: error: {exc}", file=sys.stderr)
+        return 2
     return result if isinstance(result, int) else 0
 
 

@@ -268,3 +268,13 @@ def test_cli_train_and_adapt_on_a_lerobot_dataset(tmp_path):
     assert main(["--help"]) == 0 and main(["nope"]) == 2
     with pytest.raises(IndexError, match="out of range"):
         adapt_grm(AdaptConfig(checkpoint=out, demo=demo, episode=5, out=tmp_path / "x", steps=1, progress_bar=False))
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    from reward_models.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prism-reward train: error:") and "missing" in err and "Traceback" not in err
+    assert main(["eval", "--model", "no-such-model-spec", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "prism-reward eval: error:" in capsys.readouterr().err
