@@ -89,11 +89,12 @@ def stage_record(args: DemoArgs, tasks: list[str]) -> dict[str, dict]:
         if args.grm_steps > 0 and args.heldout_episodes > 0:
             _record(args.out / "heldout" / task, task, args.heldout_episodes, heldout_seed, args, "held-out")
         ds = open_dataset(out)
+        # Outcomes come from the episodes table: no video needs decoding for them.
+        table = ds.episode_table
+        labels = table["outcome"] if "outcome" in table else [None] * ds.num_episodes
         outcomes: dict[str, int] = {}
-        for i in range(ds.num_episodes):
-            o = ds.episode_outcome(i) if hasattr(ds, "episode_outcome") else None
-            if o is None:
-                o = ds.load_episode(i, cameras=[ds.cameras[0]]).outcome or "unknown"
+        for o in labels:
+            o = o if isinstance(o, str) and o else "unknown"
             outcomes[o] = outcomes.get(o, 0) + 1
         results[task] = {"dataset": str(out), "episodes": ds.num_episodes, "outcomes": outcomes}
     return results
