@@ -23,6 +23,13 @@ of Φ_I and Φ_F. (Gating Φ_F against Φ_I instead was measured to hurt: the in
 multiplies T hops and drifts, e.g. creeping up on a reach to the wrong point, while the forward
 anchor -- one judgement against the start -- stays right; handing control to the drifting
 estimate exactly when the two disagree picked the wrong one.)
+
+A goal reference is also *checked* once per episode (``fused`` mode): the model's own hop
+H(s_0 → s_g) must read as progress (≥ ``goal_min_hop``). A goal that looks like the start fails
+the check (measured: H ≤ 0 for goal = start frame, H ≥ 0.69 for real goal frames of other
+episodes); such an episode gets no goal context at all (the reference would tell the model
+"nothing is left to do", which collapsed every hop on push) and Φ* = Φ_I for it -- the
+estimate that never compares against a reference.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ class FusionConfig:
     """Success tolerance δ: an episode counts as successful once Φ ≥ 1 − δ."""
     eps: float = 1e-6
     """ε in the relative anchor disagreement Δ = |Φ_B − Φ_F| / (mean + ε)."""
+    goal_min_hop: float = 0.5
+    """``fused`` only: a goal reference is used when the model reads start → goal as at least
+    this much progress; below it (the goal looks like the start) the episode is tracked without
+    goal context and Φ* = Φ_I. Set it to -1 to trust every goal."""
 
     def __post_init__(self) -> None:
         if self.mode not in FUSION_MODES:
@@ -89,11 +100,14 @@ def fuse(
     forward: np.ndarray,
     backward: np.ndarray | None,
     config: FusionConfig,
+    uninformative_goal: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Combine the estimates into Φ (same shape) and return ``(phi, weight)``.
 
     ``backward`` may be ``None`` or hold NaN where no goal reference exists; those entries use
-    only the incremental and forward estimates.
+    only the incremental and forward estimates. ``uninformative_goal`` (bool, broadcastable)
+    marks entries whose goal reference failed the start → goal check: in ``fused`` mode they
+    get Φ* = Φ_I with w = 0.
     """
     inc = np.asarray(incremental, dtype=np.float64)
     fwd = np.asarray(forward, dtype=np.float64)
@@ -109,6 +123,8 @@ def fuse(
     mean = np.where(has_goal, (inc + fwd + np.nan_to_num(bwd)) / 3.0, (inc + fwd) / 2.0)
 
     if config.mode == "fused":
+        if uninformative_goal is not None:
+            weight = np.where(np.asarray(uninformative_goal, dtype=bool), 0.0, weight)
         phi = weight * mean + (1.0 - weight) * inc
     elif config.mode == "mean":
         phi = mean
@@ -240,6 +256,7 @@ class ProgressTracker:
         self._fwd = np.zeros(self.n)
         self._bwd = np.full(self.n, np.nan)
         self._weight = np.ones(self.n)
+        self._goal_ok = np.ones(self.n, dtype=bool)  # goal reference passed the start -> goal check
         self.phi = np.zeros(self.n)
         """(n,) fused Φ of the last observation of each episode."""
 
@@ -253,12 +270,14 @@ class ProgressTracker:
     @property
     def components(self) -> dict[str, np.ndarray]:
         """Per-episode estimates behind ``phi``: incremental, forward, backward (NaN without a
-        goal) and weight (anchor consistency w)."""
+        goal, or with one that failed the start -> goal check), weight (anchor consistency w)
+        and goal_used (whether the episode's goal reference is in use)."""
         return {
             "incremental": self._inc.copy(),
             "forward": self._fwd.copy(),
             "backward": self._bwd.copy(),
             "weight": self._weight.copy(),
+            "goal_used": (self._goal_ok & bool(self._has_goal)).copy(),
         }
 
     @property
@@ -328,11 +347,14 @@ class ProgressTracker:
                 self._goal = emb_assign(self._goal, idx, goal)
         for i, t in zip(idx.tolist(), tasks):
             self._tasks[i] = t
+        self._goal_ok[idx] = True
+        if has_goal and self._checks_goals:
+            self._goal_ok[idx] = self._goal_check(start, goal, tasks)
         self._active[idx] = True
         self._chain[idx] = 0.0
         self._inc[idx] = 0.0
         self._fwd[idx] = 0.0
-        self._bwd[idx] = 0.0 if self._has_goal else np.nan
+        self._bwd[idx] = np.where(self._goal_ok[idx], 0.0, np.nan) if self._has_goal else np.nan
         self._weight[idx] = 1.0
         self.phi[idx] = 0.0
 
@@ -378,23 +400,42 @@ class ProgressTracker:
         emb = self._encode(obs_concat(parts) if len(parts) > 1 else obs)
         cur = emb_take(emb, np.arange(self.n)) if len(parts) > 1 else emb
 
-        # All hops of this step in one call: rows [incremental | forward | backward].
+        # All hops of this step in one model call: per episode [incremental | forward | backward]
+        # rows, plus a start -> goal check row per new goal. Episodes whose goal failed that
+        # check are asked without goal context, which needs a second call only when a step mixes
+        # both kinds of episode.
         n = self.n
-        k = 3 if self._has_goal else 2
-        before = emb_concat([self._prev, self._start] + ([self._goal] if self._has_goal else []))
-        after = emb_concat([cur] * k)
-        start_ctx = emb_concat([self._start] * k)
-        goal_ctx = emb_concat([self._goal] * k) if self._has_goal else None
-        tasks = [t for t in self._tasks] * k
-        hops = np.asarray(self.model.hop_from_embeddings(before, after, tasks, start_ctx, goal_ctx), dtype=np.float64)
-        self.n_hop_calls += 1
-        if hops.shape != (k * n,):
-            raise ValueError(f"{type(self.model).__name__}.hop_from_embeddings returned shape {hops.shape}, expected ({k * n},)")
+        with_goal = self._goal_ok if self._has_goal else np.zeros(n, dtype=bool)
+        g_idx, u_idx = np.flatnonzero(with_goal), np.flatnonzero(~with_goal)
+        check_rows = ridx.size if (reset_goal_obs is not None and self._checks_goals) else 0
+        tasks_arr = np.array(self._tasks, dtype=object)
+        inc_h, fwd_h, bwd_h = np.zeros(n), np.zeros(n), np.full(n, np.nan)
+        check_h = np.zeros(0)
+        if g_idx.size or check_rows:
+            prev, start, goal, now = (emb_take(e, g_idx) for e in (self._prev, self._start, self._goal, cur))
+            tasks = list(tasks_arr[g_idx]) * 3
+            before, after, s_ctx, g_ctx = [prev, start, goal], [now] * 3, [start] * 3, [goal] * 3
+            if check_rows:
+                new_start = emb_take(emb, np.arange(n, n + check_rows))
+                new_goal = emb_take(emb, np.arange(n + check_rows, n + 2 * check_rows))
+                before, after = before + [new_start], after + [new_goal]
+                s_ctx, g_ctx = s_ctx + [new_start], g_ctx + [new_goal]
+                tasks += list(reset_tasks) if reset_tasks is not None else list(tasks_arr[ridx])
+            h = self._hop_call(emb_concat(before), emb_concat(after), tasks, emb_concat(s_ctx), emb_concat(g_ctx))
+            m = g_idx.size
+            inc_h[g_idx], fwd_h[g_idx], bwd_h[g_idx] = h[:m], h[m:2 * m], h[2 * m:3 * m]
+            check_h = h[3 * m:]
+        if u_idx.size:
+            prev, start, now = (emb_take(e, u_idx) for e in (self._prev, self._start, cur))
+            h = self._hop_call(emb_concat([prev, start]), emb_concat([now, now]), list(tasks_arr[u_idx]) * 2,
+                               emb_concat([start, start]), None)
+            inc_h[u_idx], fwd_h[u_idx] = h[:u_idx.size], h[u_idx.size:]
 
-        self._inc = incremental_update(self._chain, hops[:n])
-        self._fwd = forward_progress(hops[n : 2 * n])
-        self._bwd = backward_progress(hops[2 * n :]) if self._has_goal else np.full(n, np.nan)
-        self.phi, self._weight = fuse(self._inc, self._fwd, self._bwd if self._has_goal else None, self.fusion)
+        self._inc = incremental_update(self._chain, inc_h)
+        self._fwd = forward_progress(fwd_h)
+        self._bwd = backward_progress(bwd_h)  # NaN stays NaN where no goal is used
+        uninformative = (~self._goal_ok) if self._has_goal else None
+        self.phi, self._weight = fuse(self._inc, self._fwd, self._bwd, self.fusion, uninformative)
         self._chain = self._inc.copy()
         self._prev = cur
 
@@ -404,6 +445,8 @@ class ProgressTracker:
             self._prev = emb_assign(emb_copy(self._prev), ridx, new_start)
             if reset_goal_obs is not None:
                 self._goal = emb_assign(self._goal, ridx, emb_take(emb, np.arange(n + n_reset_rows, n + 2 * n_reset_rows)))
+                if check_rows:
+                    self._goal_ok[ridx] = check_h >= self.fusion.goal_min_hop
             if reset_tasks is not None:
                 for i, t in zip(ridx.tolist(), reset_tasks):
                     self._tasks[i] = t
@@ -411,6 +454,22 @@ class ProgressTracker:
             # terminal values of the finished ones until the next step.
             self._chain[ridx] = 0.0
         return self.phi.copy()
+
+    @property
+    def _checks_goals(self) -> bool:
+        return self.fusion.mode == "fused" and self.fusion.goal_min_hop > -1.0
+
+    def _hop_call(self, before: Any, after: Any, tasks: list, start: Any, goal: Any) -> np.ndarray:
+        rows = emb_len(before)
+        hops = np.asarray(self.model.hop_from_embeddings(before, after, tasks, start, goal), dtype=np.float64)
+        self.n_hop_calls += 1
+        if hops.shape != (rows,):
+            raise ValueError(f"{type(self.model).__name__}.hop_from_embeddings returned shape {hops.shape}, expected ({rows},)")
+        return hops
+
+    def _goal_check(self, start: Any, goal: Any, tasks: Sequence[str]) -> np.ndarray:
+        """(rows,) bool: the model reads start -> goal as progress (the goal is informative)."""
+        return self._hop_call(start, goal, list(tasks), start, goal) >= self.fusion.goal_min_hop
 
     def _select_reset_rows(self, reset_obs: Observation, ridx: np.ndarray, what: str) -> dict[str, np.ndarray]:
         b = obs_batch_size(reset_obs)
@@ -519,6 +578,12 @@ def track_episode(
     goal = model.encode(goal_obs) if goal_obs is not None else None
     if emb_len(start) != 1 or (goal is not None and emb_len(goal) != 1):
         raise ValueError("start_obs and goal_obs must have exactly one row")
+    goal_check_hop = None
+    if goal is not None and fusion.mode == "fused" and fusion.goal_min_hop > -1.0:
+        goal_check_hop = float(np.asarray(model.hop_from_embeddings(start, goal, [task], start, goal))[0])
+        if goal_check_hop < fusion.goal_min_hop:
+            goal = None  # looks like the start: tracked without goal context, Φ* = Φ_I (see fuse)
+    uninformative_goal = goal_check_hop is not None and goal is None
 
     # Hops for frames 1..T-1: incremental (t-1 -> t), forward (start -> t), backward (goal -> t).
     hops_inc = np.zeros(T)
@@ -562,7 +627,7 @@ def track_episode(
     bwd = backward_progress(hops_bwd) if goal is not None else np.full(T, np.nan)
     if goal is not None and first == 1:
         bwd[0] = 0.0  # the start frame is Φ = 0 by definition, as in the online tracker
-    phi, weight = fuse(inc, fwd, bwd if goal is not None else None, fusion)
+    phi, weight = fuse(inc, fwd, bwd if goal is not None else None, fusion, uninformative_goal or None)
     if first == 1:
         phi[0], weight[0] = 0.0, 1.0
     return ProgressTrace(
@@ -573,5 +638,6 @@ def track_episode(
         weight=weight,
         hops=hops_inc,
         delta=fusion.delta,
-        meta={"task": task, "model_id": model.model_id, "fusion": fusion.mode},
+        meta={"task": task, "model_id": model.model_id, "fusion": fusion.mode,
+              "goal_check_hop": goal_check_hop, "goal_used": goal is not None},
     )

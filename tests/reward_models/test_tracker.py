@@ -177,8 +177,12 @@ def test_goal_looks_like_start_keeps_success_detection():
     plain = track_episode(model, progress_obs(traj), task="open and close the drawer", goal_obs=goal,
                           fusion=FusionConfig(mode="mean"))
     # The failure exists: anchors saturate in opposite directions, the plain mean misses success.
-    assert fused.forward[-1] < 0.05 and fused.backward[1] > 0.9
+    assert plain.forward[-1] < 0.05 and plain.backward[1] > 0.9
     assert plain.success_frame is None
+    # The fused tracker saw it coming: the model reads start -> goal as no progress, so the goal
+    # reference is not used (no backward anchor) and Φ* is the incremental estimate.
+    assert fused.meta["goal_used"] is False and fused.meta["goal_check_hop"] < 0.5
+    assert np.all(np.isnan(fused.backward)) and np.all(fused.weight[1:] == 0.0)
     # Our fusion detects success, and only at the end; Φ stays monotone-ish and low at the start.
     assert fused.success_frame is not None and fused.success_frame >= T - 2
     assert fused.phi[1] < 0.2
@@ -189,6 +193,60 @@ def test_goal_looks_like_start_keeps_success_detection():
     for t in range(1, T):
         tracker.step(progress_obs(traj[t : t + 1]))
     assert tracker.success[0]
+    assert not tracker.components["goal_used"][0] and np.isnan(tracker.components["backward"][0])
+
+
+class GoalContextSensitiveOracle(OracleProgressModel):
+    """Exact hops, except that a goal context looking like the start (progress < 0.5) makes
+    every hop read 0 -- what the trained GRM does when handed the start frame as its goal."""
+
+    def hop_from_embeddings(self, before, after, tasks, start=None, goal=None):
+        h = np.asarray(super().hop_from_embeddings(before, after, tasks), dtype=np.float64)
+        if goal is not None:
+            h = np.where(np.asarray(goal, dtype=np.float64).reshape(-1) < 0.5, 0.0, h)
+        return h
+
+
+def test_goal_that_looks_like_start_is_not_used_as_context():
+    traj = np.linspace(0.0, 1.0, 30)
+    model = GoalContextSensitiveOracle()
+    looks_like_start = track_episode(model, progress_obs(traj), task="t", goal_obs=progress_obs([0.0]))
+    real_goal = track_episode(model, progress_obs(traj), task="t", goal_obs=progress_obs([1.0]))
+    trusted = track_episode(model, progress_obs(traj), task="t", goal_obs=progress_obs([0.0]),
+                            fusion=FusionConfig(goal_min_hop=-1.0))
+    np.testing.assert_allclose(looks_like_start.phi, traj, atol=1e-9)  # incremental of exact hops
+    assert looks_like_start.meta["goal_used"] is False
+    np.testing.assert_allclose(real_goal.phi, traj, atol=1e-9)
+    assert real_goal.meta["goal_used"] is True and np.isfinite(real_goal.backward[1:]).all()
+    # Trusting the start-like goal reproduces the collapse the check prevents.
+    assert trusted.success_frame is None and trusted.phi.max() < 0.5
+
+
+def test_online_goal_check_mixed_batch_and_goal_changes_on_reset():
+    n, T = 4, 20
+    model = CountingModel(GoalContextSensitiveOracle())
+    tracker = ProgressTracker(model, n=n)
+    goals = np.array([1.0, 0.0, 1.0, 0.0])  # episodes 1 and 3: goal looks like the start
+    tracker.reset(range(n), ["t"] * n, progress_obs(np.zeros(n)), goal_obs=progress_obs(goals))
+    assert model.hop_calls == 1  # the start -> goal check of all four goals, in one call
+    np.testing.assert_array_equal(tracker.components["goal_used"], goals == 1.0)
+    traj = np.linspace(0.0, 1.0, T)
+    for t in range(1, T):
+        calls = model.hop_calls
+        phi = tracker.step(progress_obs(np.full(n, traj[t])))
+        assert model.hop_calls - calls == 2  # with-goal rows and goal-less rows ask differently
+        np.testing.assert_allclose(phi, traj[t], atol=1e-9)
+    assert tracker.success.all()
+    # Episode 1 restarts with a real goal: its check rides along in that step's with-goal call.
+    calls, rows = model.hop_calls, model.hop_rows
+    tracker.step(progress_obs(np.ones(n)), reset_mask=[False, True, False, False], reset_obs=progress_obs([0.0]),
+                 reset_goal_obs=progress_obs([1.0]))
+    assert model.hop_calls - calls == 2 and model.hop_rows - rows == 3 * 2 + 1 + 2 * 2
+    np.testing.assert_array_equal(tracker.components["goal_used"], [True, True, True, False])
+    calls = model.hop_calls
+    tracker.step(progress_obs(np.array([1.0, 0.5, 1.0, 1.0])))
+    assert model.hop_calls - calls == 2
+    assert tracker.phi[1] == pytest.approx(0.5)
 
 
 # -- the online contract ---------------------------------------------------------------------
@@ -200,6 +258,7 @@ def test_one_encode_call_per_step_including_resets():
     tracker = ProgressTracker(model, n=n)
     tracker.reset(range(n), ["t"] * n, progress_obs(np.zeros(n)), goal_obs=progress_obs(np.ones(n)))
     assert model.encode_calls == 1 and tracker.n_encode_calls == 1  # start + goal in one batch
+    assert model.hop_calls == 1  # the goals' start -> goal check, one call for all
     rng = np.random.default_rng(6)
     for step in range(1, 31):
         done = rng.random(n) < 0.3
@@ -209,7 +268,7 @@ def test_one_encode_call_per_step_including_resets():
         assert model.hop_calls - before[1] == 1
         assert model.encoded_rows - before[2] == n + done.sum()  # each frame encoded once
         assert model.hop_rows - before[3] == 3 * n
-    assert tracker.n_encode_calls == 31 and tracker.n_hop_calls == 30
+    assert tracker.n_encode_calls == 31 and tracker.n_hop_calls == 31
 
 
 def test_reset_mask_returns_terminal_phi_then_restarts():
