@@ -12,7 +12,6 @@ adaptation from a single demo. Results also go to <out>/results.json.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -77,6 +76,8 @@ class ReportConfig:
     successful episodes (0: off; the wrong-object episodes carry the colour supervision)."""
     swap_weight: float = 0.15
     """TrainConfig.swap_weight: loss share of the colour-swap pairs."""
+    zero_hop_weight: float | None = None
+    """TrainConfig.zero_hop_weight: loss share of zero-hop pairs (None: the TrainConfig default)."""
     fusion: str = "fused"
     """Tracker fusion mode for the multi-/single-view rows (see reward_models.tracker.FusionConfig)."""
     reuse_checkpoints: bool = False
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(image_size=cfg.size, batch_episodes=cfg.batch_episodes, frames_per_episode=cfg.frames_per_episode,
                   num_threads=cfg.num_threads, device=cfg.device, seed=cfg.seed, save_every=200,
                   swap_counterfactual=cfg.swap_counterfactual, swap_weight=cfg.swap_weight)
+    if cfg.zero_hop_weight is not None:
+        common["zero_hop_weight"] = cfg.zero_hop_weight
 
     def train(out: Path, dirs, steps: int) -> Path:
         if cfg.reuse_checkpoints and (out / "config.json").is_file():
