@@ -6,7 +6,8 @@ Held-out episodes use seeds never used for training. Reported per task: VOC (Spe
 frame index, successful episodes), 3-class completion accuracy, success-vs-failure AUROC (score:
 final Φ) -- multi-view (all cameras) and single-view (front only; the same model, trained with
 view dropout) side by side; the goal-looks-like-start stress test (goal reference = the start
-frame: fused vs plain-mean success recall); leave-one-task-out VOC before/after one-shot
+frame: fused vs plain-mean success recall); how well Φ ranks the true progress of held-out
+random-action rollouts (the states RL explores); leave-one-task-out VOC before/after one-shot
 adaptation from a single demo. Results also go to <out>/results.json.
 """
 
@@ -45,11 +46,20 @@ class ReportConfig:
     """Extra wrong-object episodes for training, per task in ``wrong_object_tasks`` (the other
     block is manipulated: only the instruction's colour word tells it from a success). Off by
     default: with 8 per task the colour-blind model hedged and push 3-class fell to 31 %."""
+    train_explore: int = 0
+    """Exploration episodes per task for training, half random-action, half expert with heavy action
+    noise (``explore_noise``): the states an RL policy visits early on, which scripted episodes
+    never show (a GRM trained without them ranked random-rollout progress poorly)."""
+    explore_noise: float = 1.0
+    """Action-noise std of the noisy half of the exploration episodes."""
     wrong_object_tasks: tuple[str, ...] = ("push", "pickplace")
     """Tasks with a distractor object that get the extra wrong-object episodes."""
     test_expert: int = 8
     """Held-out expert episodes per task."""
     test_failure: int = 8
+    test_random: int = 8
+    """Held-out random-action episodes per task: Spearman of Φ with the *true* progress on them
+    ("random-rollout rank") -- the states an RL policy explores, where shaping needs Φ to be right."""
     """Held-out failure-mix episodes per task."""
     size: int = 64
     """Recorded and training image size (px)."""
@@ -85,13 +95,15 @@ class ReportConfig:
     training again."""
 
 
-def record(out: Path, task: str, policy: str, n: int, seed: int, size: int) -> Path | None:
+def record(out: Path, task: str, policy: str, n: int, seed: int, size: int, noise: float | None = None) -> Path | None:
     if n <= 0:
         return None
     if (out / "meta" / "info.json").exists():
         return out
     cmd = [sys.executable, "-m", "policies.record", "--task", task, "--episodes", str(n), "--seed", str(seed),
            "--policy", policy, "--cameras", "front,side,wrist", "--size", str(size), "--out", str(out)]
+    if noise is not None:
+        cmd += ["--noise", str(noise)]
     subprocess.run(cmd, check=True)
     return out
 
@@ -131,6 +143,23 @@ def evaluate(model, episodes, cameras=None, goal_mode: str | None = None, fusion
     }
 
 
+def progress_rank(model, episodes, fusion: str = "fused") -> dict:
+    """Spearman of Φ with the true progress, per episode (episodes whose true progress is constant
+    are skipped: nothing to rank; a constant Φ counts 0), and the mean |Φ − true| over all frames."""
+    from reward_models.metrics import spearman
+    from reward_models.tracker import FusionConfig, track_episode
+
+    ranks, errors = [], []
+    for ep in episodes:
+        trace = track_episode(model, ep, fusion=FusionConfig(mode=fusion))
+        truth = np.asarray(ep.progress, dtype=np.float64)
+        errors.append(np.abs(trace.phi - truth))
+        if np.ptp(truth) > 1e-6:
+            ranks.append(float(np.nan_to_num(spearman(trace.phi, truth))))  # constant Φ ranks nothing: 0
+    return {"rank": float(np.mean(ranks)) if ranks else float("nan"), "ranks": [round(r, 3) for r in ranks],
+            "mae": float(np.concatenate(errors).mean()) if errors else float("nan"), "n": len(episodes)}
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(ReportConfig, args=argv)
     from episodes import open_dataset
@@ -143,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     data = cfg.data_dir or cfg.out / "data"
     train_dirs: dict[str, list[Path]] = {}
     test_dirs: dict[str, list[Path]] = {}
+    random_dirs: dict[str, Path | None] = {}
     for ti, task in enumerate(cfg.tasks):
         base = 1000 * ti
         train_dirs[task] = [d for d in (
@@ -153,11 +183,16 @@ def main(argv: list[str] | None = None) -> int:
                    cfg.size),
             record(data / task / "train_wrong_object", task, "wrong-object",
                    cfg.train_wrong_object if task in cfg.wrong_object_tasks else 0, base + 400, cfg.size),
+            record(data / task / "train_explore_random", task, "random", cfg.train_explore // 2, base + 500, cfg.size),
+            record(data / task / "train_explore_noisy", task, "noisy", cfg.train_explore - cfg.train_explore // 2,
+                   base + 600, cfg.size, noise=cfg.explore_noise),
         ) if d is not None]
         test_dirs[task] = [d for d in (
             record(data / task / "test_expert", task, "expert", cfg.test_expert, 50_000 + base, cfg.size),
             record(data / task / "test_failure", task, "failure-mix", cfg.test_failure, 50_000 + base + 100, cfg.size),
         ) if d is not None]
+        random_dirs[task] = record(data / task / "test_random", task, "random", cfg.test_random, 50_000 + base + 200,
+                                   cfg.size)
     t_record = time.time() - t_start
 
     def load_all(dirs):
@@ -187,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             "goal_is_start_fused": evaluate(model, eps, goal_mode="start", fusion="fused"),
             "goal_is_start_mean": evaluate(model, eps, goal_mode="start", fusion="mean"),
         }
+        if random_dirs.get(task) is not None:
+            results["tasks"][task]["random_rollouts"] = progress_rank(model, load_all([random_dirs[task]]), cfg.fusion)
 
     if cfg.loto_task and cfg.loto_task in cfg.tasks:
         t0 = time.time()
@@ -206,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nGRM report (held-out seeds; {cfg.size}px; {cfg.steps} steps; train {t_train:.0f}s)")
     print(f"{'task':<10} {'views':<7} {'VOC':>6} {'3-class':>8} {'AUROC':>6} {'recall':>6} {'false+':>6}"
-          "   goal=start: recall fused/mean, false+ fused")
+          "   goal=start: recall fused/mean, false+ fused   random rollouts: rank, MAE")
     for task, r in results["tasks"].items():
         for name, key in (("multi", "multi_view"), ("front", "single_view_front")):
             m = r[key]
@@ -214,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             if key == "multi_view":
                 g, gm = r["goal_is_start_fused"], r["goal_is_start_mean"]
                 extra = f"   {g['success_recall']:.2f} / {gm['success_recall']:.2f}, {g['false_success']:.2f}"
+                if "random_rollouts" in r:
+                    extra += f"            {r['random_rollouts']['rank']:+.2f}, {r['random_rollouts']['mae']:.2f}"
             print(f"{task:<10} {name:<7} {m['voc']:6.3f} {m['completion_acc']:8.1%} {m['auroc']:6.3f} "
                   f"{m['success_recall']:6.2f} {m['false_success']:6.2f}{extra}")
     misses = [(task, e) for task, r in results["tasks"].items() for e in r["multi_view"]["episodes"]
