@@ -412,7 +412,7 @@ class ProgressTracker:
         inc_h, fwd_h, bwd_h = np.zeros(n), np.zeros(n), np.full(n, np.nan)
         check_h = np.zeros(0)
         if g_idx.size or check_rows:
-            prev, start, goal, now = (emb_take(e, g_idx) for e in (self._prev, self._start, self._goal, cur))
+            prev, start, goal, now = (self._rows(e, g_idx) for e in (self._prev, self._start, self._goal, cur))
             tasks = list(tasks_arr[g_idx]) * 3
             before, after, s_ctx, g_ctx = [prev, start, goal], [now] * 3, [start] * 3, [goal] * 3
             if check_rows:
@@ -426,7 +426,7 @@ class ProgressTracker:
             inc_h[g_idx], fwd_h[g_idx], bwd_h[g_idx] = h[:m], h[m:2 * m], h[2 * m:3 * m]
             check_h = h[3 * m:]
         if u_idx.size:
-            prev, start, now = (emb_take(e, u_idx) for e in (self._prev, self._start, cur))
+            prev, start, now = (self._rows(e, u_idx) for e in (self._prev, self._start, cur))
             h = self._hop_call(emb_concat([prev, start]), emb_concat([now, now]), list(tasks_arr[u_idx]) * 2,
                                emb_concat([start, start]), None)
             inc_h[u_idx], fwd_h[u_idx] = h[:u_idx.size], h[u_idx.size:]
@@ -454,6 +454,10 @@ class ProgressTracker:
             # terminal values of the finished ones until the next step.
             self._chain[ridx] = 0.0
         return self.phi.copy()
+
+    def _rows(self, emb: Any, idx: np.ndarray) -> Any:
+        """Rows ``idx`` of a per-episode cache; no copy in the usual case of all episodes."""
+        return emb if idx.size == self.n else emb_take(emb, idx)
 
     @property
     def _checks_goals(self) -> bool:
