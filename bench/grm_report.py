@@ -86,6 +86,8 @@ class ReportConfig:
     successful episodes (0: off; the wrong-object episodes carry the colour supervision)."""
     swap_weight: float = 0.15
     """TrainConfig.swap_weight: loss share of the colour-swap pairs."""
+    anchor_weight: float | None = None
+    """TrainConfig.anchor_weight: loss share of start/goal-anchored pairs (None: the default)."""
     zero_hop_weight: float | None = None
     """TrainConfig.zero_hop_weight: loss share of zero-hop pairs (None: the TrainConfig default)."""
     fusion: str = "fused"
@@ -204,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                   swap_counterfactual=cfg.swap_counterfactual, swap_weight=cfg.swap_weight)
     if cfg.zero_hop_weight is not None:
         common["zero_hop_weight"] = cfg.zero_hop_weight
+    if cfg.anchor_weight is not None:
+        common["anchor_weight"] = cfg.anchor_weight
 
     def train(out: Path, dirs, steps: int) -> Path:
         if cfg.reuse_checkpoints and (out / "config.json").is_file():

@@ -154,6 +154,10 @@ class TrainConfig:
     wrong-object episodes (true labels) teach the same thing without that risk."""
     swap_weight: float = 0.15
     """Share of the loss carried by colour-swap counterfactual pairs."""
+    anchor_weight: float = 0.0
+    """Share of the loss carried by the anchored pairs (start → frame, goal → frame: what the
+    tracker's forward/backward estimates ask), stratified like the others. 0: they are ordinary
+    pairs inside the regular share."""
     zero_hop_weight: float = 0.2
     """Share of the loss carried by zero-hop pairs (a frame with itself); keeps H(s, s) ≈ 0 so the
     incremental chain does not drift while nothing happens (module docstring)."""
@@ -190,6 +194,10 @@ class TrainConfig:
         self.cameras = parse_cameras(self.cameras)
         self.swap_words = tuple(self.swap_words)
         parse_swap_pairs(self.swap_words)
+        shares = {"zero_hop_weight": self.zero_hop_weight, "counterfactual_weight": self.counterfactual_weight,
+                  "swap_weight": self.swap_weight, "anchor_weight": self.anchor_weight}
+        if min(shares.values()) < 0 or sum(shares.values()) >= 1.0:
+            raise ValueError(f"loss shares must be >= 0 and sum to < 1 (the rest is the regular pairs'), got {shares}")
         if self.steps < 1 or self.batch_episodes < 1 or self.frames_per_episode < 2:
             raise ValueError("steps and batch_episodes must be >= 1 and frames_per_episode >= 2")
 
@@ -372,7 +380,7 @@ class PairSampler:
         states: list[torch.Tensor] = []
         masks: list[np.ndarray] = []
         rows: dict[str, list] = defaultdict(list)
-        pair_kind: list[str] = []  # regular | zero | counterfactual | swap
+        pair_kind: list[str] = []  # regular | anchor | zero | counterfactual | swap
         strata: list[tuple[int, int]] = []
         n_states = 0
         for _ in range(cfg.batch_episodes):
@@ -434,9 +442,10 @@ class PairSampler:
                     gap = abs(b - a) / max(1, T - 1)
                     add(pos[a_i], pos[b_i], p[a], p[b], gap, ep.task, "zero" if a == b else "regular")
                 # Anchored hops, as the tracker asks them: start -> frame, goal -> frame.
-                add(start_pos, pos[a_i], p_start, p[a], abs(a - start_i) / max(1, T - 1), ep.task, "regular")
+                anchored = "anchor" if cfg.anchor_weight > 0 else "regular"
+                add(start_pos, pos[a_i], p_start, p[a], abs(a - start_i) / max(1, T - 1), ep.task, anchored)
                 if goal_ep is not None:
-                    add(goal_pos, pos[a_i], p_goal, p[a], (T - 1 - a) / max(1, T - 1), ep.task, "regular")
+                    add(goal_pos, pos[a_i], p_goal, p[a], (T - 1 - a) / max(1, T - 1), ep.task, anchored)
             others = [k for k in self.task_keys if k != key]
             if others and rng.random() < cfg.counterfactual:
                 other = others[int(rng.integers(len(others)))]
@@ -469,14 +478,14 @@ class PairSampler:
         kinds_arr = np.array(kinds)
         w = np.zeros(len(kinds))
         shares = {"zero": self.cfg.zero_hop_weight, "counterfactual": self.cfg.counterfactual_weight,
-                  "swap": self.cfg.swap_weight}
+                  "swap": self.cfg.swap_weight, "anchor": self.cfg.anchor_weight}
         present = {k: bool(np.any(kinds_arr == k)) for k in ("regular", *shares)}
         regular_share = 1.0 - sum(s for k, s in shares.items() if present[k])
         for kind, share in list(shares.items()) + [("regular", regular_share)]:
             sel = np.flatnonzero(kinds_arr == kind)
             if sel.size == 0:
                 continue
-            if kind == "regular":
+            if kind in ("regular", "anchor"):
                 # Stratify: every (hop bin, gap bin) cell present gets the same total weight.
                 counts = Counter(strata[i] for i in sel)
                 cell_w = np.array([1.0 / counts[strata[i]] for i in sel])

@@ -120,6 +120,20 @@ def test_swap_instruction_names_the_other_object():
         TrainConfig(swap_words=("red-blue",))
 
 
+@pytest.mark.parametrize("shares", [{"anchor_weight": 0.7}, {"zero_hop_weight": -0.1}])
+def test_loss_shares_must_leave_room_for_the_regular_pairs(shares):
+    with pytest.raises(ValueError, match="loss shares"):
+        TrainConfig(**shares)
+
+
+def test_anchored_pairs_get_their_own_share(tmp_path):
+    eps = [to_train_episode(ep, ("front", "side"), 32) for ep in dataset(4, 3, 1)]
+    cfg = quick_config(tmp_path, anchor_weight=0.3, counterfactual=0.0)
+    batch = PairSampler(eps, cfg, np.random.default_rng(0)).sample()
+    anchored = (batch.before == batch.start) | (batch.before == batch.goal)  # start/goal -> frame
+    assert anchored.any() and float(batch.weight[anchored].sum()) == pytest.approx(0.3, abs=1e-5)
+
+
 def test_colour_swap_counterfactuals_label_successes_zero_and_skip_failures(tmp_path):
     raw = dataset(0, 2, 2)
     eps = [to_train_episode(ep, ("front", "side"), 32) for ep in raw]
