@@ -157,7 +157,8 @@ class TrainConfig:
     anchor_weight: float = 0.0
     """Share of the loss carried by the anchored pairs (start → frame, goal → frame: what the
     tracker's forward/backward estimates ask), stratified like the others. 0: they are ordinary
-    pairs inside the regular share."""
+    pairs inside the regular share. (0.3 did not help on the sim bench: push 3-class 75 / 87.5 %
+    over two seeds vs 87.5 / 81.2 % at 0, pickplace 93.8 % vs 100 %.)"""
     zero_hop_weight: float = 0.2
     """Share of the loss carried by zero-hop pairs (a frame with itself); keeps H(s, s) ≈ 0 so the
     incremental chain does not drift while nothing happens (module docstring)."""
