@@ -57,10 +57,10 @@ class ReportConfig:
     test_expert: int = 8
     """Held-out expert episodes per task."""
     test_failure: int = 8
+    """Held-out failure-mix episodes per task."""
     test_random: int = 8
     """Held-out random-action episodes per task: Spearman of Φ with the *true* progress on them
     ("random-rollout rank") -- the states an RL policy explores, where shaping needs Φ to be right."""
-    """Held-out failure-mix episodes per task."""
     size: int = 64
     """Recorded and training image size (px)."""
     steps: int = 3000
