@@ -64,6 +64,11 @@ class FusionConfig:
     this much progress; below it (the goal looks like the start) the episode is tracked without
     goal context and Φ* = Φ_I. Set it to -1 to trust every goal."""
 
+    @property
+    def checks_goals(self) -> bool:
+        """Whether goal references are checked (start → goal hop ≥ ``goal_min_hop``) before use."""
+        return self.mode == "fused" and self.goal_min_hop > -1.0
+
     def __post_init__(self) -> None:
         if self.mode not in FUSION_MODES:
             raise ValueError(f"FusionConfig.mode must be one of {FUSION_MODES}, got {self.mode!r}")
@@ -277,7 +282,7 @@ class ProgressTracker:
             "forward": self._fwd.copy(),
             "backward": self._bwd.copy(),
             "weight": self._weight.copy(),
-            "goal_used": (self._goal_ok & bool(self._has_goal)).copy(),
+            "goal_used": self._goal_ok & bool(self._has_goal),
         }
 
     @property
@@ -348,7 +353,7 @@ class ProgressTracker:
         for i, t in zip(idx.tolist(), tasks):
             self._tasks[i] = t
         self._goal_ok[idx] = True
-        if has_goal and self._checks_goals:
+        if has_goal and self.fusion.checks_goals:
             self._goal_ok[idx] = self._goal_check(start, goal, tasks)
         self._active[idx] = True
         self._chain[idx] = 0.0
@@ -407,7 +412,7 @@ class ProgressTracker:
         n = self.n
         with_goal = self._goal_ok if self._has_goal else np.zeros(n, dtype=bool)
         g_idx, u_idx = np.flatnonzero(with_goal), np.flatnonzero(~with_goal)
-        check_rows = ridx.size if (reset_goal_obs is not None and self._checks_goals) else 0
+        check_rows = ridx.size if (reset_goal_obs is not None and self.fusion.checks_goals) else 0
         tasks_arr = np.array(self._tasks, dtype=object)
         inc_h, fwd_h, bwd_h = np.zeros(n), np.zeros(n), np.full(n, np.nan)
         check_h = np.zeros(0)
@@ -458,10 +463,6 @@ class ProgressTracker:
     def _rows(self, emb: Any, idx: np.ndarray) -> Any:
         """Rows ``idx`` of a per-episode cache; no copy in the usual case of all episodes."""
         return emb if idx.size == self.n else emb_take(emb, idx)
-
-    @property
-    def _checks_goals(self) -> bool:
-        return self.fusion.mode == "fused" and self.fusion.goal_min_hop > -1.0
 
     def _hop_call(self, before: Any, after: Any, tasks: list, start: Any, goal: Any) -> np.ndarray:
         rows = emb_len(before)
@@ -583,7 +584,7 @@ def track_episode(
     if emb_len(start) != 1 or (goal is not None and emb_len(goal) != 1):
         raise ValueError("start_obs and goal_obs must have exactly one row")
     goal_check_hop = None
-    if goal is not None and fusion.mode == "fused" and fusion.goal_min_hop > -1.0:
+    if goal is not None and fusion.checks_goals:
         goal_check_hop = float(np.asarray(model.hop_from_embeddings(start, goal, [task], start, goal))[0])
         if goal_check_hop < fusion.goal_min_hop:
             goal = None  # looks like the start: tracked without goal context, Φ* = Φ_I (see fuse)
