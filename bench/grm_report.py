@@ -88,6 +88,8 @@ class ReportConfig:
     """TrainConfig.swap_weight: loss share of the colour-swap pairs."""
     anchor_weight: float | None = None
     """TrainConfig.anchor_weight: loss share of start/goal-anchored pairs (None: the default)."""
+    state_weight: float | None = None
+    """TrainConfig.state_weight: weight of the auxiliary instruction-conditioned state probe (None: the default)."""
     zero_hop_weight: float | None = None
     """TrainConfig.zero_hop_weight: loss share of zero-hop pairs (None: the TrainConfig default)."""
     fusion: str = "fused"
@@ -204,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(image_size=cfg.size, batch_episodes=cfg.batch_episodes, frames_per_episode=cfg.frames_per_episode,
                   num_threads=cfg.num_threads, device=cfg.device, seed=cfg.seed, save_every=200,
                   swap_counterfactual=cfg.swap_counterfactual, swap_weight=cfg.swap_weight)
+    if cfg.state_weight is not None:
+        common["state_weight"] = cfg.state_weight
     if cfg.zero_hop_weight is not None:
         common["zero_hop_weight"] = cfg.zero_hop_weight
     if cfg.anchor_weight is not None:

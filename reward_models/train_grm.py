@@ -162,6 +162,13 @@ class TrainConfig:
     zero_hop_weight: float = 0.2
     """Share of the loss carried by zero-hop pairs (a frame with itself); keeps H(s, s) ≈ 0 so the
     incremental chain does not drift while nothing happens (module docstring)."""
+    state_weight: float = 0.0
+    """Weight of an auxiliary loss (added to the hop loss): a small probe predicts each sampled
+    frame's ``observation.state`` (standardised per task) from its embedding *and the
+    instruction*. Block tasks record the named block's position, so every frame asks "where is
+    the block the instruction names" -- colour-binding signal on every push/pick-place frame,
+    not only on the few wrong-object episodes. Training-only: the probe is not part of the
+    checkpoint. 0 = off; episodes without states get no probe rows."""
     adjacent_frames: float = 0.5
     """Probability that an episode's frames include two consecutive ones (the pairs the
     incremental tracker asks about every step)."""
@@ -199,6 +206,8 @@ class TrainConfig:
                   "swap_weight": self.swap_weight, "anchor_weight": self.anchor_weight}
         if min(shares.values()) < 0 or sum(shares.values()) >= 1.0:
             raise ValueError(f"loss shares must be >= 0 and sum to < 1 (the rest is the regular pairs'), got {shares}")
+        if self.state_weight < 0:
+            raise ValueError(f"state_weight must be >= 0, got {self.state_weight}")
         if self.steps < 1 or self.batch_episodes < 1 or self.frames_per_episode < 2:
             raise ValueError("steps and batch_episodes must be >= 1 and frames_per_episode >= 2")
 
@@ -226,6 +235,8 @@ class TrainEpisode:
     success: bool
     """Whether the episode ends in success (its last frame can serve as a goal reference)."""
     source: str = ""
+    state: np.ndarray | None = None
+    """float32 (T, S) ``observation.state`` when the dataset has it (auxiliary probe targets)."""
 
     @property
     def length(self) -> int:
@@ -270,7 +281,11 @@ def to_train_episode(episode: Any, cameras: Sequence[str], image_size: int, sour
         )
     success = episode.outcome == "success" if episode.outcome is not None else bool(progress[-1] >= 0.95)
     key = episode.task_name or episode.task
-    return TrainEpisode(frames, views, progress, episode.task, key, success, source)
+    state = getattr(episode, "state", None)
+    state = None if state is None else np.asarray(state, dtype=np.float32).reshape(T, -1)
+    if state is not None and not np.all(np.isfinite(state)):
+        state = None  # never train a probe on NaN targets; the hop labels are still fine
+    return TrainEpisode(frames, views, progress, episode.task, key, success, source, state)
 
 
 def load_training_data(
@@ -322,6 +337,14 @@ class Batch:
     """(P,) label."""
     weight: torch.Tensor
     """(P,) loss weight (sums to 1)."""
+    state_rows: torch.Tensor | None = None
+    """(Q,) state index of each probe row (``TrainConfig.state_weight``); None: no probe rows."""
+    state_text: list[str] | None = None
+    """(Q,) instruction of each probe row."""
+    state_target: torch.Tensor | None = None
+    """(Q, S) standardised state (zero-padded to the widest task's state)."""
+    state_mask: torch.Tensor | None = None
+    """(Q, S) bool: which target entries exist for the row's task."""
 
 
 class PairSampler:
@@ -346,9 +369,24 @@ class PairSampler:
             if ep.task not in self.instructions[ep.task_key]:
                 self.instructions[ep.task_key].append(ep.task)
         self.task_keys = sorted(self.by_task)
+        self.state_stats = self._state_stats() if cfg.state_weight > 0 else {}
+        self.state_dim = max((len(m) for m, _ in self.state_stats.values()), default=0)
         pairs = parse_swap_pairs(cfg.swap_words)
         # Swapped instruction of each successful episode (None: not swappable).
         self.swapped = [swap_instruction(ep.task, pairs) if ep.success and pairs else None for ep in episodes]
+
+    def _state_stats(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per task: mean and std of each state entry (tasks whose episodes disagree on the state
+        width, or have none, get no probe rows). Constant entries get std 1 (target 0)."""
+        stats = {}
+        for key, members in self.by_task.items():
+            states = [self.episodes[i].state for i in members if self.episodes[i].state is not None]
+            if not states or len({s.shape[1] for s in states}) != 1:
+                continue
+            cat = np.concatenate(states)
+            std = cat.std(0)
+            stats[key] = (cat.mean(0), np.where(std > 1e-6, std, 1.0))
+        return stats
 
     def _frames(self, T: int) -> list[int]:
         f = max(2, self.cfg.frames_per_episode)
@@ -382,6 +420,10 @@ class PairSampler:
         masks: list[np.ndarray] = []
         rows: dict[str, list] = defaultdict(list)
         pair_kind: list[str] = []  # regular | anchor | zero | counterfactual | swap
+        probe_rows: list[int] = []
+        probe_text: list[str] = []
+        probe_target: list[np.ndarray] = []
+        probe_mask: list[np.ndarray] = []
         strata: list[tuple[int, int]] = []
         n_states = 0
         for _ in range(cfg.batch_episodes):
@@ -420,6 +462,15 @@ class PairSampler:
             start_pos = n_states + len(idx)
             goal_pos = start_pos + 1 if goal_ep is not None else start_pos
             n_states += x.shape[0]
+            if ep.task_key in self.state_stats and ep.state is not None:
+                mean, std = self.state_stats[ep.task_key]
+                for a_i, a in enumerate(idx):
+                    target = np.zeros(self.state_dim, dtype=np.float32)
+                    target[: mean.size] = (ep.state[a] - mean) / std
+                    probe_rows.append(pos[a_i])
+                    probe_text.append(ep.task)
+                    probe_target.append(target)
+                    probe_mask.append(np.arange(self.state_dim) < mean.size)
             p = ep.progress
             p_start = float(p[start_i])
             p_goal = float(goal_ep.progress[-1]) if goal_ep is not None else 1.0
@@ -473,6 +524,9 @@ class PairSampler:
             before=t("before"), after=t("after"), start=t("start"), goal=t("goal"),
             start_keep=t("start_keep", torch.bool), goal_keep=t("goal_keep", torch.bool),
             text=rows["text"], hop=t("hop", torch.float32), weight=torch.tensor(weight, dtype=torch.float32),
+            **({} if not probe_rows else dict(
+                state_rows=torch.tensor(probe_rows, dtype=torch.long), state_text=probe_text,
+                state_target=torch.from_numpy(np.stack(probe_target)), state_mask=torch.from_numpy(np.stack(probe_mask)))),
         )
 
     def _weights(self, kinds: list[str], strata: list[tuple[int, int]]) -> np.ndarray:
@@ -501,9 +555,28 @@ class PairSampler:
 # --------------------------------------------------------------------------------------------
 
 
-def batch_loss(model: GRM, batch: Batch, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+class StateProbe(torch.nn.Module):
+    """Training-only head: (task-conditioned state embedding, instruction) -> standardised
+    ``observation.state`` (see ``TrainConfig.state_weight``). FiLM by the instruction, so the
+    instruction can pick which object's features answer."""
+
+    def __init__(self, embed_dim: int, text_dim: int, state_dim: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.film = torch.nn.Linear(text_dim, 2 * embed_dim)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(embed_dim + text_dim, hidden), torch.nn.GELU(),
+                                       torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, state_dim))
+
+    def forward(self, state_emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(text).chunk(2, dim=-1)
+        return self.mlp(torch.cat([text, state_emb * (1.0 + scale) + shift], dim=-1))
+
+
+def batch_loss(
+    model: GRM, batch: Batch, device: torch.device, probe: StateProbe | None = None, probe_weight: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     emb = model.encode_states(batch.images.to(device), batch.view_mask.to(device))
-    unique = list(dict.fromkeys(batch.text))
+    use_probe = probe is not None and probe_weight > 0 and batch.state_rows is not None
+    unique = list(dict.fromkeys(batch.text + (batch.state_text if use_probe else [])))
     text_emb = model.encode_text([model.config.token_ids(t) for t in unique])
     text_idx = torch.tensor([unique.index(t) for t in batch.text], device=device)
     # Condition each (state, instruction) combination the pairs use once, then index: a state
@@ -521,12 +594,22 @@ def batch_loss(model: GRM, batch: Batch, device: torch.device) -> tuple[torch.Te
     weight = batch.weight.to(device)
     target = two_hot(hop, model.config.num_bins)
     loss = (-(target * logits.log_softmax(-1)).sum(-1) * weight).sum()
+    extra: dict[str, float] = {}
+    if use_probe:
+        rows = batch.state_rows.to(device)
+        probe_text = text_emb[torch.tensor([unique.index(t) for t in batch.state_text], device=device)]
+        pred = probe(model.condition_states(emb[rows], probe_text), probe_text)
+        mask = batch.state_mask.to(device).to(pred.dtype)
+        state_loss = (((pred - batch.state_target.to(device)) ** 2) * mask).sum() / mask.sum().clamp_min(1.0)
+        loss = loss + probe_weight * state_loss
+        extra["state_mse"] = float(state_loss.detach())
     with torch.no_grad():
         pred = model.hop_from_logits(logits)
         mae = float(((pred - hop).abs() * weight).sum())
         true_bin = ((hop + 1) * 0.5 * (model.config.num_bins - 1)).round().long()
         acc = float((logits.argmax(-1) == true_bin).float().mean())
-    return loss, {"loss": float(loss.detach()), "hop_mae": mae, "bin_accuracy": acc, "pairs": float(len(batch.text))}
+    return loss, {"loss": float(loss.detach()), "hop_mae": mae, "bin_accuracy": acc, "pairs": float(len(batch.text)),
+                  **extra}
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -543,7 +626,8 @@ STATE_NAME = "trainer_state.pt"
 RNG_NAME = "rng_state.json"
 
 
-def _save_state(run_dir: Path, model: GRM, opt, sched, step: int, rng: np.random.Generator, extra: dict) -> None:
+def _save_state(run_dir: Path, model: GRM, opt, sched, step: int, rng: np.random.Generator, extra: dict,
+                probe: torch.nn.Module | None = None) -> None:
     from episodes.atomic import atomic_dir
 
     last = run_dir / "last"
@@ -551,7 +635,8 @@ def _save_state(run_dir: Path, model: GRM, opt, sched, step: int, rng: np.random
     with atomic_dir(last, overwrite=True) as tmp:
         save_grm(model, tmp / "model", overwrite=True)
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                    "torch_rng": torch.get_rng_state()}, tmp / STATE_NAME)
+                    "torch_rng": torch.get_rng_state(),
+                    **({"state_probe": probe.state_dict()} if probe is not None else {})}, tmp / STATE_NAME)
         (tmp / RNG_NAME).write_text(json.dumps({"numpy": rng.bit_generator.state, **extra}))
 
 
@@ -570,7 +655,12 @@ def run_training(
     rng = np.random.default_rng(cfg.seed)
     start_step = 0
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
+    sampler = PairSampler(episodes, cfg, rng)  # holds ``rng``: a resumed RNG state below reaches it
+    probe = None
+    if cfg.state_weight > 0 and sampler.state_dim:
+        torch.manual_seed(cfg.seed + 1)
+        probe = StateProbe(model.config.embed_dim, model.config.text_dim, sampler.state_dim).to(device)
+    params = [p for p in model.parameters() if p.requires_grad] + (list(probe.parameters()) if probe else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps, cfg.steps))
     if cfg.resume:
@@ -585,7 +675,10 @@ def run_training(
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = json.loads((last / RNG_NAME).read_text())["numpy"]
         start_step = int(state["step"])
-    sampler = PairSampler(episodes, cfg, rng)
+        if probe is not None:
+            if "state_probe" not in state:
+                raise ValueError(f"--resume: {last} was trained without the state probe; resume with state_weight=0")
+            probe.load_state_dict(state["state_probe"])
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -598,7 +691,7 @@ def run_training(
     t0 = time.time()
     for step in bar:
         batch = sampler.sample()
-        loss, metrics = batch_loss(model, batch, device)
+        loss, metrics = batch_loss(model, batch, device, probe, cfg.state_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -608,14 +701,15 @@ def run_training(
             for k, v in metrics.items():
                 tail[k].append(v)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            for k in ("loss", "hop_mae", "bin_accuracy"):
-                writer.add_scalar(f"train/{k}", metrics[k], step)
+            for k in ("loss", "hop_mae", "bin_accuracy", "state_mse"):
+                if k in metrics:
+                    writer.add_scalar(f"train/{k}", metrics[k], step)
             writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", mae=f"{metrics['hop_mae']:.3f}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            _save_state(run_dir, model, opt, sched, step + 1, rng, {"step": step + 1})
+            _save_state(run_dir, model, opt, sched, step + 1, rng, {"step": step + 1}, probe)
     writer.close()
-    _save_state(run_dir, model, opt, sched, cfg.steps, rng, {"step": cfg.steps})
+    _save_state(run_dir, model, opt, sched, cfg.steps, rng, {"step": cfg.steps}, probe)
     summary = {k: float(np.mean(v)) for k, v in tail.items()}
     summary["seconds"] = time.time() - t0
     model.eval()
