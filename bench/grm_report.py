@@ -7,8 +7,9 @@ frame index, successful episodes), 3-class completion accuracy, success-vs-failu
 final Φ) -- multi-view (all cameras) and single-view (front only; the same model, trained with
 view dropout) side by side; the goal-looks-like-start stress test (goal reference = the start
 frame: fused vs plain-mean success recall); how well Φ ranks the true progress of held-out
-random-action rollouts (the states RL explores); leave-one-task-out VOC before/after one-shot
-adaptation from a single demo. Results also go to <out>/results.json.
+random-action rollouts (the states RL explores); colour binding (final Φ of successful push /
+pick-place episodes under their own instruction vs the colour-swapped one: equal means the model
+ignores the colour word); leave-one-task-out VOC before/after one-shot adaptation from a single demo. Results also go to <out>/results.json.
 """
 
 from __future__ import annotations
@@ -164,6 +165,27 @@ def progress_rank(model, episodes, fusion: str = "fused") -> dict:
             "mae": float(np.concatenate(errors).mean()) if errors else float("nan"), "n": len(episodes)}
 
 
+def colour_binding(model, episodes, fusion: str = "fused") -> dict | None:
+    """Mean final Φ of held-out *successful* episodes under their own instruction and under the
+    instruction with the colour word swapped (the other block named, which did not move). A model
+    that grounds the colour word reads the swapped one as little progress; a colour-blind one gives
+    the same Φ to both. None when no successful episode names a swappable colour."""
+    from reward_models.tracker import FusionConfig, track_episode
+    from reward_models.train_grm import parse_swap_pairs, swap_instruction
+
+    pairs = parse_swap_pairs(("red:blue",))
+    own, swapped = [], []
+    for ep in episodes:
+        other = swap_instruction(ep.task, pairs) if ep.outcome == "success" else None
+        if other is None:
+            continue
+        own.append(track_episode(model, ep, fusion=FusionConfig(mode=fusion)).final)
+        swapped.append(track_episode(model, ep, task=other, fusion=FusionConfig(mode=fusion)).final)
+    if not own:
+        return None
+    return {"own": float(np.mean(own)), "swapped": float(np.mean(swapped)), "n": len(own)}
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(ReportConfig, args=argv)
     from episodes import open_dataset
@@ -230,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             "goal_is_start_fused": evaluate(model, eps, goal_mode="start", fusion="fused"),
             "goal_is_start_mean": evaluate(model, eps, goal_mode="start", fusion="mean"),
         }
+        binding = colour_binding(model, eps, cfg.fusion)
+        if binding is not None:
+            results["tasks"][task]["colour_binding"] = binding
         if random_dirs.get(task) is not None:
             results["tasks"][task]["random_rollouts"] = progress_rank(model, load_all([random_dirs[task]]), cfg.fusion)
 
@@ -251,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nGRM report (held-out seeds; {cfg.size}px; {cfg.steps} steps; train {t_train:.0f}s)")
     print(f"{'task':<10} {'views':<7} {'VOC':>6} {'3-class':>8} {'AUROC':>6} {'recall':>6} {'false+':>6}"
-          "   goal=start: recall fused/mean, false+ fused   random rollouts: rank, MAE")
+          "   goal=start: recall fused/mean, false+ fused   random rollouts: rank, MAE   "
+          "colour: final Φ own / swapped instruction")
     for task, r in results["tasks"].items():
         for name, key in (("multi", "multi_view"), ("front", "single_view_front")):
             m = r[key]
@@ -261,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                 extra = f"   {g['success_recall']:.2f} / {gm['success_recall']:.2f}, {g['false_success']:.2f}"
                 if "random_rollouts" in r:
                     extra += f"            {r['random_rollouts']['rank']:+.2f}, {r['random_rollouts']['mae']:.2f}"
+                if "colour_binding" in r:
+                    cb = r["colour_binding"]
+                    extra += f"          {cb['own']:.2f} / {cb['swapped']:.2f}"
             print(f"{task:<10} {name:<7} {m['voc']:6.3f} {m['completion_acc']:8.1%} {m['auroc']:6.3f} "
                   f"{m['success_recall']:6.2f} {m['false_success']:6.2f}{extra}")
     misses = [(task, e) for task, r in results["tasks"].items() for e in r["multi_view"]["episodes"]
