@@ -184,7 +184,8 @@ def two_block_episode(named: str, moved: str, rng: np.random.Generator, size: in
 @pytest.mark.xfail(strict=True, reason=(
     "known gap: swapped-instruction counterfactuals alone do not teach the colour word -- right and wrong-object "
     "finals come out equal (~0.6, the hedge between the two labels), also at 2000 steps, where true wrong-object "
-    "episodes do teach it (test_wrong_object_episodes_teach_which_block_counts); remove this mark once it learns"))
+    "episodes do teach it (~1000 steps with the state probe: test_wrong_object_episodes_with_the_state_probe_teach_"
+    "which_block_counts); remove this mark once it learns"))
 def test_colour_swap_counterfactuals_teach_which_block_counts(tmp_path):
     # Training shows only successes (the named block moves); the held-out wrong-object episodes move
     # the *other* block. A colour-blind model calls them successes; the swapped instructions teach it not to.
