@@ -9,7 +9,8 @@ view dropout) side by side; the goal-looks-like-start stress test (goal referenc
 frame: fused vs plain-mean success recall); how well Φ ranks the true progress of held-out
 random-action rollouts (the states RL explores); colour binding (final Φ of successful push /
 pick-place episodes under their own instruction vs the colour-swapped one: equal means the model
-ignores the colour word); leave-one-task-out VOC before/after one-shot adaptation from a single demo. Results also go to <out>/results.json.
+ignores the colour word); leave-one-task-out VOC before/after one-shot adaptation from a single
+demo. Results also go to <out>/results.json.
 """
 
 from __future__ import annotations
@@ -171,9 +172,9 @@ def colour_binding(model, episodes, fusion: str = "fused") -> dict | None:
     that grounds the colour word reads the swapped one as little progress; a colour-blind one gives
     the same Φ to both. None when no successful episode names a swappable colour."""
     from reward_models.tracker import FusionConfig, track_episode
-    from reward_models.train_grm import parse_swap_pairs, swap_instruction
+    from reward_models.train_grm import TrainConfig, parse_swap_pairs, swap_instruction
 
-    pairs = parse_swap_pairs(("red:blue",))
+    pairs = parse_swap_pairs(TrainConfig.swap_words)  # the trainer's interchangeable-object words
     own, swapped = [], []
     for ep in episodes:
         other = swap_instruction(ep.task, pairs) if ep.outcome == "success" else None
