@@ -175,13 +175,14 @@ def colour_binding(model, episodes, fusion: str = "fused") -> dict | None:
     from reward_models.train_grm import TrainConfig, parse_swap_pairs, swap_instruction
 
     pairs = parse_swap_pairs(TrainConfig.swap_words)  # the trainer's interchangeable-object words
+    config = FusionConfig(mode=fusion)
     own, swapped = [], []
     for ep in episodes:
         other = swap_instruction(ep.task, pairs) if ep.outcome == "success" else None
         if other is None:
             continue
-        own.append(track_episode(model, ep, fusion=FusionConfig(mode=fusion)).final)
-        swapped.append(track_episode(model, ep, task=other, fusion=FusionConfig(mode=fusion)).final)
+        own.append(track_episode(model, ep, fusion=config).final)
+        swapped.append(track_episode(model, ep, task=other, fusion=config).final)
     if not own:
         return None
     return {"own": float(np.mean(own)), "swapped": float(np.mean(swapped)), "n": len(own)}

@@ -285,8 +285,7 @@ def to_train_episode(episode: Any, cameras: Sequence[str], image_size: int, sour
         )
     success = episode.outcome == "success" if episode.outcome is not None else bool(progress[-1] >= 0.95)
     key = episode.task_name or episode.task
-    state = getattr(episode, "state", None)
-    state = None if state is None else np.asarray(state, dtype=np.float32).reshape(T, -1)
+    state = None if episode.state is None else np.asarray(episode.state, dtype=np.float32).reshape(T, -1)
     if state is not None and not np.all(np.isfinite(state)):
         state = None  # never train a probe on NaN targets; the hop labels are still fine
     return TrainEpisode(frames, views, progress, episode.task, key, success, source, state)
@@ -426,8 +425,8 @@ class PairSampler:
         pair_kind: list[str] = []  # regular | anchor | zero | counterfactual | swap
         probe_rows: list[int] = []
         probe_text: list[str] = []
-        probe_target: list[np.ndarray] = []
-        probe_mask: list[np.ndarray] = []
+        probe_target: list[np.ndarray] = []  # (frames, state_dim) per episode
+        probe_width: list[int] = []  # the real (unpadded) state width of each row
         strata: list[tuple[int, int]] = []
         n_states = 0
         for _ in range(cfg.batch_episodes):
@@ -468,13 +467,12 @@ class PairSampler:
             n_states += x.shape[0]
             if ep.task_key in self.state_stats and ep.state is not None:
                 mean, std = self.state_stats[ep.task_key]
-                for a_i, a in enumerate(idx):
-                    target = np.zeros(self.state_dim, dtype=np.float32)
-                    target[: mean.size] = (ep.state[a] - mean) / std
-                    probe_rows.append(pos[a_i])
-                    probe_text.append(ep.task)
-                    probe_target.append(target)
-                    probe_mask.append(np.arange(self.state_dim) < mean.size)
+                target = np.zeros((len(idx), self.state_dim), dtype=np.float32)
+                target[:, : mean.size] = (ep.state[idx] - mean) / std
+                probe_target.append(target)
+                probe_rows += pos
+                probe_text += [ep.task] * len(idx)
+                probe_width += [mean.size] * len(idx)
             p = ep.progress
             p_start = float(p[start_i])
             p_goal = float(goal_ep.progress[-1]) if goal_ep is not None else 1.0
@@ -493,12 +491,12 @@ class PairSampler:
                 strata.append((int(np.clip(np.searchsorted(HOP_STRATA, hop, side="right") - 1, 0, 9)),
                                int(np.searchsorted(GAP_STRATA, gap, side="right") - 1)))
 
+            # Anchored hops, as the tracker asks them: start -> frame, goal -> frame.
+            anchored = "anchor" if cfg.anchor_weight > 0 else "regular"
             for a_i, a in enumerate(idx):
                 for b_i, b in enumerate(idx):
                     gap = abs(b - a) / max(1, T - 1)
                     add(pos[a_i], pos[b_i], p[a], p[b], gap, ep.task, "zero" if a == b else "regular")
-                # Anchored hops, as the tracker asks them: start -> frame, goal -> frame.
-                anchored = "anchor" if cfg.anchor_weight > 0 else "regular"
                 add(start_pos, pos[a_i], p_start, p[a], abs(a - start_i) / max(1, T - 1), ep.task, anchored)
                 if goal_ep is not None:
                     add(goal_pos, pos[a_i], p_goal, p[a], (T - 1 - a) / max(1, T - 1), ep.task, anchored)
@@ -530,7 +528,8 @@ class PairSampler:
             text=rows["text"], hop=t("hop", torch.float32), weight=torch.tensor(weight, dtype=torch.float32),
             **({} if not probe_rows else dict(
                 state_rows=torch.tensor(probe_rows, dtype=torch.long), state_text=probe_text,
-                state_target=torch.from_numpy(np.stack(probe_target)), state_mask=torch.from_numpy(np.stack(probe_mask)))),
+                state_target=torch.from_numpy(np.concatenate(probe_target)),
+                state_mask=torch.arange(self.state_dim)[None] < torch.tensor(probe_width)[:, None])),
         )
 
     def _weights(self, kinds: list[str], strata: list[tuple[int, int]]) -> np.ndarray:
