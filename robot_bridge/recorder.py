@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+# At import, not in a callback: importing the dataset stack (pandas, pyarrow, PyAV) on the first
+# episode start stalled the executor for ~1 s and lost that episode's frames.
+from episodes import Episode, LeRobotWriter
 from robot_bridge import topics
 from robot_bridge.command_mapping import (
     DEFAULT_EE_MAX_STEP,
@@ -131,6 +134,7 @@ class RecorderNode:
         self._gt_progress = None
         self._gt_success = None
         self._episode_open = False
+        self._ending: str | None = None  # outcome of an episode/end whose final frame is not sampled yet
         self._task = cfg.task
         self._rows: list[dict] = []
         self.episodes_written = 0
@@ -159,7 +163,7 @@ class RecorderNode:
         n.create_subscription(Bool, topics.SIM_SUCCESS, lambda m: setattr(self, "_gt_success", bool(m.data)), 10)
         n.create_subscription(String, topics.EPISODE_START, self._on_episode_start, latched_qos())
         n.create_subscription(String, topics.EPISODE_END, self._on_episode_end, 10)
-        n.create_timer(1.0 / cfg.fps, self._sample)
+        n.create_timer(1.0 / cfg.fps, self._tick)
         if self._bag is not None:
             # Register every connection now: building a message schema on a topic's first message
             # stalled the callbacks long enough to lose the start of the first episode.
@@ -238,6 +242,7 @@ class RecorderNode:
             self._gripper = float(np.clip(msg.data[0], -1, 1))
 
     def _on_episode_start(self, msg) -> None:
+        self._close_ending_episode()
         self._finish_episode()
         self._task = msg.data or self._task
         self._images.clear()  # frames from before the start belong to the previous episode
@@ -247,9 +252,16 @@ class RecorderNode:
         self._joint_target = None
 
     def _on_episode_end(self, msg) -> None:
+        # The final frame is sampled on the next tick, not now: the robot's last images, state and
+        # progress travel on other topics and can be delivered after this message.
         if self._episode_open:
+            self._ending = msg.data
+
+    def _close_ending_episode(self) -> None:
+        if self._ending is not None:
+            outcome, self._ending = self._ending, None
             self._sample(final=True)
-            self._finish_episode(outcome=msg.data)
+            self._finish_episode(outcome=outcome)
 
     # -- sampling ------------------------------------------------------------------------------------
     def _action(self) -> np.ndarray:
@@ -275,6 +287,12 @@ class RecorderNode:
         return proprio_state(q, qd if qd is not None else np.zeros(len(q)),
                              float(fingers.sum()) if fingers is not None else 0.0, self._ee)
 
+    def _tick(self) -> None:
+        if self._ending is not None:
+            self._close_ending_episode()
+        else:
+            self._sample()
+
     def _sample(self, final: bool = False) -> None:
         cfg = self.config
         if not self._episode_open:
@@ -295,8 +313,6 @@ class RecorderNode:
         })
 
     def _finish_episode(self, outcome: str | None = None) -> None:
-        from episodes import Episode
-
         rows, self._rows = self._rows, []
         self._episode_open = False
         if len(rows) < self.config.min_frames:
@@ -324,8 +340,6 @@ class RecorderNode:
         )
         if self.config.output:
             if self._writer is None:
-                from episodes import LeRobotWriter
-
                 cfg = self.config
                 action_names = (["ee_dx", "ee_dy", "ee_dz", "gripper"] if cfg.command_interface == "twist"
                                 else [f"joint{i + 1}" for i in range(len(cfg.joint_names))] + ["gripper"])
@@ -341,6 +355,7 @@ class RecorderNode:
             self.finished = True
 
     def close(self) -> None:
+        self._close_ending_episode()
         if self._episode_open:
             self._finish_episode()
         if self._writer is not None:

@@ -79,23 +79,19 @@ def test_closed_loop_reach_monitor_and_recorder(processes, probe, tmp_path):
     reach.close()
     ds = episodes.open_dataset(dataset)
     assert ds.num_episodes == 2 and sorted(ds.cameras) == ["front", "side", "wrist"]
-    # Known issue: when the whole test suite runs first, the recorder can lose the opening frames of
-    # the FIRST episode of its session (3-6 of ~15 kept), though the twin holds that episode until
-    # every recorded topic is matched; alone, this test keeps them all. Root cause not found yet, so
-    # episode 0 is checked only for its ending; episode 1 must be complete from its first frame.
-    first = ds.load_episode(0)
-    assert first.length >= 2 and first.task in instructions
-    assert first.progress is not None and first.progress[-1] > 0.95 and first.success[-1] and first.done[-1]
-    ep = ds.load_episode(1)
-    assert ep.length >= 4 and ep.task in instructions
-    assert ep.progress is not None and ep.progress[-1] > 0.95 and ep.progress[0] < 0.5, (
-        f"episode 1 ({ep.length} frames) progress {ep.progress}\n" + processes.log("recorder")[-3000:]
-        + processes.log("twin")[-2000:])
-    assert ep.success[-1] and ep.done[-1] and not ep.done[0]
-    assert np.allclose(ep.action[-1], 0.0)  # the final observation carries a zero action
-    assert np.abs(ep.action[:-1, :3]).max() > 0.1  # the expert's commands, back in action units
-    front = ep.frames["front"]
-    assert front.std() > 5 and np.abs(front[-1].astype(int) - front[0].astype(int)).mean() > 0.5
+    # Both episodes are complete from their first frame to the final one (the first episode once lost
+    # its opening frames: the recorder imported the dataset stack inside its first episode-start callback).
+    for index in range(2):
+        ep = ds.load_episode(index)
+        assert ep.length >= 4 and ep.task in instructions
+        assert ep.progress is not None and ep.progress[-1] > 0.95 and ep.progress[0] < 0.2, (
+            f"episode {index} ({ep.length} frames) progress {ep.progress}\n" + processes.log("recorder")[-3000:]
+            + processes.log("twin")[-2000:])
+        assert ep.success[-1] and ep.done[-1] and not ep.done[0]
+        assert np.allclose(ep.action[-1], 0.0)  # the final observation carries a zero action
+        assert np.abs(ep.action[:-1, :3]).max() > 0.1  # the expert's commands, back in action units
+        front = ep.frames["front"]
+        assert front.std() > 5 and np.abs(front[-1].astype(int) - front[0].astype(int)).mean() > 0.5
     # the MCAP bag holds the raw camera and joint messages
     from rosbags.rosbag2 import Reader
 
