@@ -133,6 +133,7 @@ class RecorderNode:
         self._gripper = -1.0
         self._gt_progress = None
         self._gt_success = None
+        self._gt_seen = False  # the source publishes ground truth (the twin): every row must carry it
         self._episode_open = False
         self._ending: str | None = None  # outcome of an episode/end whose final frame is not sampled yet
         self._task = cfg.task
@@ -159,8 +160,8 @@ class RecorderNode:
         n.create_subscription(JointTrajectory, cfg.trajectory_topic,
                               lambda m: self._on_trajectory(cfg.trajectory_topic, m), 10)
         n.create_subscription(Float64MultiArray, cfg.gripper_topic, self._on_gripper, 10)
-        n.create_subscription(Float32, topics.SIM_PROGRESS, lambda m: setattr(self, "_gt_progress", float(m.data)), 10)
-        n.create_subscription(Bool, topics.SIM_SUCCESS, lambda m: setattr(self, "_gt_success", bool(m.data)), 10)
+        n.create_subscription(Float32, topics.SIM_PROGRESS, self._on_gt_progress, 10)
+        n.create_subscription(Bool, topics.SIM_SUCCESS, self._on_gt_success, 10)
         n.create_subscription(String, topics.EPISODE_START, self._on_episode_start, latched_qos())
         n.create_subscription(String, topics.EPISODE_END, self._on_episode_end, 10)
         n.create_timer(1.0 / cfg.fps, self._tick)
@@ -241,6 +242,12 @@ class RecorderNode:
         if msg.data:
             self._gripper = float(np.clip(msg.data[0], -1, 1))
 
+    def _on_gt_progress(self, msg) -> None:
+        self._gt_progress, self._gt_seen = float(msg.data), True
+
+    def _on_gt_success(self, msg) -> None:
+        self._gt_success, self._gt_seen = bool(msg.data), True
+
     def _on_episode_start(self, msg) -> None:
         self._close_ending_episode()
         self._finish_episode()
@@ -304,6 +311,8 @@ class RecorderNode:
         state = self._state()
         if state is None:
             return
+        if self._gt_seen and (self._gt_progress is None or self._gt_success is None):
+            return  # this episode's first labels are still in flight: a row without them is unusable
         self._rows.append({
             "frames": {c: self._images[c][1] for c in self.camera_topics},
             "state": state,
@@ -315,6 +324,8 @@ class RecorderNode:
     def _finish_episode(self, outcome: str | None = None) -> None:
         rows, self._rows = self._rows, []
         self._episode_open = False
+        if self._gt_seen:  # rows sampled before the first ground-truth message of the session
+            rows = [r for r in rows if r["progress"] is not None and r["success"] is not None]
         if len(rows) < self.config.min_frames:
             if rows:
                 self.node.get_logger().warning(f"dropping an episode with {len(rows)} frame(s)")
@@ -348,7 +359,11 @@ class RecorderNode:
                                              action_names=action_names, robot_type="panda",
                                              overwrite=cfg.overwrite)
                 self._writer.__enter__()
-            self._writer.add_episode(episode)
+            try:
+                self._writer.add_episode(episode)
+            except ValueError as exc:  # refused (e.g. labels unlike the earlier episodes'): keep recording
+                self.node.get_logger().error(f"episode not written: {exc}")
+                return
         self.episodes_written += 1
         self.node.get_logger().info(f"episode {self.episodes_written} recorded: {n} frames, outcome {outcome}")
         if self.config.episodes and self.episodes_written >= self.config.episodes:

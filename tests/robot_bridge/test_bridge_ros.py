@@ -225,3 +225,64 @@ def test_bad_parameters_fail_clearly(processes, tmp_path):
     proc = processes.start("recorder", "prism-ros-record", params={})
     assert proc.wait(60) == 2
     assert "nothing to record into" in processes.log("recorder")
+
+
+def test_recorder_rows_wait_for_this_episodes_labels(ros_domain, tmp_path):
+    """The recorder's callbacks driven in a fixed order (no DDS timing): a frame sampled after an
+    episode start but before that episode's first ground-truth message is not recorded, an
+    episode/end is closed on the next tick with the labels that arrived after it, and every
+    episode of the session carries labels (an unlabelled first episode once made the writer
+    refuse the second one and the recorder crash)."""
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool, Float32, String
+
+    import episodes
+    from robot_bridge.command_mapping import PANDA_FINGER_NAMES, PANDA_JOINT_NAMES
+    from robot_bridge.recorder import RecorderConfig, RecorderNode
+    from robot_bridge.ros_utils import numpy_to_image
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain)
+    node = rclpy.create_node("recorder_under_test", context=context)
+    out = tmp_path / "rec"
+    rec = RecorderNode(RecorderConfig(output=str(out), cameras=("front",), image_size=16, fps=20.0), node=node)
+    rng = np.random.default_rng(0)
+
+    def frame(progress: float | None, success: bool | None = None) -> None:
+        stamp = node.get_clock().now().to_msg()
+        rec._on_image("front", "front/image_raw",
+                      numpy_to_image(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), stamp, "front"))
+        js = JointState(name=list(PANDA_JOINT_NAMES + PANDA_FINGER_NAMES), position=[0.1] * 9, velocity=[0.0] * 9)
+        rec._on_joints("/joint_states", js)
+        rec._on_pose("ee_pose", PoseStamped())
+        if progress is not None:
+            rec._on_gt_progress(Float32(data=progress))
+            rec._on_gt_success(Bool(data=bool(success)))
+
+    try:
+        for episode in range(2):
+            frame(0.9, False)  # the previous state's labels, published before the start
+            rec._on_episode_start(String(data="reach the yellow ball"))
+            frame(None)  # images and joints of step 1 arrive before its labels ...
+            rec._tick()  # ... so this sample waits
+            assert len(rec._rows) == 0
+            for p in (0.1, 0.5, 0.9):
+                frame(p, False)
+                rec._tick()
+            rec._on_episode_end(String(data="success"))  # the end overtakes the last labels
+            frame(1.0, True)
+            rec._tick()  # the final frame is sampled now, with them
+            assert rec.episodes_written == episode + 1
+    finally:
+        rec.close()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    ds = episodes.open_dataset(out)
+    assert ds.num_episodes == 2
+    for index in range(2):
+        ep = ds.load_episode(index)
+        np.testing.assert_allclose(ep.progress, [0.1, 0.5, 0.9, 1.0], atol=1e-6)
+        assert list(ep.success) == [False, False, False, True] and ep.outcome == "success"
+        assert ep.done[-1] and np.allclose(ep.action[-1], 0.0)
