@@ -580,8 +580,9 @@ def batch_loss(
     emb = model.encode_states(batch.images.to(device), batch.view_mask.to(device))
     use_probe = probe is not None and probe_weight > 0 and batch.state_rows is not None
     unique = list(dict.fromkeys(batch.text + (batch.state_text if use_probe else [])))
+    index_of = {t: i for i, t in enumerate(unique)}
     text_emb = model.encode_text([model.config.token_ids(t) for t in unique])
-    text_idx = torch.tensor([unique.index(t) for t in batch.text], device=device)
+    text_idx = torch.tensor([index_of[t] for t in batch.text], device=device)
     # Condition each (state, instruction) combination the pairs use once, then index: a state
     # appears in many pairs (and under several instructions with counterfactuals).
     refs = [batch.before.to(device), batch.after.to(device), batch.start.to(device), batch.goal.to(device)]
@@ -600,7 +601,7 @@ def batch_loss(
     extra: dict[str, float] = {}
     if use_probe:
         rows = batch.state_rows.to(device)
-        probe_text = text_emb[torch.tensor([unique.index(t) for t in batch.state_text], device=device)]
+        probe_text = text_emb[torch.tensor([index_of[t] for t in batch.state_text], device=device)]
         pred = probe(model.condition_states(emb[rows], probe_text), probe_text)
         mask = batch.state_mask.to(device).to(pred.dtype)
         state_loss = (((pred - batch.state_target.to(device)) ** 2) * mask).sum() / mask.sum().clamp_min(1.0)

@@ -227,13 +227,12 @@ def test_bad_parameters_fail_clearly(processes, tmp_path):
     assert "nothing to record into" in processes.log("recorder")
 
 
-def test_recorder_rows_wait_for_this_episodes_labels(ros_domain, tmp_path):
+def test_recorder_rows_wait_for_this_episodes_labels(probe, tmp_path):
     """The recorder's callbacks driven in a fixed order (no DDS timing): a frame sampled after an
     episode start but before that episode's first ground-truth message is not recorded, an
     episode/end is closed on the next tick with the labels that arrived after it, and every
     episode of the session carries labels (an unlabelled first episode once made the writer
     refuse the second one and the recorder crash)."""
-    import rclpy
     from geometry_msgs.msg import PoseStamped
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Bool, Float32, String
@@ -243,9 +242,7 @@ def test_recorder_rows_wait_for_this_episodes_labels(ros_domain, tmp_path):
     from robot_bridge.recorder import RecorderConfig, RecorderNode
     from robot_bridge.ros_utils import numpy_to_image
 
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=ros_domain)
-    node = rclpy.create_node("recorder_under_test", context=context)
+    node = probe.node  # a live rclpy node (the fixture owns its context); nothing is spun
     out = tmp_path / "rec"
     rec = RecorderNode(RecorderConfig(output=str(out), cameras=("front",), image_size=16, fps=20.0), node=node)
     rng = np.random.default_rng(0)
@@ -277,8 +274,6 @@ def test_recorder_rows_wait_for_this_episodes_labels(ros_domain, tmp_path):
             assert rec.episodes_written == episode + 1
     finally:
         rec.close()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
     ds = episodes.open_dataset(out)
     assert ds.num_episodes == 2
     for index in range(2):
