@@ -94,8 +94,12 @@ class ReportConfig:
     """TrainConfig.state_weight: weight of the auxiliary instruction-conditioned state probe (None: the default)."""
     zero_hop_weight: float | None = None
     """TrainConfig.zero_hop_weight: loss share of zero-hop pairs (None: the TrainConfig default)."""
+    canonical_colors: str | None = "red:blue"
+    """TrainConfig.canonical_colors (None: off, the colour-blind recipe of earlier reports)."""
     fusion: str = "fused"
     """Tracker fusion mode for the multi-/single-view rows (see reward_models.tracker.FusionConfig)."""
+    gate_forward: bool = True
+    """FusionConfig.gate_forward for those rows (no goal: gate Φ_F against Φ_I; the default)."""
     reuse_checkpoints: bool = False
     """Evaluate <out>/grm_all (and the leave-one-task-out checkpoints) if they exist instead of
     training again."""
@@ -114,17 +118,24 @@ def record(out: Path, task: str, policy: str, n: int, seed: int, size: int, nois
     return out
 
 
+def _fusion(fusion):
+    """A FusionConfig from a mode name (or the config itself)."""
+    from reward_models.tracker import FusionConfig
+
+    return fusion if isinstance(fusion, FusionConfig) else FusionConfig(mode=fusion)
+
+
 def evaluate(model, episodes, cameras=None, goal_mode: str | None = None, fusion: str = "fused") -> dict:
     """Metrics over held-out episodes, plus one row per episode (behaviour, label, final Φ, class)."""
     from reward_models.metrics import auroc, completion_class, voc
-    from reward_models.tracker import FusionConfig, track_episode
+    from reward_models.tracker import track_episode
 
     vocs, correct, finals, labels, detected, rows = [], 0, [], [], [], []
     for ep in episodes:
         goal = None
         if goal_mode == "start":  # worst case: the goal reference looks exactly like the start
             goal = {c: v[:1] for c, v in ep.frames.items() if cameras is None or c in cameras}
-        trace = track_episode(model, ep, cameras=cameras, goal_obs=goal, fusion=FusionConfig(mode=fusion))
+        trace = track_episode(model, ep, cameras=cameras, goal_obs=goal, fusion=_fusion(fusion))
         if ep.outcome == "success":
             v = voc(trace.phi)
             vocs.append(0.0 if np.isnan(v) else v)
@@ -153,11 +164,11 @@ def progress_rank(model, episodes, fusion: str = "fused") -> dict:
     """Spearman of Φ with the true progress, per episode (episodes whose true progress is constant
     are skipped: nothing to rank; a constant Φ counts 0), and the mean |Φ − true| over all frames."""
     from reward_models.metrics import spearman
-    from reward_models.tracker import FusionConfig, track_episode
+    from reward_models.tracker import track_episode
 
     ranks, errors = [], []
     for ep in episodes:
-        trace = track_episode(model, ep, fusion=FusionConfig(mode=fusion))
+        trace = track_episode(model, ep, fusion=_fusion(fusion))
         truth = np.asarray(ep.progress, dtype=np.float64)
         errors.append(np.abs(trace.phi - truth))
         if np.ptp(truth) > 1e-6:
@@ -171,11 +182,11 @@ def colour_binding(model, episodes, fusion: str = "fused") -> dict | None:
     instruction with the colour word swapped (the other block named, which did not move). A model
     that grounds the colour word reads the swapped one as little progress; a colour-blind one gives
     the same Φ to both. None when no successful episode names a swappable colour."""
-    from reward_models.tracker import FusionConfig, track_episode
+    from reward_models.tracker import track_episode
     from reward_models.train_grm import TrainConfig, parse_swap_pairs, swap_instruction
 
     pairs = parse_swap_pairs(TrainConfig.swap_words)  # the trainer's interchangeable-object words
-    config = FusionConfig(mode=fusion)
+    config = _fusion(fusion)
     own, swapped = [], []
     for ep in episodes:
         other = swap_instruction(ep.task, pairs) if ep.outcome == "success" else None
@@ -229,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     test_eps = {task: load_all(dirs) for task, dirs in test_dirs.items()}
     common = dict(image_size=cfg.size, batch_episodes=cfg.batch_episodes, frames_per_episode=cfg.frames_per_episode,
                   num_threads=cfg.num_threads, device=cfg.device, seed=cfg.seed, save_every=200,
-                  swap_counterfactual=cfg.swap_counterfactual, swap_weight=cfg.swap_weight)
+                  swap_counterfactual=cfg.swap_counterfactual, swap_weight=cfg.swap_weight,
+                  canonical_colors=cfg.canonical_colors)
     if cfg.state_weight is not None:
         common["state_weight"] = cfg.state_weight
     if cfg.zero_hop_weight is not None:
@@ -242,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             return out
         return train_grm(TrainConfig(data=tuple(dirs), out=out, steps=steps, **common))
 
+    fusion = _fusion(cfg.fusion)
+    fusion.gate_forward = cfg.gate_forward
     t0 = time.time()
     all_ckpt = train(cfg.out / "grm_all", [d for ds in train_dirs.values() for d in ds], cfg.steps)
     t_train = time.time() - t0
@@ -249,29 +263,29 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"config": {k: str(v) for k, v in vars(cfg).items()}, "tasks": {}}
     for task, eps in test_eps.items():
         results["tasks"][task] = {
-            "multi_view": evaluate(model, eps, fusion=cfg.fusion),
-            "single_view_front": evaluate(model, eps, cameras=("front",), fusion=cfg.fusion),
+            "multi_view": evaluate(model, eps, fusion=fusion),
+            "single_view_front": evaluate(model, eps, cameras=("front",), fusion=fusion),
             "goal_is_start_fused": evaluate(model, eps, goal_mode="start", fusion="fused"),
             "goal_is_start_mean": evaluate(model, eps, goal_mode="start", fusion="mean"),
         }
-        binding = colour_binding(model, eps, cfg.fusion)
+        binding = colour_binding(model, eps, fusion)
         if binding is not None:
             results["tasks"][task]["colour_binding"] = binding
         if random_dirs.get(task) is not None:
-            results["tasks"][task]["random_rollouts"] = progress_rank(model, load_all([random_dirs[task]]), cfg.fusion)
+            results["tasks"][task]["random_rollouts"] = progress_rank(model, load_all([random_dirs[task]]), fusion)
 
     if cfg.loto_task and cfg.loto_task in cfg.tasks:
         t0 = time.time()
         loto_ckpt = train(cfg.out / "grm_loto", [d for t, ds in train_dirs.items() if t != cfg.loto_task for d in ds],
                           cfg.loto_steps)
         eps = test_eps[cfg.loto_task]
-        before = evaluate(load_grm(loto_ckpt, device=cfg.device), eps, fusion=cfg.fusion)
+        before = evaluate(load_grm(loto_ckpt, device=cfg.device), eps, fusion=fusion)
         adapted = cfg.out / "grm_loto_adapted"
         if not (cfg.reuse_checkpoints and (adapted / "config.json").is_file()):
             adapted = adapt_grm(AdaptConfig(checkpoint=loto_ckpt, demo=train_dirs[cfg.loto_task][0], episode=0,
                                             out=adapted, steps=cfg.adapt_steps, device=cfg.device,
                                             num_threads=cfg.num_threads))
-        after = evaluate(load_grm(adapted, device=cfg.device), eps, fusion=cfg.fusion)
+        after = evaluate(load_grm(adapted, device=cfg.device), eps, fusion=fusion)
         results["loto"] = {"task": cfg.loto_task, "before": before, "after": after, "seconds": time.time() - t0}
     results["seconds"] = {"record": t_record, "train": t_train, "total": time.time() - t_start}
     atomic_write_json(cfg.out / "results.json", results)

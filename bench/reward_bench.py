@@ -31,6 +31,9 @@ class BenchConfig:
     """Numbers of parallel envs / frames per batch."""
     image_size: int = 64
     """Frame size (px) fed to the model."""
+    canonical_colors: str | None = "red:blue"
+    """GRMConfig.canonical_colors of the untrained model (``red:blue``, what ``prism-reward train``
+    builds by default: two encodings per frame; None: one)."""
     steps: int = 10
     """Timed tracker steps per measurement (after 2 warm-up steps)."""
     num_threads: int | None = None
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.checkpoint is not None:
         model = load_grm(cfg.checkpoint, device=cfg.device)
     else:
-        model = GRMProgressModel(GRM(GRMConfig(image_size=cfg.image_size, vocabulary=build_vocabulary(["push the block"]))), device=cfg.device)
+        model = GRMProgressModel(GRM(GRMConfig(image_size=cfg.image_size, vocabulary=build_vocabulary(["push the block"]),
+                                                      canonical_colors=cfg.canonical_colors)), device=cfg.device)
     cams = model.cameras
     rng = np.random.default_rng(0)
     task = "push the block"
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     print(f"device={model.device} threads={torch.get_num_threads()} cameras={list(cams)} size={cfg.image_size}px "
-          f"backbone={model.grm_config.backbone}")
+          f"backbone={model.grm_config.backbone} canonical_colors={model.grm_config.canonical_colors}")
     print(f"{'batch':>5} {'enc images/s':>13} {'tracker steps/s':>16} {'hops/s':>9} {'naive steps/s':>14} {'naive/ours cost':>16}")
     for n in cfg.batch_sizes:
         frames = obs(n)

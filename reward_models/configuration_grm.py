@@ -21,6 +21,9 @@ BACKBONE_KINDS = ("conv", "open_clip", "hf")
 
 CONDITIONING_KINDS = ("pooled", "spatial")
 
+COLOR_CHANNELS = {"red": 0, "green": 1, "blue": 2}
+"""Colour words :attr:`GRMConfig.canonical_colors` may pair, and their RGB channel."""
+
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -95,6 +98,14 @@ class GRMConfig:
     """Instruction-derived attention queries over the spatial tokens (``conditioning=spatial``)."""
     max_words: int = 24
     """Word positions with their own embedding (``conditioning=spatial``); later words share the last."""
+    canonical_colors: str | None = None
+    """``"a:b"`` (two of red, green, blue) turns on colour-canonical encoding: every view is encoded
+    twice in the same backbone batch, as rendered and with the a/b colour channels exchanged, and
+    an instruction naming ``b`` (not ``a``) reads the exchanged copy and has ``b`` read as ``a`` --
+    so the object the instruction names always *looks* ``a`` to everything after the encoder. Binding a colour word
+    to its object then needs no learning (a colour-blind model cannot tell "pushed the named
+    block" from "pushed the other one"); the price is twice the encoder work per frame, still
+    one pass per new frame. ``pooled`` conditioning only. None: off (checkpoints before it)."""
     num_bins: int = 41
     """K hop bins evenly covering [-1, 1]; the hop is the expectation of bin centres."""
     hidden_dim: int = 256
@@ -126,6 +137,28 @@ class GRMConfig:
         if self.embed_dim % self.view_heads:
             raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by view_heads ({self.view_heads})")
         self.vocabulary = build_vocabulary([], self.vocabulary)
+        if self.canonical_colors is not None:
+            self.color_channels()  # validates
+            if self.conditioning != "pooled":
+                raise ValueError("GRMConfig.canonical_colors needs conditioning='pooled'")
+
+    def color_channels(self) -> tuple[str, str, int, int] | None:
+        """(word a, word b, channel a, channel b) of :attr:`canonical_colors`, None when off."""
+        if self.canonical_colors is None:
+            return None
+        a, sep, b = self.canonical_colors.partition(":")
+        if not sep or a not in COLOR_CHANNELS or b not in COLOR_CHANNELS or a == b:
+            raise ValueError(f"GRMConfig.canonical_colors must be 'a:b' with two different words of "
+                             f"{sorted(COLOR_CHANNELS)}, got {self.canonical_colors!r}")
+        return a, b, COLOR_CHANNELS[a], COLOR_CHANNELS[b]
+
+    def reads_exchanged(self, text: str) -> bool:
+        """Whether an instruction reads the colour-exchanged encoding: it names ``b`` and not ``a``."""
+        pair = self.color_channels()
+        if pair is None:
+            return False
+        words = set(tokenize(text))
+        return pair[1] in words and pair[0] not in words
 
     @property
     def backbone_kind(self) -> str:
@@ -134,7 +167,11 @@ class GRMConfig:
     def token_ids(self, text: str) -> list[int]:
         """Token ids of an instruction (``<unk>`` = 1 for words outside the vocabulary)."""
         index = {w: i for i, w in enumerate(self.vocabulary)}
-        return [index.get(w, 1) for w in tokenize(text)] or [1]
+        words = tokenize(text)
+        if self.reads_exchanged(text):  # the named colour is canonical in the text as in the image
+            a, b, _, _ = self.color_channels()
+            words = [a if w == b else w for w in words]
+        return [index.get(w, 1) for w in words] or [1]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

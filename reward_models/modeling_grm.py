@@ -331,7 +331,20 @@ class GRM(nn.Module):
             raise ValueError("every state needs at least one camera view")
         if self.spatial:
             return self._encode_tokens(images, view_mask)
-        feats = self.view_proj(self.backbone(images[view_mask]))
+        present = images[view_mask]
+        pair = self.config.color_channels()
+        if pair is None:
+            return self._fuse_views(self.view_proj(self.backbone(present)), view_mask)
+        # Colour-canonical: (B, 2D) = [as rendered | colour channels exchanged], one backbone batch.
+        perm = [0, 1, 2]
+        perm[pair[2]], perm[pair[3]] = pair[3], pair[2]
+        feats = self.view_proj(self.backbone(torch.cat([present, present[:, perm]])))
+        n = present.shape[0]
+        return torch.cat([self._fuse_views(feats[:n], view_mask), self._fuse_views(feats[n:], view_mask)], dim=-1)
+
+    def _fuse_views(self, feats: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        """Per-view tokens (N present views, D) -> (B, D) state embeddings (attention + mean pool)."""
+        b, v = view_mask.shape
         tokens = torch.zeros(b, v, feats.shape[-1], device=feats.device, dtype=feats.dtype)
         tokens[view_mask] = feats
         tokens = tokens + self.view_embed.unsqueeze(0)
@@ -356,12 +369,20 @@ class GRM(nn.Module):
         tokens[..., :d] = tokens[..., :d] + self.view_embed.view(1, v, 1, d)
         return tokens.reshape(b, v * n, d + 1)
 
-    def condition_states(self, states: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def condition_states(self, states: torch.Tensor, text: torch.Tensor,
+                         exchanged: torch.Tensor | None = None) -> torch.Tensor:
         """Task-conditioned (B, D) state vectors from ``encode_states`` output and (B, text_dim)
         instruction embeddings: text queries attend over the spatial tokens (``spatial``); the
-        pooled embedding itself otherwise (there FiLM in the head does the conditioning)."""
+        pooled embedding itself otherwise (there FiLM in the head does the conditioning).
+        ``exchanged`` (B,) bool: rows whose instruction reads the colour-exchanged encoding
+        (``canonical_colors``; :meth:`exchanged_rows`)."""
         if not self.spatial:
-            return states
+            if self.config.canonical_colors is None:
+                return states
+            d = states.shape[-1] // 2
+            if exchanged is None:
+                return states[:, :d]
+            return torch.where(exchanged.to(states.device).unsqueeze(-1), states[:, d:], states[:, :d])
         tokens, present = states[..., :-1], states[..., -1] > 0.5
         b, d = tokens.shape[0], tokens.shape[-1]
         scale, shift = self.token_film(text).unsqueeze(1).chunk(2, dim=-1)
@@ -371,6 +392,13 @@ class GRM(nn.Module):
         m = present.unsqueeze(-1).to(tokens.dtype)
         mean = (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
         return self.state_out(torch.cat([attended.flatten(1), mean], dim=-1))
+
+    def exchanged_rows(self, texts: Sequence[str]) -> torch.Tensor | None:
+        """(B,) bool: which instructions read the colour-exchanged encoding (None when off)."""
+        if self.config.canonical_colors is None:
+            return None
+        return torch.tensor([self.config.reads_exchanged(t) for t in texts], dtype=torch.bool,
+                            device=self.null_start.device)
 
     def encode_text(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         device = self.null_start.device
@@ -540,10 +568,14 @@ class GRMProgressModel(ProgressModel):
         start = None if start is None else torch.as_tensor(start, device=self.device)
         goal = None if goal is None else torch.as_tensor(goal, device=self.device)
         text = self._text(list(tasks))
-        cond = self.model.condition_states
-        logits = self.model.hop_logits(cond(before, text), cond(after, text), text,
-                                       None if start is None else cond(start, text),
-                                       None if goal is None else cond(goal, text))
+        exchanged = self.model.exchanged_rows(list(tasks))
+
+        def cond(states):
+            return self.model.condition_states(states, text, exchanged)
+
+        logits = self.model.hop_logits(cond(before), cond(after), text,
+                                       None if start is None else cond(start),
+                                       None if goal is None else cond(goal))
         return self.model.hop_from_logits(logits).double().cpu().numpy()
 
 

@@ -18,11 +18,14 @@ when the goal looks like the start, the two anchors saturate in opposite directi
 Φ_B ≈ 1 at the very same frame), so a plain mean never reaches 1 − δ and success is never
 detected; the incremental chain never compares against the references and survives. Large
 anchor disagreement therefore hands control to the incremental estimate. Without a goal
-reference there is only one anchor, nothing to disagree with, so w = 1 and Φ* is the plain mean
-of Φ_I and Φ_F. (Gating Φ_F against Φ_I instead was measured to hurt: the incremental chain
-multiplies T hops and drifts, e.g. creeping up on a reach to the wrong point, while the forward
-anchor -- one judgement against the start -- stays right; handing control to the drifting
-estimate exactly when the two disagree picked the wrong one.)
+reference there is only one anchor, and w comes from its disagreement with the incremental chain
+(``gate_forward``, the default): Δ = |Φ_F − Φ_I| / (mean(Φ_F, Φ_I) + ε). Measured on held-out sim
+episodes with a colour-canonical GRM, the forward anchor alone hedges at the end of a successful
+push (final Φ_F 0.5-0.95) while Φ_I reaches 1; gating lifted push 3-class completion from 81 % to
+94 % and success recall from 0.20 to 0.80 at one more false success in six failures, leaving the
+other tasks' accuracy and false-success rates unchanged. (With the earlier colour-blind GRM the
+same gate hurt -- the incremental chain drifted up on wrong-target reaches -- hence the switch
+``gate_forward=False``: w = 1, the plain mean of Φ_I and Φ_F.)
 
 A goal reference is also *checked* once per episode (``fused`` mode): the model's own hop
 H(s_0 → s_g) must read as progress (≥ ``goal_min_hop``). A goal that looks like the start fails
@@ -57,6 +60,9 @@ class FusionConfig:
     """Sharpness α of the anchor-consistency weight w = exp(−α·Δ²)."""
     delta: float = 0.05
     """Success tolerance δ: an episode counts as successful once Φ ≥ 1 − δ."""
+    gate_forward: bool = True
+    """``fused`` only, episodes without a goal reference: take w from the disagreement of Φ_F with
+    Φ_I; False: w = 1, the plain mean of the two (see the module docstring for the measurements)."""
     eps: float = 1e-6
     """ε in the relative anchor disagreement Δ = |Φ_B − Φ_F| / (mean + ε)."""
     goal_min_hop: float = 0.5
@@ -122,7 +128,7 @@ def fuse(
         raise ValueError("FusionConfig.mode='backward' needs a goal reference for every episode")
 
     # Anchor disagreement (backward vs forward) needs both anchors; a single anchor has w = 1.
-    bwd_or_fwd = np.where(has_goal, bwd, fwd)
+    bwd_or_fwd = np.where(has_goal, bwd, inc if config.gate_forward else fwd)
     rel = np.abs(bwd_or_fwd - fwd) / (0.5 * (bwd_or_fwd + fwd) + config.eps)
     weight = np.exp(-config.alpha * rel**2)
     mean = np.where(has_goal, (inc + fwd + np.nan_to_num(bwd)) / 3.0, (inc + fwd) / 2.0)

@@ -86,6 +86,43 @@ def test_mismatched_cameras_is_a_clear_error():
         model.encode(random_obs(2, cams=("top", "left")))
 
 
+# -- colour-canonical encoding ---------------------------------------------------------------
+
+
+def test_canonical_colours_read_the_named_colour_as_the_canonical_one(tmp_path):
+    blue = TASK.replace("red", "blue")
+    model = GRMProgressModel(GRM(tiny_config(canonical_colors="red:blue",
+                                             vocabulary=build_vocabulary([TASK, blue]))), device="cpu")
+    before, after = random_obs(3, seed=1), random_obs(3, seed=2)
+    exchanged = {k: {c: v[..., ::-1].copy() for c, v in o.items()} for k, o in (("b", before), ("a", after))}
+    e_b, e_a = model.encode(before), model.encode(after)
+    x_b, x_a = model.encode(exchanged["b"]), model.encode(exchanged["a"])
+    assert e_b.shape == (3, 2 * 16)  # [as rendered | red and blue exchanged]
+    # "blue" on the red/blue-exchanged video is exactly "red" on the video: the named block always looks red.
+    np.testing.assert_allclose(model.hop_from_embeddings(x_b, x_a, [blue] * 3, x_b, x_a),
+                               model.hop_from_embeddings(e_b, e_a, [TASK] * 3, e_b, e_a), atol=1e-6)
+    # ... and not "blue" on the same video (the weights would have to ignore colour for that).
+    assert not np.allclose(model.hop_from_embeddings(e_b, e_a, [blue] * 3), model.hop_from_embeddings(e_b, e_a, [TASK] * 3))
+    cfg = model.grm_config
+    assert [cfg.reads_exchanged(t) for t in (TASK, blue, "open the drawer", "put red on blue")] == [False, True, False, False]
+    assert cfg.token_ids(blue) == cfg.token_ids(TASK)
+    loaded = load_grm(model.save_pretrained(tmp_path / "ckpt"), device="cpu")
+    assert loaded.grm_config.canonical_colors == "red:blue"
+    np.testing.assert_allclose(loaded.hop_from_embeddings(loaded.encode(before), loaded.encode(after), [blue] * 3),
+                               model.hop_from_embeddings(e_b, e_a, [blue] * 3), atol=1e-6)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"canonical_colors": "red-blue"}, "canonical_colors"),
+    ({"canonical_colors": "red:purple"}, "canonical_colors"),
+    ({"canonical_colors": "red:red"}, "canonical_colors"),
+    ({"canonical_colors": "red:blue", "conditioning": "spatial"}, "pooled"),
+])
+def test_bad_canonical_colours_are_clear_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_config(**kw)
+
+
 # -- checkpoints -----------------------------------------------------------------------------
 
 

@@ -159,11 +159,21 @@ def test_consistency_weight_gates_between_mean_and_incremental():
     phi, w = fuse(inc, np.array([0.8, 0.0]), np.array([0.8, 1.0]), cfg)
     assert w[0] == pytest.approx(1.0) and phi[0] == pytest.approx((0.5 + 0.8 + 0.8) / 3)
     assert w[1] < 1e-6 and phi[1] == pytest.approx(0.5, abs=1e-6)
-    # No goal: a single anchor cannot disagree with itself -> w = 1 and the plain mean of the
-    # incremental and forward estimates, even when they differ (the incremental chain drifts).
-    phi, w = fuse(np.array([0.6, 0.9]), np.array([0.6, 0.1]), None, cfg)
+    # No goal, gate_forward off: w = 1 and the plain mean of the incremental and forward
+    # estimates, even when they differ.
+    phi, w = fuse(np.array([0.6, 0.9]), np.array([0.6, 0.1]), None, FusionConfig(alpha=20.0, gate_forward=False))
     np.testing.assert_allclose(w, 1.0)
     np.testing.assert_allclose(phi, [0.6, 0.5])
+    # gate_forward (the default): without a goal, Φ_F is gated against Φ_I -- agreement keeps the
+    # mean, a large disagreement hands Φ to the incremental estimate; episodes with a goal are unchanged.
+    gated = FusionConfig(alpha=20.0)
+    assert gated.gate_forward
+    phi, w = fuse(np.array([0.6, 0.9]), np.array([0.6, 0.1]), None, gated)
+    assert w[0] == pytest.approx(1.0) and w[1] < 1e-6
+    np.testing.assert_allclose(phi, [0.6, 0.9], atol=1e-6)
+    phi_goal, _ = fuse(inc, np.array([0.8, 0.0]), np.array([0.8, 1.0]), gated)
+    ungated = FusionConfig(alpha=20.0, gate_forward=False)
+    np.testing.assert_allclose(phi_goal, fuse(inc, np.array([0.8, 0.0]), np.array([0.8, 1.0]), ungated)[0])
 
 
 def test_goal_looks_like_start_keeps_success_detection():
