@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +179,7 @@ def measure_overhead(args: BenchArgs) -> dict:
     import torch
 
     from policies.configuration_train import TrainConfig
-    from policies.shaping import ModelPotential, RewardSpec, ShapedRewardVecEnv, ZeroPotential
+    from policies.shaping import ModelPotential, RewardSpec, ZeroPotential
     from policies.train import build_train_env, resolve_device
     from reward_models.tracker import FusionConfig
 

@@ -102,10 +102,11 @@ class GRMConfig:
     """``"a:b"`` (two of red, green, blue) turns on colour-canonical encoding: every view is encoded
     twice in the same backbone batch, as rendered and with the a/b colour channels exchanged, and
     an instruction naming ``b`` (not ``a``) reads the exchanged copy and has ``b`` read as ``a`` --
-    so the object the instruction names always *looks* ``a`` to everything after the encoder. Binding a colour word
-    to its object then needs no learning (a colour-blind model cannot tell "pushed the named
-    block" from "pushed the other one"); the price is twice the encoder work per frame, still
-    one pass per new frame. ``pooled`` conditioning only. None: off (checkpoints before it)."""
+    so the object the instruction names always *looks* ``a`` to everything after the encoder.
+    Binding a colour word to its object then needs no learning (a colour-blind model cannot tell
+    "pushed the named block" from "pushed the other one"); the price is twice the encoder work per
+    frame, still one pass per new frame. ``pooled`` conditioning only. None: off (checkpoints
+    before it)."""
     num_bins: int = 41
     """K hop bins evenly covering [-1, 1]; the hop is the expectation of bin centres."""
     hidden_dim: int = 256
@@ -140,7 +141,8 @@ class GRMConfig:
         if self.canonical_colors is not None:
             self.color_channels()  # validates
             if self.conditioning != "pooled":
-                raise ValueError("GRMConfig.canonical_colors needs conditioning='pooled'")
+                raise ValueError("GRMConfig.canonical_colors needs conditioning='pooled' "
+                                 "(train spatial conditioning with --canonical-colors None)")
 
     def color_channels(self) -> tuple[str, str, int, int] | None:
         """(word a, word b, channel a, channel b) of :attr:`canonical_colors`, None when off."""

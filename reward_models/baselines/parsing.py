@@ -123,7 +123,7 @@ def parse_rubric(text: str, low: int = 1, high: int = 5) -> int | None:
         return None
     t = text.strip()
     for pattern in (
-        rf"(?:answer|score|rating)\s*[:=]?\s*(?:is\s*)?(\d+)",
+        r"(?:answer|score|rating)\s*[:=]?\s*(?:is\s*)?(\d+)",
         r"(\d+)\s*/\s*5\b",
         r"<score>\s*(\d+)\s*</score>",
     ):
