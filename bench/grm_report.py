@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     from episodes.atomic import atomic_write_json
     from reward_models.adapt_grm import AdaptConfig, adapt_grm
     from reward_models.modeling_grm import load_grm
+    from reward_models.tracker import FusionConfig
     from reward_models.train_grm import TrainConfig, train_grm
 
     t_start = time.time()
@@ -254,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             return out
         return train_grm(TrainConfig(data=tuple(dirs), out=out, steps=steps, **common))
 
-    fusion = _fusion(cfg.fusion)
-    fusion.gate_forward = cfg.gate_forward
+    fusion = FusionConfig(mode=cfg.fusion, gate_forward=cfg.gate_forward)
     t0 = time.time()
     all_ckpt = train(cfg.out / "grm_all", [d for ds in train_dirs.values() for d in ds], cfg.steps)
     t_train = time.time() - t0

@@ -156,11 +156,11 @@ class GRMConfig:
 
     def reads_exchanged(self, text: str) -> bool:
         """Whether an instruction reads the colour-exchanged encoding: it names ``b`` and not ``a``."""
+        return self._reads_exchanged(tokenize(text))
+
+    def _reads_exchanged(self, words: list[str]) -> bool:
         pair = self.color_channels()
-        if pair is None:
-            return False
-        words = set(tokenize(text))
-        return pair[1] in words and pair[0] not in words
+        return pair is not None and pair[1] in words and pair[0] not in words
 
     @property
     def backbone_kind(self) -> str:
@@ -170,7 +170,7 @@ class GRMConfig:
         """Token ids of an instruction (``<unk>`` = 1 for words outside the vocabulary)."""
         index = {w: i for i, w in enumerate(self.vocabulary)}
         words = tokenize(text)
-        if self.reads_exchanged(text):  # the named colour is canonical in the text as in the image
+        if self._reads_exchanged(words):  # the named colour is canonical in the text as in the image
             a, b, _, _ = self.color_channels()
             words = [a if w == b else w for w in words]
         return [index.get(w, 1) for w in words] or [1]
