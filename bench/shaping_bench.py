@@ -64,6 +64,11 @@ class BenchArgs:
     """Learner (and shaping) discount (None: the preset's, 0.95 reach / 0.98 push)."""
     max_episode_steps: int | None = None
     """Episode time limit (None: the task default)."""
+    demo_episodes: int | None = None
+    """Scripted-expert episodes given to every SAC run before learning, stepped through that run's
+    own shaped env (None: the config's, 0 in the presets). Their env steps are reported apart."""
+    bc_weight: float | None = None
+    """Weight of the Q-filtered cloning term on those demonstrations (None: the config's, 1.0)."""
     eval_every: int = 2_000
     """Env steps between true-success evaluations (the curve's resolution)."""
     eval_episodes: int = 10
@@ -101,6 +106,10 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
         cfg_dict["n_envs"] = args.n_envs
     if args.gamma is not None:
         cfg_dict["gamma"] = args.gamma
+    if args.demo_episodes is not None:
+        cfg_dict["demo_episodes"] = args.demo_episodes
+    if args.bc_weight is not None:
+        cfg_dict["bc_weight"] = args.bc_weight
     cfg_dict.update(
         task=task, algo=args.algo, reward=reward, seed=seed, steps=steps,
         eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device, out=out,
@@ -115,12 +124,12 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
     return result.eval_curve
 
 
-def run_speed(args: BenchArgs, task: str, reward: str, seed: int) -> float | None:
-    """Training env-steps/s of a finished run (its train_summary.json), None if unknown."""
+def run_summary(args: BenchArgs, task: str, reward: str, seed: int, key: str) -> float | None:
+    """A figure of a finished run's train_summary.json (steps_per_second, demo_env_steps), None if unknown."""
     path = args.out / task / reward / f"seed{seed}" / "train_summary.json"
     try:
-        return float(json.loads(path.read_text())["steps_per_second"])
-    except (OSError, KeyError, ValueError):
+        return float(json.loads(path.read_text()).get(key, 0.0))
+    except (OSError, ValueError):
         return None
 
 
@@ -256,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                     curves.setdefault((task, name), []).append(run_one(args, task, reward, seed, budgets[task]))
     table = summarise(curves) if curves else {}
     for row in table.values():
-        row["steps_per_s"] = [run_speed(args, row["task"], row["reward"], seed) for seed in args.seeds]
+        row["steps_per_s"] = [run_summary(args, row["task"], row["reward"], s, "steps_per_second") for s in args.seeds]
+        row["demo_env_steps"] = [run_summary(args, row["task"], row["reward"], s, "demo_env_steps") for s in args.seeds]
     overhead = measure_overhead(args) if args.overhead_steps > 0 else None
     grm_status = f"pending (no checkpoint at {args.grm})" if grm_pending and args.grm else args.grm
     report = {"table": table, "overhead": overhead, "grm": grm_status or "pending (no checkpoint given)",
@@ -265,22 +275,26 @@ def main(argv: list[str] | None = None) -> int:
 
     atomic_write_json(args.out / "results.json", report)
     lines = ["| task | reward | seeds | env steps | final success (per seed) | best success | env steps to 80% | "
-             "train env-steps/s |", "|---|---|---|---|---|---|---|---|"]
+             "train env-steps/s | demo env steps |", "|---|---|---|---|---|---|---|---|---|"]
     for key, row in sorted(table.items()):
         to80 = f"{row['steps_to_80']:.0f}" if row["steps_to_80"] is not None else "not reached"
         per_seed = ", ".join(f"{x:.0%}" for x in row["per_seed_final"])
         speeds = [x for x in row["steps_per_s"] if x]
         speed = f"{np.mean(speeds):.0f}" if speeds else "?"
+        demo = [x for x in row["demo_env_steps"] if x is not None]
+        demo_steps = f"{np.mean(demo):.0f}" if demo else "?"
         lines.append(f"| {row['task']} | {row['reward']} | {row['seeds']} | {row['steps'][-1]:.0f} | "
-                     f"{row['final_success']:.0%} ({per_seed}) | {row['best_success']:.0%} | {to80} | {speed} |")
+                     f"{row['final_success']:.0%} ({per_seed}) | {row['best_success']:.0%} | {to80} | {speed} | "
+                     f"{demo_steps} |")
     for task in args.tasks if args.grm and not grm_pending and args.grm_tasks is not None else ():
         if task not in args.grm_tasks:
-            lines.append(f"| {task} | grm | - | - | not run (time budget; --grm-tasks) | | | |")
+            lines.append(f"| {task} | grm | - | - | not run (time budget; --grm-tasks) | | | | |")
     if grm_pending:
         why = f"no checkpoint at {args.grm} when the grm runs were due" if args.grm else "no GRM checkpoint given (--grm)"
-        lines.append(f"| * | grm | - | - | pending: {why} | | | |")
+        lines.append(f"| * | grm | - | - | pending: {why} | | | | |")
     lines += ["", "Success = deterministic policy, true `is_success` of the env, "
-              f"{args.eval_episodes} fresh-seed episodes per point; mean over seeds.",
+              f"{args.eval_episodes} fresh-seed episodes per point; mean over seeds. Env steps are the "
+              "learner's; expert demonstrations (if any) were collected before them and are listed apart.",
               "Command: `.venv/bin/python bench/shaping_bench.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"]
     if overhead:
         lines += ["", f"Overhead ({overhead['task']}, {overhead['n_envs']} envs, cameras {overhead['cameras']}, "

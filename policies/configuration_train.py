@@ -142,6 +142,17 @@ class TrainConfig:
     """Save a checkpoint every this many env steps (0: only at the end)."""
     progress_bar: bool = True
     """Show a tqdm progress bar."""
+    demo_episodes: int = 0
+    """SAC only: roll this many scripted-expert episodes (sim/experts.py) through the shaped training
+    env before learning and keep them in a demonstration buffer of their own (policies/demos.py).
+    0: none. Their env steps are reported apart (``demo_env_steps`` in train_summary.json)."""
+    demo_fraction: float = 0.5
+    """Share of every SAC batch drawn from the demonstrations (symmetric sampling, as in RLPD)."""
+    bc_weight: float = 1.0
+    """Weight of the Q-filtered behaviour-cloning term on the demonstrations in SAC's actor loss
+    (policies/demos.py DemoSAC; 0: demonstrations only feed the critics and the actor's Q)."""
+    demo_noise: float = 0.1
+    """Std of Gaussian noise on the expert's actions (a little spread makes the critic generalise)."""
     torch_threads: int = 1
     """Torch CPU threads (0: torch's default). 1 is fastest for small MLPs on shared cores:
     more threads oversubscribe them (measured 8x slower SAC updates with 2 threads under load)."""
@@ -157,9 +168,17 @@ class TrainConfig:
         for name in ("n_envs", "steps", "image_size", "query_every", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "video_every", "checkpoint_every", "obs_stats_steps"):
+        for name in ("eval_every", "video_every", "checkpoint_every", "obs_stats_steps", "demo_episodes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.demo_episodes > 0 and self.algo != "sac":
+            raise ValueError("--demo-episodes needs an off-policy learner (--algo sac)")
+        if not 0.0 <= self.demo_fraction < 1.0:
+            raise ValueError(f"demo_fraction must be in [0, 1), got {self.demo_fraction}")
+        if self.bc_weight < 0:
+            raise ValueError(f"bc_weight must be >= 0, got {self.bc_weight}")
+        if self.demo_noise < 0:
+            raise ValueError(f"demo_noise must be >= 0, got {self.demo_noise}")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.obs == "pixels" and not self.cameras.strip():

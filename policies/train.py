@@ -6,6 +6,7 @@ Examples::
     prism-train --config configs/sac_reach_tiny.yaml --out runs/reach_tiny   # ~1.5 min on a CPU
     prism-train --task push --algo sac --reward grm:ckpts/grm_push --n-envs 8 --out runs/push_grm
     prism-train --config configs/sac_push.yaml --reward naive-delta --out runs/push_naive
+    prism-train --config configs/sac_push_demos.yaml --reward oracle --out runs/push_demos   # 100 expert episodes first
     prism-train --out runs/push_grm --resume          # continue from the newest checkpoint
 
 The run directory holds ``config.yaml`` (everything needed to rebuild the run), ``model.zip``,
@@ -16,6 +17,7 @@ rollout videos).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -57,6 +59,8 @@ class RunResult:
     """Rolling true success of training episodes vs timesteps."""
     model_calls: int = 0
     """Batched reward-model calls made during this call."""
+    demo_env_steps: int = 0
+    """Env steps of the expert demonstrations collected before learning (not in ``env_steps``)."""
 
 
 def resolve_device(device: str) -> str:
@@ -137,9 +141,13 @@ def make_eval_env_fn(config: TrainConfig):
     return make
 
 
-def _algo_class(algo: str):
+def _algo_class(algo: str, demos: bool = False):
     from stable_baselines3 import PPO, SAC
 
+    if demos and algo == "sac":
+        from policies.demos import DemoSAC
+
+        return DemoSAC
     return {"sac": SAC, "ppo": PPO}[algo]
 
 
@@ -158,10 +166,23 @@ def build_model(config: TrainConfig, env, device: str):
                                      action_mode=config.action_mode, max_episode_steps=config.max_episode_steps)
         policy_kwargs.update(normalizing_policy_kwargs(config.obs, mean, std))
     policy = "MultiInputPolicy" if config.obs == "pixels" else "MlpPolicy"
+    if config.demo_episodes > 0:
+        from policies.demos import DemoMixReplayBuffer
+
+        if config.obs != "state":
+            raise ValueError("--demo-episodes works with --obs state only")
+        # room for the requested episodes plus the unfinished ones of the other envs
+        import sim
+
+        longest = config.max_episode_steps or sim.MAX_EPISODE_STEPS[sim.resolve_task(config.task)]
+        hyper["replay_buffer_class"] = DemoMixReplayBuffer
+        hyper["replay_buffer_kwargs"] = {"demo_fraction": config.demo_fraction,
+                                         "demo_capacity": (config.demo_episodes + config.n_envs) * longest}
+        hyper["bc_weight"] = config.bc_weight
     if config.obs == "pixels" and config.algo == "sac":
         hyper.setdefault("buffer_size", 50_000)
         hyper["buffer_size"] = min(int(hyper["buffer_size"]), 50_000)  # images are big
-    cls = _algo_class(config.algo)
+    cls = _algo_class(config.algo, demos=config.demo_episodes > 0)
     try:
         return cls(policy, env, gamma=config.gamma, seed=config.seed, device=device, verbose=0,
                    tensorboard_log=str(config.out / "tb"), policy_kwargs=policy_kwargs, **hyper)
@@ -200,12 +221,20 @@ def train(config: TrainConfig) -> RunResult:
     try:
         if existing is not None:
             ckpt, _ = existing
-            model = _algo_class(config.algo).load(ckpt, env=env, device=device, tensorboard_log=str(out / "tb"))
+            model = _algo_class(config.algo, demos=config.demo_episodes > 0).load(ckpt, env=env, device=device, tensorboard_log=str(out / "tb"))
             buffer = out / "checkpoints" / "replay_buffer.pkl"
             if hasattr(model, "load_replay_buffer") and buffer.is_file():
                 model.load_replay_buffer(buffer)
         else:
             model = build_model(config, env, device)
+        demos_file = out / "demos.json"
+        if config.demo_episodes > 0 and existing is None:
+            from policies.demos import collect_demonstrations
+
+            demo_steps = collect_demonstrations(model, env, config.demo_episodes, seed=config.seed + 20_000,
+                                                noise=config.demo_noise)
+            atomic_write_json(demos_file, {"episodes": config.demo_episodes, "env_steps": demo_steps})
+        demo_steps = int(json.loads(demos_file.read_text())["env_steps"]) if demos_file.is_file() else 0
         if abs(model.gamma - shaped.gamma) > 1e-12:
             raise RuntimeError(f"shaping γ={shaped.gamma} differs from the learner's γ={model.gamma}")
 
@@ -234,6 +263,7 @@ def train(config: TrainConfig) -> RunResult:
             steps_per_second=(steps_done - start_steps) / seconds if seconds > 0 else 0.0,
             final_success_rate=float(curve[-1]["success_rate"]) if curve else 0.0,
             eval_curve=curve, train_curve=log_cb.history, model_calls=shaped.n_model_calls - calls0,
+            demo_env_steps=demo_steps,
         )
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items() if k != "train_curve"}
         atomic_write_json(out / "train_summary.json", summary)
