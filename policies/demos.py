@@ -74,7 +74,7 @@ class DemoMixReplayBuffer(ReplayBuffer):
 
 
 def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise: float = 0.0,
-                           policy: str = "expert") -> int:
+                           policy: str = "expert", progress: bool = False) -> int:
     """Roll the task's scripted ``policy`` (sim/experts.py) out in ``venv`` -- the learner's own,
     shaped, DummyVecEnv -- until ``episodes`` episodes have finished; store every transition in
     ``model.replay_buffer`` (a :class:`DemoMixReplayBuffer`). Returns the env steps taken."""
@@ -96,6 +96,9 @@ def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise:
     for expert, info in zip(experts, inner.reset_infos):
         expert.reset(None, info)
     infos: list[dict[str, Any]] = [dict(i) for i in inner.reset_infos]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=episodes, desc="demonstrations", unit="ep", disable=not progress)
     finished, steps = 0, 0
     while finished < episodes:
         actions = np.stack([e.act(None, info) for e, info in zip(experts, infos)])
@@ -108,9 +111,11 @@ def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise:
             if done:
                 next_obs[i] = infos[i]["terminal_observation"]
                 finished += 1
+                bar.update(1)
                 experts[i].reset(None, infos[i])  # the env has already reset itself
         buffer.add_demo(obs, next_obs, actions, rewards, dones, infos)
         obs = new_obs
+    bar.close()
     return steps
 
 

@@ -171,9 +171,9 @@ def build_model(config: TrainConfig, env, device: str):
 
         if config.obs != "state":
             raise ValueError("--demo-episodes works with --obs state only")
-        # room for the requested episodes plus the unfinished ones of the other envs
         import sim
 
+        # room for the requested episodes plus the unfinished ones of the other envs
         longest = config.max_episode_steps or sim.MAX_EPISODE_STEPS[sim.resolve_task(config.task)]
         hyper["replay_buffer_class"] = DemoMixReplayBuffer
         hyper["replay_buffer_kwargs"] = {"demo_fraction": config.demo_fraction,
@@ -221,7 +221,8 @@ def train(config: TrainConfig) -> RunResult:
     try:
         if existing is not None:
             ckpt, _ = existing
-            model = _algo_class(config.algo, demos=config.demo_episodes > 0).load(ckpt, env=env, device=device, tensorboard_log=str(out / "tb"))
+            model = _algo_class(config.algo, demos=config.demo_episodes > 0).load(
+                ckpt, env=env, device=device, tensorboard_log=str(out / "tb"))
             buffer = out / "checkpoints" / "replay_buffer.pkl"
             if hasattr(model, "load_replay_buffer") and buffer.is_file():
                 model.load_replay_buffer(buffer)
@@ -232,7 +233,7 @@ def train(config: TrainConfig) -> RunResult:
             from policies.demos import collect_demonstrations
 
             demo_steps = collect_demonstrations(model, env, config.demo_episodes, seed=config.seed + 20_000,
-                                                noise=config.demo_noise)
+                                                noise=config.demo_noise, progress=config.progress_bar)
             atomic_write_json(demos_file, {"episodes": config.demo_episodes, "env_steps": demo_steps})
         demo_steps = int(json.loads(demos_file.read_text())["env_steps"]) if demos_file.is_file() else 0
         if abs(model.gamma - shaped.gamma) > 1e-12:
