@@ -64,9 +64,12 @@ class DemoMixReplayBuffer(ReplayBuffer):
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
         n_demo = int(round(self.demo_fraction * batch_size)) if self.demos.size() > 0 else 0
-        if n_demo == 0 or self.size() == 0:
-            self.last_n_demo = 0 if self.size() > 0 else batch_size
-            return super().sample(batch_size, env) if self.size() > 0 else self.demos.sample(batch_size, env)
+        if n_demo == 0:
+            self.last_n_demo = 0
+            return super().sample(batch_size, env)
+        if self.size() == 0:  # before any online data (e.g. learning_starts=0)
+            self.last_n_demo = batch_size
+            return self.demos.sample(batch_size, env)
         self.last_n_demo = n_demo
         online = super().sample(batch_size - n_demo, env)
         demo = self.demos.sample(n_demo, env)
@@ -79,6 +82,7 @@ def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise:
     shaped, DummyVecEnv -- until ``episodes`` episodes have finished; store every transition in
     ``model.replay_buffer`` (a :class:`DemoMixReplayBuffer`). Returns the env steps taken."""
     from stable_baselines3.common.vec_env import DummyVecEnv
+    from tqdm.auto import tqdm
 
     from sim.experts import make_policy
 
@@ -96,8 +100,6 @@ def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise:
     for expert, info in zip(experts, inner.reset_infos):
         expert.reset(None, info)
     infos: list[dict[str, Any]] = [dict(i) for i in inner.reset_infos]
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=episodes, desc="demonstrations", unit="ep", disable=not progress)
     finished, steps = 0, 0
     while finished < episodes:
