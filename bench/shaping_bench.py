@@ -6,6 +6,11 @@ reward model's cost inside the training loop.
         --steps 8000 8000 --eval-every 2000 --eval-episodes 20 --out outputs/shaping_bench
 
 Each run starts from the task's tuned preset (``TrainConfig.for_task``; ``--config`` replaces it).
+Push from 100 expert demonstrations (the recipe that learns push on this budget)::
+
+    .venv/bin/python bench/shaping_bench.py --tasks push --config configs/sac_push_demos.yaml \
+        --rewards sparse oracle naive-delta --grm outputs/grm_bench/ckpt_canonical --seeds 0 1 \
+        --steps 30000 --eval-every 5000 --eval-episodes 20 --out outputs/shaping_bench_demos
 
 For every (task, reward, seed) it runs ``policies.train.train`` into ``OUT/<task>/<reward>/seed<k>``
 (finished runs are reused, so the bench can be extended run by run), then writes
