@@ -99,7 +99,7 @@ def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise:
     obs = venv.reset()
     for expert, info in zip(experts, inner.reset_infos):
         expert.reset(None, info)
-    infos: list[dict[str, Any]] = [dict(i) for i in inner.reset_infos]
+    infos: list[dict[str, Any]] = list(inner.reset_infos)
     bar = tqdm(total=episodes, desc="demonstrations", unit="ep", disable=not progress)
     finished, steps = 0, 0
     while finished < episodes:

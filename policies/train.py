@@ -235,7 +235,8 @@ def train(config: TrainConfig) -> RunResult:
             demo_steps = collect_demonstrations(model, env, config.demo_episodes, seed=config.seed + 20_000,
                                                 noise=config.demo_noise, progress=config.progress_bar)
             atomic_write_json(demos_file, {"episodes": config.demo_episodes, "env_steps": demo_steps})
-        demo_steps = int(json.loads(demos_file.read_text())["env_steps"]) if demos_file.is_file() else 0
+        else:  # resuming: the demonstrations came back with the replay buffer
+            demo_steps = int(json.loads(demos_file.read_text())["env_steps"]) if demos_file.is_file() else 0
         if abs(model.gamma - shaped.gamma) > 1e-12:
             raise RuntimeError(f"shaping γ={shaped.gamma} differs from the learner's γ={model.gamma}")
 
