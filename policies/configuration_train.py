@@ -153,6 +153,9 @@ class TrainConfig:
     (policies/demos.py DemoSAC; 0: demonstrations only feed the critics and the actor's Q)."""
     demo_noise: float = 0.1
     """Std of Gaussian noise on the expert's actions (a little spread makes the critic generalise)."""
+    critic_layer_norm: bool = False
+    """SAC only: a LayerNorm after every hidden layer of the critics (policies/critics.py), which
+    keeps them from diverging when demonstrations fill half of every batch (RLPD)."""
     torch_threads: int = 1
     """Torch CPU threads (0: torch's default). 1 is fastest for small MLPs on shared cores:
     more threads oversubscribe them (measured 8x slower SAC updates with 2 threads under load)."""
@@ -173,6 +176,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.demo_episodes > 0 and self.algo != "sac":
             raise ValueError("--demo-episodes needs an off-policy learner (--algo sac)")
+        if self.critic_layer_norm and self.algo != "sac":
+            raise ValueError("--critic-layer-norm applies to SAC's critics (--algo sac)")
         if not 0.0 <= self.demo_fraction < 1.0:
             raise ValueError(f"demo_fraction must be in [0, 1), got {self.demo_fraction}")
         if self.bc_weight < 0:

@@ -165,7 +165,11 @@ def build_model(config: TrainConfig, env, device: str):
         mean, std = state_statistics(config.task, config.obs_stats_steps, seed=config.seed,
                                      action_mode=config.action_mode, max_episode_steps=config.max_episode_steps)
         policy_kwargs.update(normalizing_policy_kwargs(config.obs, mean, std))
-    policy = "MultiInputPolicy" if config.obs == "pixels" else "MlpPolicy"
+    policy: Any = "MultiInputPolicy" if config.obs == "pixels" else "MlpPolicy"
+    if config.critic_layer_norm:
+        from policies.critics import LayerNormMlpPolicy, LayerNormMultiInputPolicy
+
+        policy = LayerNormMultiInputPolicy if config.obs == "pixels" else LayerNormMlpPolicy
     if config.demo_episodes > 0:
         from policies.demos import DemoMixReplayBuffer
 
