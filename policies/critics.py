@@ -2,8 +2,9 @@
 
 With demonstrations in the batch, a critic sees confident targets for the expert's actions and
 extrapolates to the actor's, which can run away: measured on push from 100 demonstrations, a
-GRM-shaped run's critic loss grew from 0.003 to 1.7e4 within 10k steps (actor loss −1100, the
-Q-filter then switched the cloning term off) and true success fell from 50 % to 0 %. LayerNorm
+GRM-shaped run (Φ queried every 4 steps) saw its critic loss grow from 0.003 to 1.7e4 within 10k
+steps (actor loss −1100; the Q-filter then switched the cloning term off) and its true success fall
+from 50 % to 0 %; runs with every-step Φ had milder dips of the same kind. LayerNorm
 after each hidden layer bounds the critic's features and hence how far its values can extrapolate
 -- the ingredient RLPD (Ball et al. 2023) found essential for learning with offline data.
 
