@@ -53,6 +53,8 @@ def test_critic_layer_norm_is_for_sac_only(tmp_path):
 
 @pytest.mark.parametrize("obs_mode", ["state", "pixels"])
 def test_prism_train_builds_layer_norm_critics_and_resumes_them(tmp_path, obs_mode):
+    from test_train_cli import tiny_config  # tests/policies is on sys.path (conftest.py)
+
     from policies.run import load_policy
     from policies.train import train
 
@@ -60,10 +62,8 @@ def test_prism_train_builds_layer_norm_critics_and_resumes_them(tmp_path, obs_mo
     pixels = {"obs": "pixels", "cameras": "front", "image_size": 48} if obs_mode == "pixels" else {}
 
     def config(steps: int, resume: bool) -> TrainConfig:
-        return TrainConfig(task="reach", algo="sac", reward="oracle", n_envs=2, steps=steps, seed=3, out=out,
-                           max_episode_steps=30, eval_every=0, video_every=0, checkpoint_every=120, resume=resume,
-                           progress_bar=False, net_arch=(32, 32), critic_layer_norm=True,
-                           hyperparams={"learning_starts": 60, "batch_size": 32, "buffer_size": 2000}, **pixels)
+        return tiny_config(out, steps=steps, resume=resume, eval_every=0, video_every=0, critic_layer_norm=True,
+                           **pixels)
 
     train(config(120, resume=False))
     resumed = train(config(180, resume=True))
