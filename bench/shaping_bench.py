@@ -74,6 +74,9 @@ class BenchArgs:
     own shaped env (None: the config's, 0 in the presets). Their env steps are reported apart."""
     bc_weight: float | None = None
     """Weight of the Q-filtered cloning term on those demonstrations (None: the config's, 1.0)."""
+    demo_max_progress: float | None = None
+    """< 1: partial demonstrations, each stored only until its true progress reaches this value
+    (None: the config's, 1.0 = whole episodes)."""
     eval_every: int = 2_000
     """Env steps between true-success evaluations (the curve's resolution)."""
     eval_episodes: int = 10
@@ -115,6 +118,8 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
         cfg_dict["demo_episodes"] = args.demo_episodes
     if args.bc_weight is not None:
         cfg_dict["bc_weight"] = args.bc_weight
+    if args.demo_max_progress is not None:
+        cfg_dict["demo_max_progress"] = args.demo_max_progress
     cfg_dict.update(
         task=task, algo=args.algo, reward=reward, seed=seed, steps=steps,
         eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device, out=out,

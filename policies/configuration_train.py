@@ -153,6 +153,9 @@ class TrainConfig:
     (policies/demos.py DemoSAC; 0: demonstrations only feed the critics and the actor's Q)."""
     demo_noise: float = 0.1
     """Std of Gaussian noise on the expert's actions (a little spread makes the critic generalise)."""
+    demo_max_progress: float = 1.0
+    """< 1: partial demonstrations -- each expert episode is stored only until its true progress
+    first reaches this value, so the demonstrations show how to start the task but never a success."""
     critic_layer_norm: bool = False
     """SAC only: a LayerNorm after every hidden layer of the critics (policies/critics.py), which
     keeps them from diverging when demonstrations fill half of every batch (RLPD)."""
@@ -184,6 +187,8 @@ class TrainConfig:
             raise ValueError(f"bc_weight must be >= 0, got {self.bc_weight}")
         if self.demo_noise < 0:
             raise ValueError(f"demo_noise must be >= 0, got {self.demo_noise}")
+        if not 0.0 < self.demo_max_progress <= 1.0:
+            raise ValueError(f"demo_max_progress must be in (0, 1], got {self.demo_max_progress}")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.obs == "pixels" and not self.cameras.strip():

@@ -50,17 +50,22 @@ class DemoMixReplayBuffer(ReplayBuffer):
         self.demo_fraction = float(demo_fraction)
         self.last_n_demo = 0
         """How many rows at the end of the last sampled batch came from the demonstrations."""
-        self.demos = ReplayBuffer(max(n_envs, int(demo_capacity)), observation_space, action_space,
-                                  device=device, n_envs=n_envs,
+        # one row per transition (n_envs=1), so a demonstration env can stop storing on its own
+        self.demos = ReplayBuffer(max(1, int(demo_capacity)), observation_space, action_space,
+                                  device=device, n_envs=1,
                                   handle_timeout_termination=handle_timeout_termination)
 
-    def add_demo(self, obs, next_obs, action, reward, done, infos: list[dict[str, Any]]) -> None:
-        if self.demos.full:
-            raise RuntimeError(f"demonstration buffer full ({self.demos.buffer_size * self.n_envs} transitions)")
-        self.demos.add(obs, next_obs, action, reward, done, infos)
+    def add_demo(self, obs, next_obs, action, reward, done, infos: list[dict[str, Any]],
+                 keep: np.ndarray | None = None) -> None:
+        """Store one vectorised step of demonstrations; ``keep`` (bool per env) selects the envs stored."""
+        for i in range(len(infos)) if keep is None else np.flatnonzero(keep):
+            if self.demos.full:
+                raise RuntimeError(f"demonstration buffer full ({self.demos.buffer_size} transitions)")
+            self.demos.add(obs[i:i + 1], next_obs[i:i + 1], action[i:i + 1], reward[i:i + 1], done[i:i + 1],
+                           [infos[i]])
 
     def demo_transitions(self) -> int:
-        return self.demos.size() * self.n_envs
+        return self.demos.size()
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
         n_demo = int(round(self.demo_fraction * batch_size)) if self.demos.size() > 0 else 0
@@ -77,10 +82,16 @@ class DemoMixReplayBuffer(ReplayBuffer):
 
 
 def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise: float = 0.0,
-                           policy: str = "expert", progress: bool = False) -> int:
+                           policy: str = "expert", progress: bool = False, max_progress: float = 1.0) -> int:
     """Roll the task's scripted ``policy`` (sim/experts.py) out in ``venv`` -- the learner's own,
     shaped, DummyVecEnv -- until ``episodes`` episodes have finished; store every transition in
-    ``model.replay_buffer`` (a :class:`DemoMixReplayBuffer`). Returns the env steps taken."""
+    ``model.replay_buffer`` (a :class:`DemoMixReplayBuffer`). Returns the env steps taken.
+
+    ``max_progress`` < 1 makes *partial* demonstrations: an episode's transitions are stored only
+    up to the one whose true progress (``info["progress"]``) first reaches it; the expert then holds
+    still, unstored, until the env's time limit (those steps are counted in the return value)."""
+    if not 0.0 < max_progress <= 1.0:
+        raise ValueError(f"max_progress must be in (0, 1], got {max_progress}")
     from stable_baselines3.common.vec_env import DummyVecEnv
     from tqdm.auto import tqdm
 
@@ -100,10 +111,13 @@ def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise:
     for expert, info in zip(experts, inner.reset_infos):
         expert.reset(None, info)
     infos: list[dict[str, Any]] = list(inner.reset_infos)
+    stopped = np.zeros(venv.num_envs, dtype=bool)  # partial demonstrations: past max_progress
     bar = tqdm(total=episodes, desc="demonstrations", unit="ep", disable=not progress)
     finished, steps = 0, 0
     while finished < episodes:
         actions = np.stack([e.act(None, info) for e, info in zip(experts, infos)])
+        actions[stopped] = 0.0
+        store = ~stopped
         new_obs, rewards, dones, infos = venv.step(actions)
         steps += venv.num_envs
         if normalizer is not None:
@@ -115,7 +129,10 @@ def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise:
                 finished += 1
                 bar.update(1)
                 experts[i].reset(None, infos[i])  # the env has already reset itself
-        buffer.add_demo(obs, next_obs, actions, rewards, dones, infos)
+                stopped[i] = False
+            elif max_progress < 1.0 and store[i] and infos[i].get("progress", 0.0) >= max_progress:
+                stopped[i] = True
+        buffer.add_demo(obs, next_obs, actions, rewards, dones, infos, keep=store)
         obs = new_obs
     bar.close()
     return steps

@@ -237,7 +237,8 @@ def train(config: TrainConfig) -> RunResult:
             from policies.demos import collect_demonstrations
 
             demo_steps = collect_demonstrations(model, env, config.demo_episodes, seed=config.seed + 20_000,
-                                                noise=config.demo_noise, progress=config.progress_bar)
+                                                noise=config.demo_noise, progress=config.progress_bar,
+                                                max_progress=config.demo_max_progress)
             atomic_write_json(demos_file, {"episodes": config.demo_episodes, "env_steps": demo_steps})
         else:  # resuming: the demonstrations came back with the replay buffer
             demo_steps = int(json.loads(demos_file.read_text())["env_steps"]) if demos_file.is_file() else 0
