@@ -88,8 +88,8 @@ def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise:
     ``model.replay_buffer`` (a :class:`DemoMixReplayBuffer`). Returns the env steps taken.
 
     ``max_progress`` < 1 makes *partial* demonstrations: an episode's transitions are stored only
-    up to the one whose true progress (``info["progress"]``) first reaches it; the expert then holds
-    still, unstored, until the env's time limit (those steps are counted in the return value)."""
+    up to the one whose true progress (``info["progress"]``) first reaches it; the env then runs out
+    its time limit on zero actions, unstored (those steps are counted in the return value)."""
     if not 0.0 < max_progress <= 1.0:
         raise ValueError(f"max_progress must be in (0, 1], got {max_progress}")
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -130,8 +130,11 @@ def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise:
                 bar.update(1)
                 experts[i].reset(None, infos[i])  # the env has already reset itself
                 stopped[i] = False
-            elif max_progress < 1.0 and store[i] and infos[i].get("progress", 0.0) >= max_progress:
-                stopped[i] = True
+            elif max_progress < 1.0 and store[i]:
+                if "progress" not in infos[i]:
+                    raise KeyError("partial demonstrations (max_progress < 1) need the env's info['progress'] "
+                                   "(the sim tasks' ground-truth progress)")
+                stopped[i] = infos[i]["progress"] >= max_progress
         buffer.add_demo(obs, next_obs, actions, rewards, dones, infos, keep=store)
         obs = new_obs
     bar.close()
