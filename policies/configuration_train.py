@@ -156,6 +156,10 @@ class TrainConfig:
     demo_max_progress: float = 1.0
     """< 1: partial demonstrations -- each expert episode is stored only until its true progress
     first reaches this value, so the demonstrations show how to start the task but never a success."""
+    policy_features: Literal["none", "relative"] = "none"
+    """State policies only: ``relative`` appends the task's relative vectors (grip point to pre-push
+    point, block to target, ...; policies/features.py) to the normalised state, computed inside the
+    policy from the raw state, so model.zip and every consumer stay unchanged."""
     critic_layer_norm: bool = False
     """SAC only: a LayerNorm after every hidden layer of the critics (policies/critics.py), which
     keeps them from diverging when demonstrations fill half of every batch (RLPD)."""
@@ -179,6 +183,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.demo_episodes > 0 and self.algo != "sac":
             raise ValueError("--demo-episodes needs an off-policy learner (--algo sac)")
+        if self.policy_features not in ("none", "relative"):
+            raise ValueError(f"policy_features must be 'none' or 'relative', got {self.policy_features!r}")
+        if self.policy_features == "relative" and (self.obs != "state" or not self.normalize_obs
+                                                   or self.obs_stats_steps < 1):
+            raise ValueError("--policy-features relative works with --obs state and the policy's state "
+                             "normalisation (--normalize-obs, --obs-stats-steps >= 1)")
         if self.critic_layer_norm and self.algo != "sac":
             raise ValueError("--critic-layer-norm applies to SAC's critics (--algo sac)")
         if not 0.0 <= self.demo_fraction < 1.0:

@@ -164,7 +164,12 @@ def build_model(config: TrainConfig, env, device: str):
 
         mean, std = state_statistics(config.task, config.obs_stats_steps, seed=config.seed,
                                      action_mode=config.action_mode, max_episode_steps=config.max_episode_steps)
-        policy_kwargs.update(normalizing_policy_kwargs(config.obs, mean, std))
+        if config.policy_features == "relative":
+            from policies.features import relative_features_kwargs, state_names
+
+            policy_kwargs.update(relative_features_kwargs(config.task, state_names(config.task), mean, std))
+        else:
+            policy_kwargs.update(normalizing_policy_kwargs(config.obs, mean, std))
     policy: Any = "MultiInputPolicy" if config.obs == "pixels" else "MlpPolicy"
     if config.critic_layer_norm:
         from policies.critics import LayerNormMlpPolicy, LayerNormMultiInputPolicy
