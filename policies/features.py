@@ -23,10 +23,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from policies.envs import NormalizedFlattenExtractor
+from policies.envs import NormalizedFlattenExtractor, normalizing_policy_kwargs
 from sim.tasks import PUSH_EE_HEIGHT, PUSH_OFFSET
 
-POLICY_FEATURES = ("none", "relative")
 HAND_SCALE_M = 0.05
 """Hand-relative vectors are divided by this (a few centimetres decide success; ±10 is ±50 cm)."""
 OBJECT_SCALE_M = 0.1
@@ -126,9 +125,7 @@ def relative_features_kwargs(task: str, names: Sequence[str], mean: np.ndarray,
     (``task``: short name or env id; ``names``: its :func:`state_names`)."""
     import sim
 
-    task = sim.resolve_task(task)
-    if task not in TASK_FEATURES:
-        raise ValueError(f"no relative features for task {task!r}; tasks with them: {', '.join(TASK_FEATURES)}")
-    return {"features_extractor_class": RelativeFeaturesExtractor,
-            "features_extractor_kwargs": {"mean": [float(x) for x in mean], "std": [float(x) for x in std],
-                                          "task": task, "state_names": list(names)}}
+    kwargs = normalizing_policy_kwargs("state", mean, std)
+    kwargs["features_extractor_class"] = RelativeFeaturesExtractor
+    kwargs["features_extractor_kwargs"].update(task=sim.resolve_task(task), state_names=list(names))
+    return kwargs
