@@ -13,7 +13,9 @@ Push from 100 expert demonstrations (the recipe that learns push on this budget)
         --steps 30000 --eval-every 5000 --eval-episodes 20 --out outputs/shaping_bench_demos
 
 For every (task, reward, seed) it runs ``policies.train.train`` into ``OUT/<task>/<reward>/seed<k>``
-(finished runs are reused, so the bench can be extended run by run), then writes
+(finished runs are reused, so the bench can be extended run by run -- but only a run trained with the
+same settings: one whose ``config.yaml`` differs in anything but bookkeeping stops the bench with the
+differing fields), then writes
 
 * ``OUT/success_vs_steps.png`` -- mean true success over seeds (min–max band) per reward,
 * ``OUT/results.md`` / ``results.json`` -- final and best success, env steps to reach 80 % for
@@ -77,6 +79,8 @@ class BenchArgs:
     demo_max_progress: float | None = None
     """< 1: partial demonstrations, each stored only until its true progress reaches this value
     (None: the config's, 1.0 = whole episodes)."""
+    success_reward: float | None = None
+    """r_success paid on a successful transition, for every reward alike (None: the config's, 1.0)."""
     eval_every: int = 2_000
     """Env steps between true-success evaluations (the curve's resolution)."""
     eval_episodes: int = 10
@@ -99,15 +103,6 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
 
     name = "grm" if reward.startswith("grm:") else reward
     out = args.out / task / name / f"seed{seed}"
-    curve_path = out / "eval" / "curve.csv"
-    if (out / "model.zip").is_file() and curve_path.is_file():
-        import csv
-
-        with open(curve_path) as f:
-            rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-        if rows and rows[-1]["timesteps"] >= steps:
-            print(f"  reuse {out}")
-            return rows
     base = TrainConfig.from_yaml(args.config) if args.config else TrainConfig.for_task(task, args.algo)
     cfg_dict = base.to_dict()
     if args.n_envs is not None:
@@ -120,6 +115,8 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
         cfg_dict["bc_weight"] = args.bc_weight
     if args.demo_max_progress is not None:
         cfg_dict["demo_max_progress"] = args.demo_max_progress
+    if args.success_reward is not None:
+        cfg_dict["success_reward"] = args.success_reward
     cfg_dict.update(
         task=task, algo=args.algo, reward=reward, seed=seed, steps=steps,
         eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device, out=out,
@@ -127,11 +124,38 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
         max_episode_steps=args.max_episode_steps, config=None,
     )
     cfg = TrainConfig.from_dict(cfg_dict)
+    if (out / "config.yaml").is_file():
+        check_same_run(cfg, TrainConfig.from_yaml(out / "config.yaml"), out)
+    curve_path = out / "eval" / "curve.csv"
+    if (out / "model.zip").is_file() and curve_path.is_file():
+        import csv
+
+        with open(curve_path) as f:
+            rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        if rows and rows[-1]["timesteps"] >= steps:
+            print(f"  reuse {out}")
+            return rows
     t0 = time.perf_counter()
     result = train(cfg)
     print(f"  {task}/{name}/seed{seed}: {result.env_steps} steps in {time.perf_counter() - t0:.0f}s, "
           f"final success {result.final_success_rate:.0%}")
     return result.eval_curve
+
+
+# Fields that do not change what a run learns or how its curve is sampled: a finished run trained by hand
+# with `prism-train` (other checkpoint cadence, no progress bar, longer budget) may still be reused.
+BOOKKEEPING_FIELDS = {"out", "config", "resume", "progress_bar", "video_every", "checkpoint_every", "steps",
+                      "device", "torch_threads"}
+
+
+def check_same_run(wanted, stored, out: Path) -> None:
+    """Refuse to reuse or resume a run in ``out`` that was trained with other settings than the bench asks for."""
+    want, have = wanted.to_dict(), stored.to_dict()
+    diff = sorted(k for k in want if k not in BOOKKEEPING_FIELDS and want[k] != have.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: run has {have.get(k)!r}, bench asks {want[k]!r}" for k in diff)
+        raise SystemExit(f"{out} holds a run trained with other settings ({detail}); "
+                         "pass the same options, or choose another --out")
 
 
 def run_summary(args: BenchArgs, task: str, reward: str, seed: int, key: str) -> float | None:

@@ -18,3 +18,16 @@ def test_steps_to_80_counts_a_mean_of_exactly_80_percent():
     assert row["best_success"] == pytest.approx(0.8)
     below = bench.summarise({("push", "oracle"): [_curve([0.3, 0.75]), _curve([0.55, 0.8])]})["push/oracle"]
     assert below["steps_to_80"] is None
+
+
+def test_a_stored_run_is_reused_only_when_trained_with_the_same_settings(tmp_path):
+    from policies.configuration_train import TrainConfig
+
+    wanted = TrainConfig(task="push", reward="oracle", success_reward=2.0, steps=50_000, out=tmp_path / "a")
+    # trained by hand: other out, budget, checkpoint cadence, no progress bar -- the same run for the bench
+    by_hand = TrainConfig(task="push", reward="oracle", success_reward=2.0, steps=60_000, out=tmp_path / "b",
+                          checkpoint_every=10_000, progress_bar=False)
+    bench.check_same_run(wanted, by_hand, tmp_path)
+    other = TrainConfig(task="push", reward="oracle", success_reward=1.0, steps=50_000, out=tmp_path / "a")
+    with pytest.raises(SystemExit, match="success_reward: run has 1.0, bench asks 2.0"):
+        bench.check_same_run(wanted, other, tmp_path)
