@@ -112,7 +112,10 @@ class TrainConfig:
     gamma: float = 0.98
     """Discount of the learner -- and of the shaping term γΦ(s'), which must be the same."""
     success_reward: float = 1.0
-    """r_success paid on a successful transition."""
+    """r_success paid on a successful transition. Any value keeps the shaping policy-invariant, but it sets
+    what success adds on top of progress: where success ends the episode, Φ(terminal) = 0, so the successful
+    step pays r_success − Φ(s) ≈ r_success − 1 after Φ(s) has been paid on the way. 2.0 pays that step what
+    naive-delta's 1 + Φ(s_T) − Φ(s) does, without its bias (README: the prepush recipe)."""
     success_source: Literal["env", "model"] = "env"
     """Where r_success comes from: the env's is_success, or the reward model (Φ ≥ 1 − δ)."""
     success_delta: float = 0.05

@@ -31,6 +31,12 @@ Reward variants (``--reward``):
     r = r_success + Φ(s') − Φ(s): no γ and no terminal rule -- the "semantic trap" ablation.
     Bare ``naive-delta`` uses the oracle Φ, so the only difference to ``oracle`` is the rule.
 
+With Φ ∈ [0, 1] and success ending the episode, the successful step pays r_success − Φ(s): with
+r_success = 1 that is ≈ 0, because the progress has already been paid on the way (the return is the
+same, only its timing moved). A larger ``success_reward`` (e.g. 2) keeps success worth more than its
+approach and leaves the shaping invariant; naive-delta's Φ(s_T) ≈ 1 pays the same step about as much,
+but by a rule that is not invariant.
+
 r_success comes from the env's ``info["is_success"]`` (``success_source="env"``) or from the
 model (``"model"``: Φ ≥ 1 − δ, as in Robo-Dopamine; it is paid on every step the model believes
 the task is done, which is a state reward and keeps the shaping policy-invariant).
