@@ -97,7 +97,12 @@ class BenchArgs:
     """Skip training, only measure the overhead."""
 
 
+# BenchArgs fields that, when given, replace the base config's value of the same name in every run.
+CONFIG_OVERRIDES = ("n_envs", "gamma", "demo_episodes", "bc_weight", "demo_max_progress", "success_reward")
+
+
 def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> list[dict]:
+    from policies.callbacks import read_eval_curve
     from policies.configuration_train import TrainConfig
     from policies.train import train
 
@@ -105,18 +110,7 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
     out = args.out / task / name / f"seed{seed}"
     base = TrainConfig.from_yaml(args.config) if args.config else TrainConfig.for_task(task, args.algo)
     cfg_dict = base.to_dict()
-    if args.n_envs is not None:
-        cfg_dict["n_envs"] = args.n_envs
-    if args.gamma is not None:
-        cfg_dict["gamma"] = args.gamma
-    if args.demo_episodes is not None:
-        cfg_dict["demo_episodes"] = args.demo_episodes
-    if args.bc_weight is not None:
-        cfg_dict["bc_weight"] = args.bc_weight
-    if args.demo_max_progress is not None:
-        cfg_dict["demo_max_progress"] = args.demo_max_progress
-    if args.success_reward is not None:
-        cfg_dict["success_reward"] = args.success_reward
+    cfg_dict.update({key: getattr(args, key) for key in CONFIG_OVERRIDES if getattr(args, key) is not None})
     cfg_dict.update(
         task=task, algo=args.algo, reward=reward, seed=seed, steps=steps,
         eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device, out=out,
@@ -128,10 +122,7 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
         check_same_run(cfg, TrainConfig.from_yaml(out / "config.yaml"), out)
     curve_path = out / "eval" / "curve.csv"
     if (out / "model.zip").is_file() and curve_path.is_file():
-        import csv
-
-        with open(curve_path) as f:
-            rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = read_eval_curve(curve_path)
         if rows and rows[-1]["timesteps"] >= steps:
             print(f"  reuse {out}")
             return rows
@@ -142,18 +133,11 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
     return result.eval_curve
 
 
-# Fields that do not change what a run learns or how its curve is sampled: a finished run trained by hand
-# with `prism-train` (other checkpoint cadence, no progress bar, longer budget) may still be reused.
-BOOKKEEPING_FIELDS = {"out", "config", "resume", "progress_bar", "video_every", "checkpoint_every", "steps",
-                      "device", "torch_threads"}
-
-
 def check_same_run(wanted, stored, out: Path) -> None:
     """Refuse to reuse or resume a run in ``out`` that was trained with other settings than the bench asks for."""
-    want, have = wanted.to_dict(), stored.to_dict()
-    diff = sorted(k for k in want if k not in BOOKKEEPING_FIELDS and want[k] != have.get(k))
+    diff = wanted.learning_differences(stored)
     if diff:
-        detail = ", ".join(f"{k}: run has {have.get(k)!r}, bench asks {want[k]!r}" for k in diff)
+        detail = ", ".join(f"{k}: run has {have!r}, bench asks {want!r}" for k, (have, want) in diff.items())
         raise SystemExit(f"{out} holds a run trained with other settings ({detail}); "
                          "pass the same options, or choose another --out")
 

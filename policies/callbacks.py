@@ -142,6 +142,12 @@ def run_episodes(
     return results, frames
 
 
+def read_eval_curve(path: Path) -> list[dict[str, float]]:
+    """Rows of a run's ``eval/curve.csv`` (written by :class:`TrueSuccessEvalCallback`) as floats."""
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(f)]
+
+
 class TrueSuccessEvalCallback(BaseCallback):
     """Every ``eval_every`` env steps: deterministic rollouts on a separate, unshaped env; logs
     ``eval/success_rate`` and ``eval/ep_return``, appends to ``eval/curve.csv``, keeps
@@ -180,8 +186,7 @@ class TrueSuccessEvalCallback(BaseCallback):
         self.eval_dir.mkdir(parents=True, exist_ok=True)
         path = self.eval_dir / "curve.csv"
         if path.is_file() and not self.curve:  # resuming: keep the curve so far
-            with open(path, newline="") as f:
-                self.curve = [{k: float(v) for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(f)]
+            self.curve = read_eval_curve(path)
             self.best = max((r["success_rate"] for r in self.curve), default=-1.0)
             self._n_evals = len(self.curve)
         # (the callback's own num_timesteps is only synced on the first step)

@@ -112,10 +112,9 @@ class TrainConfig:
     gamma: float = 0.98
     """Discount of the learner -- and of the shaping term γΦ(s'), which must be the same."""
     success_reward: float = 1.0
-    """r_success paid on a successful transition. Any value keeps the shaping policy-invariant, but it sets
-    what success adds on top of progress: where success ends the episode, Φ(terminal) = 0, so the successful
-    step pays r_success − Φ(s) ≈ r_success − 1 after Φ(s) has been paid on the way. 2.0 pays that step what
-    naive-delta's 1 + Φ(s_T) − Φ(s) does, without its bias (README: the prepush recipe)."""
+    """r_success paid on a successful transition. Any value keeps the shaping policy-invariant; where success
+    ends the episode the successful step pays r_success − Φ(s), so 1.0 adds little to the progress already
+    paid (policies/shaping.py; README: the prepush recipe with 2.0)."""
     success_source: Literal["env", "model"] = "env"
     """Where r_success comes from: the env's is_success, or the reward model (Φ ≥ 1 − δ)."""
     success_delta: float = 0.05
@@ -208,6 +207,17 @@ class TrainConfig:
             raise ValueError("--obs pixels needs --cameras (e.g. front or front,wrist)")
         self.net_arch = tuple(int(x) for x in self.net_arch)
         self.hyperparams = dict(self.hyperparams)
+
+    BOOKKEEPING_FIELDS = frozenset({"out", "config", "resume", "progress_bar", "video_every", "checkpoint_every",
+                                    "steps", "device", "torch_threads"})
+    """Fields that change neither what a run learns nor how its curve is sampled: two configs that differ
+    only in these (another checkpoint cadence, no progress bar, a longer budget) describe the same run."""
+
+    def learning_differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """``{field: (other's value, this one's)}`` for every field outside ``BOOKKEEPING_FIELDS`` that differs."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (theirs[k], mine[k]) for k in sorted(mine)
+                if k not in self.BOOKKEEPING_FIELDS and mine[k] != theirs[k]}
 
     # -- YAML ---------------------------------------------------------------------------------
 

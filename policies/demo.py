@@ -175,8 +175,7 @@ def stage_eval(args: DemoArgs, tasks: list[str], ckpt: Path) -> dict[str, dict]:
 
 def stage_policy(args: DemoArgs, ckpt: Path | None) -> dict:
     """One short SAC run per reward (same task, seed and budget); returns their success curves."""
-    import csv
-
+    from policies.callbacks import read_eval_curve
     from policies.configuration_train import TrainConfig
     from policies.train import train
 
@@ -186,8 +185,7 @@ def stage_policy(args: DemoArgs, ckpt: Path | None) -> dict:
         curve_path = out / "eval" / "curve.csv"
         if curve_path.exists() and (out / "model.zip").exists() and not args.force:
             _log(f"policy {name}: kept existing run {out}")
-            with curve_path.open() as f:
-                curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            curve = read_eval_curve(curve_path)
         else:
             reward = f"grm:{ckpt}" if name == "grm" else name
             # The task's tuned SAC preset (configs/sac_<task>.yaml), shortened to the demo's budget.
