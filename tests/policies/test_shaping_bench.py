@@ -31,3 +31,29 @@ def test_a_stored_run_is_reused_only_when_trained_with_the_same_settings(tmp_pat
     other = TrainConfig(task="push", reward="oracle", success_reward=1.0, steps=50_000, out=tmp_path / "a")
     with pytest.raises(SystemExit, match="success_reward: run has 1.0, bench asks 2.0"):
         bench.check_same_run(wanted, other, tmp_path)
+
+
+def test_plot_draws_each_reward_in_its_own_colour_with_the_target_lines(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = bench.summarise({("push", "sparse"): [_curve([0.0, 0.1])], ("push", "grm"): [_curve([0.4, 0.9])]})
+    path = tmp_path / "success_vs_steps.png"
+    drawn = {}
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, fname, **kw):
+        ax = fig.axes[0]
+        drawn["lines"] = {l.get_label(): l for l in ax.get_lines()}
+        return real_savefig(fig, fname, **kw)
+
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    bench.plot(table, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not path.with_suffix(".tmp.png").exists()
+    curves = {k: v for k, v in drawn["lines"].items() if not k.startswith("_")}
+    assert curves["grm (n=1)"].get_color() == bench.REWARD_COLORS["grm"]
+    assert curves["sparse (n=1)"].get_color() == bench.REWARD_COLORS["sparse"]
+    levels = sorted(l.get_ydata()[0] for k, l in drawn["lines"].items() if k.startswith("_"))
+    assert levels == [0.2, 0.8]

@@ -62,6 +62,36 @@ def test_wilson_interval():
         wilson_interval(3, 0)
 
 
+def test_device_choice(tmp_path, capsys):
+    import torch
+
+    from policies.train import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return
+    # Asking for a GPU that is not there is an error before anything is written, not a silent CPU run.
+    out = tmp_path / "run"
+    assert train_main(["--task", "reach", "--steps", "100", "--device", "cuda", "--out", str(out)]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_train_and_eval_on_cuda(tmp_path):
+    from policies.run import load_policy
+    from policies.train import train
+
+    out = tmp_path / "run"
+    result = train(tiny_config(out, device="cuda", video_every=0))
+    assert result.env_steps == 240
+    policy = load_policy(out, device="cuda")
+    assert next(policy.model.policy.parameters()).is_cuda
+    assert eval_main(["--run", str(out), "--episodes", "2", "--device", "cuda"]) == 0
+
+
 @pytest.mark.slow
 def test_train_resume_load_and_eval(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
