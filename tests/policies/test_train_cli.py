@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from policies.configuration_train import TrainConfig, parse_train_config
 from policies.evaluate import EvalArgs, evaluate, wilson_interval
@@ -63,8 +64,6 @@ def test_wilson_interval():
 
 
 def test_device_choice(tmp_path, capsys):
-    import torch
-
     from policies.train import resolve_device
 
     assert resolve_device("cpu") == "cpu"
@@ -79,7 +78,7 @@ def test_device_choice(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_train_and_eval_on_cuda(tmp_path):
     from policies.run import load_policy
     from policies.train import train
