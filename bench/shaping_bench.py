@@ -19,7 +19,8 @@ differing fields), then writes
 
 * ``OUT/success_vs_steps.png`` -- mean true success over seeds (min–max band) per reward,
 * ``OUT/results.md`` / ``results.json`` -- final and best success, env steps to reach 80 % for
-  each reward, and the overhead figures.
+  each reward, the overhead figures, and issue #5's target per task (grm's mean at 80 % while
+  sparse's is below 20 %, within 2x the oracle's env steps to 80 %) as MET / NOT MET with its figures.
 
 Overhead: env-steps/s of the vectorised env loop (physics + reward-camera renders + shaping) with
 and without the reward model, on the same envs with the same renders, so the ratio is the model's
@@ -174,6 +175,45 @@ def summarise(curves: dict[tuple[str, str], list[list[dict]]]) -> dict:
     return table
 
 
+def target_check(table: dict, task: str) -> dict | None:
+    """Issue #5's target for one task, from the mean curves: the grm reward reaches 80 % while sparse's
+    mean is still below 20 %, in at most 2x the env steps the oracle needs to reach 80 %.
+
+    None when the task lacks a grm, oracle or sparse row. Where the oracle never reaches 80 %, the
+    ratio holds if grm's 80 % comes within 2x the oracle's last evaluated step (its 80 % lies beyond).
+    """
+    rows = {r: table.get(f"{task}/{r}") for r in ("grm", "oracle", "sparse")}
+    if any(row is None for row in rows.values()):
+        return None
+    grm, oracle, sparse = rows["grm"], rows["oracle"], rows["sparse"]
+    sparse_20 = steps_to(np.array(sparse["steps"]), np.array(sparse["mean_success"]), 0.2)
+    grm_80, oracle_80 = grm["steps_to_80"], oracle["steps_to_80"]
+    # sparse's budget: the steps before its mean first reaches 20 % (or its whole curve if it never does)
+    within_sparse = grm_80 is not None and (grm_80 < sparse_20 if sparse_20 is not None
+                                            else grm_80 <= sparse["steps"][-1])
+    oracle_bound = oracle_80 if oracle_80 is not None else oracle["steps"][-1]
+    within_oracle = grm_80 is not None and grm_80 <= 2 * oracle_bound
+    return {"grm_steps_to_80": grm_80, "oracle_steps_to_80": oracle_80, "oracle_last_step": oracle["steps"][-1],
+            "sparse_steps_to_20": sparse_20, "sparse_last_step": sparse["steps"][-1],
+            "grm_before_sparse_20": within_sparse, "grm_within_2x_oracle": within_oracle,
+            "met": bool(within_sparse and within_oracle)}
+
+
+def describe_target(task: str, check: dict) -> str:
+    def at(x):
+        return f"{x / 1000:g}k" if x is not None else None
+
+    grm = f"grm's mean reaches 80 % at {at(check['grm_steps_to_80'])}" if check["grm_steps_to_80"] is not None \
+        else "grm's mean does not reach 80 %"
+    sparse = (f"sparse's mean first reaches 20 % at {at(check['sparse_steps_to_20'])}"
+              if check["sparse_steps_to_20"] is not None
+              else f"sparse's mean stays below 20 % to {at(check['sparse_last_step'])}")
+    oracle = (f"oracle's reaches 80 % at {at(check['oracle_steps_to_80'])}" if check["oracle_steps_to_80"] is not None
+              else f"oracle's does not reach 80 % by {at(check['oracle_last_step'])}")
+    verdict = "MET" if check["met"] else "NOT MET"
+    return f"Target ({task}): {grm}; {sparse}; {oracle} -> {verdict}."
+
+
 # One colour per reward, so the same reward looks the same in every plot the bench writes.
 REWARD_COLORS = {"grm": "tab:blue", "oracle": "tab:orange", "sparse": "tab:green", "naive-delta": "tab:red"}
 
@@ -295,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         row["demo_env_steps"] = [run_summary(args, row["task"], row["reward"], s, "demo_env_steps") for s in args.seeds]
     overhead = measure_overhead(args) if args.overhead_steps > 0 else None
     grm_status = f"pending (no checkpoint at {args.grm})" if grm_pending and args.grm else args.grm
-    report = {"table": table, "overhead": overhead, "grm": grm_status or "pending (no checkpoint given)",
+    targets = {task: check for task in args.tasks if (check := target_check(table, task)) is not None}
+    report = {"table": table, "overhead": overhead, "target": targets,
+              "grm": grm_status or "pending (no checkpoint given)",
               "algo": args.algo, "n_envs": args.n_envs, "gamma": args.gamma, "seeds": list(args.seeds)}
     from episodes.atomic import atomic_write_json, atomic_write_text
 
@@ -318,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     if grm_pending:
         why = f"no checkpoint at {args.grm} when the grm runs were due" if args.grm else "no GRM checkpoint given (--grm)"
         lines.append(f"| * | grm | - | - | pending: {why} | | | | |")
+    if targets:
+        lines += [""] + [describe_target(task, check) for task, check in targets.items()]
     lines += ["", "Success = deterministic policy, true `is_success` of the env, "
               f"{args.eval_episodes} fresh-seed episodes per point; mean over seeds. Env steps are the "
               "learner's; expert demonstrations (if any) were collected before them and are listed apart.",

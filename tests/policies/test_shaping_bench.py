@@ -57,3 +57,33 @@ def test_plot_draws_each_reward_in_its_own_colour_with_the_target_lines(tmp_path
     assert curves["sparse (n=1)"].get_color() == bench.REWARD_COLORS["sparse"]
     levels = sorted(l.get_ydata()[0] for k, l in drawn["lines"].items() if k.startswith("_"))
     assert levels == [0.2, 0.8]
+
+
+def _table(grm, oracle, sparse):
+    return bench.summarise({("push", "grm"): [_curve(grm)], ("push", "oracle"): [_curve(oracle)],
+                            ("push", "sparse"): [_curve(sparse)]})
+
+
+def test_target_is_met_only_when_grm_reaches_80_before_sparse_reaches_20_and_within_2x_oracle():
+    # steps are 5k, 10k, 15k, 20k
+    met = bench.target_check(_table([0.2, 0.5, 0.85, 0.9], [0.5, 0.8, 0.9, 0.9], [0.0, 0.1, 0.15, 0.2]), "push")
+    assert met["met"] and met["grm_steps_to_80"] == 15000 and met["sparse_steps_to_20"] == 20000
+    assert "-> MET" in bench.describe_target("push", met)
+
+    sparse_first = bench.target_check(_table([0.2, 0.5, 0.85, 0.9], [0.5, 0.8, 0.9, 0.9], [0.0, 0.25, 0.1, 0.1]),
+                                      "push")
+    assert not sparse_first["met"] and not sparse_first["grm_before_sparse_20"] and sparse_first["grm_within_2x_oracle"]
+
+    too_slow = bench.target_check(_table([0.2, 0.5, 0.6, 0.8], [0.8, 0.9, 0.9, 0.9], [0.0, 0.0, 0.0, 0.0]), "push")
+    assert not too_slow["met"] and too_slow["grm_before_sparse_20"] and not too_slow["grm_within_2x_oracle"]
+
+    never = bench.target_check(_table([0.2, 0.5, 0.6, 0.7], [0.5, 0.8, 0.9, 0.9], [0.0] * 4), "push")
+    assert not never["met"] and "grm's mean does not reach 80 %" in bench.describe_target("push", never)
+
+
+def test_an_oracle_that_never_reaches_80_bounds_the_ratio_by_its_last_step():
+    # oracle below 80 % through 20k: its 80 % lies beyond 20k, so grm's 80 % at 20k is within 2x of it
+    check = bench.target_check(_table([0.2, 0.5, 0.6, 0.8], [0.1, 0.2, 0.3, 0.3], [0.0] * 4), "push")
+    assert check["met"] and check["oracle_steps_to_80"] is None
+    assert "oracle's does not reach 80 % by 20k" in bench.describe_target("push", check)
+    assert bench.target_check(bench.summarise({("push", "grm"): [_curve([0.9])]}), "push") is None
