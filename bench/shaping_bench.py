@@ -182,10 +182,9 @@ def target_check(table: dict, task: str) -> dict | None:
     None when the task lacks a grm, oracle or sparse row. Where the oracle never reaches 80 %, the
     ratio holds if grm's 80 % comes within 2x the oracle's last evaluated step (its 80 % lies beyond).
     """
-    rows = {r: table.get(f"{task}/{r}") for r in ("grm", "oracle", "sparse")}
-    if any(row is None for row in rows.values()):
+    grm, oracle, sparse = (table.get(f"{task}/{reward}") for reward in ("grm", "oracle", "sparse"))
+    if grm is None or oracle is None or sparse is None:
         return None
-    grm, oracle, sparse = rows["grm"], rows["oracle"], rows["sparse"]
     sparse_20 = steps_to(np.array(sparse["steps"]), np.array(sparse["mean_success"]), 0.2)
     grm_80, oracle_80 = grm["steps_to_80"], oracle["steps_to_80"]
     # sparse's budget: the steps before its mean first reaches 20 % (or its whole curve if it never does)
@@ -200,11 +199,11 @@ def target_check(table: dict, task: str) -> dict | None:
 
 
 def describe_target(task: str, check: dict) -> str:
-    def at(x):
-        return f"{x / 1000:g}k" if x is not None else None
+    def at(steps: float) -> str:
+        return f"{steps / 1000:g}k"
 
-    grm = f"grm's mean reaches 80 % at {at(check['grm_steps_to_80'])}" if check["grm_steps_to_80"] is not None \
-        else "grm's mean does not reach 80 %"
+    grm = (f"grm's mean reaches 80 % at {at(check['grm_steps_to_80'])}" if check["grm_steps_to_80"] is not None
+           else "grm's mean does not reach 80 %")
     sparse = (f"sparse's mean first reaches 20 % at {at(check['sparse_steps_to_20'])}"
               if check["sparse_steps_to_20"] is not None
               else f"sparse's mean stays below 20 % to {at(check['sparse_last_step'])}")
