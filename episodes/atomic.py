@@ -11,15 +11,105 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+OUTPUT_MARKERS: dict[str, str] = {
+    "dataset": "meta/info.json",
+    "report": "metrics.json",
+    "checkpoint": "config.json",
+    "run": "config.yaml",
+    "demo": "demo_config.json",
+}
+"""What each kind of output this project writes always contains: ``--overwrite`` replaces a folder
+only when it holds its kind's marker (or is empty), so it never deletes a folder we did not write."""
+
+_TMP_NAME = re.compile(r"^(?P<base>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
 def _tmp_sibling(path: Path, kind: str = "tmp") -> Path:
     return path.with_name(f"{path.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove ``<path>.tmp-PID-*`` / ``<path>.old-PID-*`` siblings left by processes that no longer
+    run (a SIGKILLed writer cannot clean up after itself). Says so on stderr; returns what it removed.
+    A temporary of a live process (another writer right now) is left alone."""
+    path = Path(path)
+    removed: list[Path] = []
+    parent = path.parent
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        m = _TMP_NAME.match(entry.name)
+        if m is None or m["base"] != path.name or _pid_alive(int(m["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+        print(f"removed {entry}, a temporary left by process {m['pid']} that is no longer running",
+              file=sys.stderr)
+    return removed
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_output_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
+                           out_flag: str = "--out") -> None:
+    """Refuse an output folder that is an input, lies inside one, or contains one (writing it would
+    replace or delete the input). An input may be a model spec such as ``grm:DIR`` or
+    ``clip:ARCH:FILE``: every part after a colon is tried as a path. Parts that are not existing local
+    paths (``oracle``, an architecture name) are skipped."""
+    out_path = Path(out).expanduser().resolve()
+    for item in inputs:
+        if item is None or str(item) == "":
+            continue
+        text = str(item)
+        candidates = [text] + [text.split(":", i)[-1] for i in range(1, text.count(":") + 1)]
+        for candidate in candidates:
+            in_path = Path(candidate).expanduser()
+            if not in_path.exists():
+                continue
+            in_path = in_path.resolve()
+            if _is_within(out_path, in_path) or _is_within(in_path, out_path):
+                raise ValueError(f"{out_flag} {out} would write over the input {item}; choose an "
+                                 "output folder outside every input")
+
+
+def check_replaceable(target: str | os.PathLike, kind: str) -> None:
+    """Raise unless an existing ``target`` is a folder this project wrote as ``kind`` (it holds the
+    kind's marker, see :data:`OUTPUT_MARKERS`) or an empty folder. Missing ``target`` is fine."""
+    target = Path(target)
+    if not (target.exists() or target.is_symlink()):
+        return
+    marker = OUTPUT_MARKERS[kind]
+    if target.is_dir() and not target.is_symlink():
+        if (target / marker).is_file() or not any(target.iterdir()):
+            return
+        raise FileExistsError(f"{target} exists and is not a {kind} written by prism-rl (no {marker}), so "
+                              "it is never replaced or written into: choose another output folder")
+    raise FileExistsError(f"{target} exists and is not a folder; choose another output path")
 
 
 def _check_parent_writable(path: Path) -> None:
@@ -81,23 +171,29 @@ def atomic_write_parquet(path: str | os.PathLike, table: Any, **write_kwargs: An
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike, overwrite: bool = False, kind: str | None = None,
+               flag: str = "--overwrite") -> Iterator[Path]:
     """Build a directory under a temporary sibling name; rename it to ``target`` only on success.
 
     Yields the temporary directory (``<target>.tmp-<pid>-<rand>``) to fill. On a clean exit it
     becomes ``target``; on an exception it is removed and ``target`` is left as it was.
 
     If ``target`` exists: ``overwrite=False`` raises :class:`FileExistsError` (before any work is
-    done); ``overwrite=True`` moves the old one aside only after the new one is complete, so there
-    is never a moment where a half-written directory sits at ``target``.
+    done; the message names ``flag``); ``overwrite=True`` moves the old one aside only after the new
+    one is complete, so there is never a moment where a half-written directory sits at ``target``.
+    With ``kind`` (a key of :data:`OUTPUT_MARKERS`) only a folder of that kind, or an empty one, is
+    ever replaced. Temporaries that dead processes left next to ``target`` are removed first.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
+    if (target.exists() or target.is_symlink()) and not overwrite:
         raise FileExistsError(
-            f"{target} already exists; pass overwrite=True to replace it (it is only replaced "
+            f"{target} already exists; pass {flag} to replace it (it is only replaced "
             "once the new one is complete)"
         )
+    if kind is not None:
+        check_replaceable(target, kind)
     _check_parent_writable(target)
+    remove_stale_temporaries(target)
     tmp = _tmp_sibling(target)
     try:
         tmp.mkdir()

@@ -72,6 +72,10 @@ class Episode:
                 raise ValueError(f"{name!r} has {len(value)} rows but the episode has {n} frames")
         if self.outcome is not None and self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+        if self.progress is not None:
+            bad = progress_label_error(np.asarray(self.progress, dtype=np.float64))
+            if bad:
+                raise ValueError(f"progress labels: {bad}")
 
     @property
     def length(self) -> int:
@@ -87,6 +91,26 @@ class Episode:
         """(H, W) of the first camera."""
         h, w = next(iter(self.frames.values())).shape[1:3]
         return int(h), int(w)
+
+
+PROGRESS_TOLERANCE = 1e-4
+"""How far outside [0, 1] a stored progress label may lie (float rounding) before it is rejected."""
+
+
+def progress_label_error(progress: np.ndarray) -> str | None:
+    """Why ``progress`` is not a valid label vector (non-finite, or outside [0, 1]); None when valid.
+    Out-of-range labels would silently skew every metric computed from them."""
+    if progress.size == 0:
+        return None
+    finite = np.isfinite(progress)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        return f"value {progress[i]} at frame {i} is not a finite number"
+    out = (progress < -PROGRESS_TOLERANCE) | (progress > 1 + PROGRESS_TOLERANCE)
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        return f"value {progress[i]:g} at frame {i} is outside [0, 1]"
+    return None
 
 
 def outcome_from_labels(final_success: bool, progress: np.ndarray) -> str:

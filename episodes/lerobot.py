@@ -280,7 +280,7 @@ class LeRobotWriter:
 
     def __enter__(self) -> LeRobotWriter:
         stack = contextlib.ExitStack()
-        self._dir = stack.enter_context(atomic_dir(self.root, overwrite=self.overwrite))
+        self._dir = stack.enter_context(atomic_dir(self.root, overwrite=self.overwrite, kind="dataset"))
         self._stack = stack
         return self
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from episodes.episode import OUTCOMES, Episode
+from episodes.episode import OUTCOMES, Episode, progress_label_error
 from episodes.video import VideoError, write_video
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
@@ -186,8 +186,11 @@ def _read_episode_json(path: Path) -> dict[str, Any]:
         raise EpisodeSourceError(path, f"field 'policy' must be a string, got {meta['policy']!r}")
     if "progress" in meta:
         p = meta["progress"]
-        if not isinstance(p, list) or not all(isinstance(v, (int, float)) for v in p):
+        if not isinstance(p, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p):
             raise EpisodeSourceError(path, "field 'progress' must be a list of numbers (one per native frame)")
+        bad = progress_label_error(np.asarray(p, dtype=np.float64))
+        if bad:
+            raise EpisodeSourceError(path, f"field 'progress': {bad}")
     if ("success" in meta and "outcome" in meta) and (meta["success"] != (meta["outcome"] == "success")):
         raise EpisodeSourceError(
             path, f"fields disagree: success={meta['success']} but outcome={meta['outcome']!r}"

@@ -24,12 +24,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import tyro
 
 import sim
 import sim.experts
 from episodes import open_dataset
-from episodes.atomic import atomic_write_json, atomic_write_text
+from episodes.atomic import OUTPUT_MARKERS, atomic_write_json, atomic_write_text, check_replaceable
+from episodes.cli_errors import parse_config, run_cli
 from policies.record import record_episodes
 
 
@@ -345,8 +345,10 @@ def run_demo(args: DemoArgs) -> dict:
     if args.policy_steps > 0 and args.grm_steps > 0:
         args.policy_task = sim.resolve_task(args.policy_task)
     _policy_rewards(args)  # validates before any work is done
+    check_replaceable(args.out, "demo")  # resumes its own folder, never writes into another
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"config": {k: str(v) for k, v in asdict(args).items()}}
+    atomic_write_json(args.out / OUTPUT_MARKERS["demo"], summary["config"])
     summary["record"] = stage_record(args, tasks)
     summary["expert_success"] = stage_experts(args, tasks)
     ckpt = None
@@ -366,12 +368,11 @@ def run_demo(args: DemoArgs) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(DemoArgs, args=argv, description=__doc__)
-    try:
-        run_demo(args)
-    except (ValueError, FileExistsError, PermissionError) as err:
-        print(f"prism-demo: error: {err}", file=sys.stderr)
-        return 2
+    return run_cli("prism-demo", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    run_demo(parse_config(DemoArgs, argv, description=__doc__))
     return 0
 
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tyro
+
+from episodes.atomic import check_output_not_input
+from episodes.cli_errors import parse_config, run_cli
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -77,6 +79,8 @@ def evaluate(args: EvalArgs) -> dict:
     if args.record is not None:
         from policies.record import record_episodes
 
+        check_output_not_input(args.record, [args.run], out_flag="--record")
+
         cams = tuple(c.strip() for c in args.record_cameras.split(",") if c.strip())
         cams = tuple(dict.fromkeys(cams + policy.cameras))  # the policy's own views must be rendered
         summary = record_episodes(
@@ -134,12 +138,12 @@ def evaluate(args: EvalArgs) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(EvalArgs, args=argv, description=__doc__.split("\n\n")[0])
-    try:
-        report = evaluate(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        print(f"prism-eval: error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli("prism-eval", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = parse_config(EvalArgs, argv, description=__doc__.split("\n\n")[0])
+    report = evaluate(args)
     print(
         f"{report['task']} ({report['algo']}, reward {report['reward']}): success "
         f"{report['success_rate']:.1%} [{report['ci_low']:.1%}, {report['ci_high']:.1%}] 95% CI "

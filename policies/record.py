@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import tyro
 from tqdm import tqdm
 
 import sim
 import sim.experts
 from episodes import Episode, LeRobotWriter
 from episodes.episode import outcome_from_labels
+from episodes.cli_errors import parse_config, run_cli
 
 
 class RolloutPolicy(Protocol):
@@ -194,15 +194,17 @@ def record_episodes(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(RecordArgs, args=argv, description=__doc__.split("\n\n")[0])
-    try:
-        summary = record_episodes(
-            args.out, args.task, args.policy, args.episodes, args.seed, args.cameras, args.size,
-            noise=args.noise, max_steps=args.max_steps, randomize=args.randomize, overwrite=args.overwrite,
-        )
-    except (ValueError, FileExistsError, PermissionError, OSError) as err:
-        print(f"prism-record: error: {err}", file=sys.stderr)
-        return 2
+    return run_cli("prism-record", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = parse_config(RecordArgs, argv, description=__doc__.split("\n\n")[0])
+    # Ctrl-C lands in run_cli (one line, exit 130); the dataset is written atomically, so an
+    # interrupted recording leaves no folder that looks complete.
+    summary = record_episodes(
+        args.out, args.task, args.policy, args.episodes, args.seed, args.cameras, args.size,
+        noise=args.noise, max_steps=args.max_steps, randomize=args.randomize, overwrite=args.overwrite,
+    )
     print(
         f"wrote {summary.episodes} episodes ({summary.frames} frames) of {summary.task} to {summary.out} "
         f"in {summary.seconds:.1f}s; outcomes {summary.outcomes}; behaviours {summary.kinds}"

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from episodes.atomic import check_output_not_input, check_replaceable
+from episodes.cli_errors import parse_config
 from reward_models.modeling_grm import load_grm_module, save_grm
 from reward_models.train_grm import TrainConfig, run_training, to_train_episode
 
@@ -67,6 +69,8 @@ class AdaptConfig:
 def adapt_grm(cfg: AdaptConfig, demo_episode: Any | None = None) -> Path:
     """Adapt and write the new checkpoint; ``demo_episode`` (an in-memory Episode) replaces
     ``cfg.demo``/``cfg.episode`` when given. Returns the checkpoint path."""
+    check_output_not_input(cfg.out, [cfg.checkpoint, cfg.demo if demo_episode is None else None])
+    check_replaceable(cfg.out, "checkpoint")
     if demo_episode is None:
         from episodes import open_dataset
 
@@ -106,9 +110,7 @@ def adapt_grm(cfg: AdaptConfig, demo_episode: Any | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import tyro
-
-    cfg = tyro.cli(AdaptConfig, args=argv, prog="prism-reward adapt")
+    cfg = parse_config(AdaptConfig, argv, prog="prism-reward adapt")
     path = adapt_grm(cfg)
     print(f"adapted GRM checkpoint written to {path}")
     return 0

@@ -13,6 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from episodes.cli_errors import run_cli
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("reward_models.train_grm:main", "Train a GRM on LeRobot v3 datasets (ground-truth progress labels)."),
     "adapt": ("reward_models.adapt_grm:main", "One-shot adaptation of a GRM to a new task from a single demonstration."),
@@ -46,14 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    try:
-        result = func(rest)
-    except (ValueError, OSError) as exc:
-        # Bad input (missing/corrupt dataset, bad checkpoint, unknown model spec, unwritable output)
-        # is reported in one line for every subcommand; programming errors still show a traceback.
-        print(f"prism-reward {name}: error: {exc}", file=sys.stderr)
-        return 2
-    return result if isinstance(result, int) else 0
+    # Bad input (missing/corrupt dataset, bad checkpoint, unknown model spec, unwritable output)
+    # is reported in one line for every subcommand; programming errors still show a traceback.
+    return run_cli(f"prism-reward {name}", func, rest)
 
 
 if __name__ == "__main__":

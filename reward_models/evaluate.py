@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from episodes import Episode
+from episodes.atomic import check_output_not_input, check_replaceable
+from episodes.cli_errors import parse_config
 from reward_models.base import ProgressModel
 from reward_models.metrics import SUCCESS_DELTA, EpisodeScore, compute_metrics
 
@@ -265,6 +267,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_output_not_input(out, [cfg.data, *cfg.model])
+    check_replaceable(out, "report")
     kind, items = iter_source(cfg)
     if not items:
         raise ValueError(f"{cfg.data}: no episodes found")
@@ -277,7 +281,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         sidecar_rows[f"phi.{r.label}"] = []
     episode_pages: list[dict[str, Any]] = []
     started = time.time()
-    with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
+    with atomic_dir(out, overwrite=cfg.overwrite, kind="report") as tmp:
         (tmp / "episodes").mkdir()
         bar = tqdm(items, desc="eval", unit="ep", disable=not cfg.progress_bar)
         next_offset = 0
@@ -296,6 +300,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                 continue
             curves: dict[str, np.ndarray] = {}
             for r in runs:
+                check_cameras_match(r, ep)
                 t0 = time.time()
                 try:
                     phi, end_score, extra = score_episode(r.model, ep, cfg)
@@ -352,11 +357,22 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             "models": models_out,
         }
         if not episode_pages:
-            raise RuntimeError(f"{cfg.data}: every episode was skipped: {[s.reason for s in skips][:3]}")
+            raise ValueError(f"{cfg.data}: every episode was skipped (--skip-bad), so there is nothing to "
+                             f"report; first reasons: {'; '.join(s.reason for s in skips[:3])}")
         rep.write_sidecar(tmp / "progress.parquet", sidecar_rows, {r.label: {"spec": r.spec, "config": _jsonable(r.model.config())} for r in runs})
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False, default=_json_default))
         rep.write_html(tmp / "report.html", result, episode_pages)
     return result
+
+
+def check_cameras_match(run: ModelRun, ep: Episode) -> None:
+    """A model that reads named views must find at least one of them in the episode; otherwise every
+    frame would be scored from blank views. Raised whether or not --skip-bad is on: it is a
+    model/data mismatch, not a bad episode."""
+    wanted = getattr(run.model, "cameras", None)
+    if wanted and not set(wanted) & set(ep.cameras):
+        raise ValueError(f"model {run.spec} reads cameras {sorted(wanted)} but the data has cameras "
+                         f"{sorted(ep.cameras)}: none match (choose views with --cameras or --camera)")
 
 
 def _reraisable(exc: Exception) -> bool:
@@ -397,9 +413,7 @@ def _jsonable(obj: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Console entry for ``prism-reward eval``."""
-    import tyro
-
-    cfg = tyro.cli(EvalConfig, args=argv, description=__doc__)
+    cfg = parse_config(EvalConfig, argv, description=__doc__)
     result = run_eval(cfg)
     _print_summary(result, cfg.out)
     return result
@@ -450,11 +464,10 @@ class IngestConfig:
 
 def ingest_main(argv: Sequence[str] | None = None) -> Path:
     """Console entry for ``prism-reward ingest``."""
-    import tyro
-
     from episodes.rosbag import ingest_bags
 
-    cfg = tyro.cli(IngestConfig, args=argv, description=IngestConfig.__doc__)
+    cfg = parse_config(IngestConfig, argv, description=IngestConfig.__doc__)
+    check_output_not_input(cfg.out, cfg.bag)
     if not cfg.task:
         print("warning: no --task given; episodes get an empty instruction")
     path = ingest_bags(cfg.bag, cfg.out, cfg.topics, fps=cfg.fps, task=cfg.task, joint_topic=cfg.joint_topic,

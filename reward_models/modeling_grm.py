@@ -589,7 +589,7 @@ def save_grm(model: GRM, path: str | os.PathLike, overwrite: bool = True) -> Pat
     from episodes.atomic import atomic_dir
 
     path = Path(path)
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    with atomic_dir(path, overwrite=overwrite, kind="checkpoint") as tmp:
         save_model(model, str(tmp / WEIGHTS_NAME))
         (tmp / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     return path

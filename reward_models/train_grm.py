@@ -56,6 +56,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from episodes.atomic import check_output_not_input, check_replaceable
+from episodes.cli_errors import check_numeric_fields, parse_config
 from reward_models.base import hop_from_progress
 from reward_models.configuration_grm import GRMConfig, build_vocabulary, tokenize
 from reward_models.modeling_grm import GRM, load_grm_module, resolve_device, save_grm, two_hot
@@ -95,6 +97,17 @@ def swap_instruction(text: str, pairs: Sequence[tuple[str, str]]) -> str | None:
             src, dst = (a, b) if a in words else (b, a)
             return re.sub(rf"\b{src}\b", dst, text, flags=re.IGNORECASE)
     return None
+
+
+NUMERIC_RANGES: dict[str, str] = {
+    "steps": "[1, inf)", "batch_episodes": "[1, inf)", "frames_per_episode": "[2, inf)",
+    "image_size": "[8, 4096]", "embed_dim": "[1, inf)", "num_bins": "[3, inf)", "lr": "(0, inf)",
+    "weight_decay": "[0, inf)", "warmup_steps": "[0, inf)", "view_dropout": "[0, 1)",
+    "context_dropout": "[0, 1]", "counterfactual": "[0, 1]", "swap_counterfactual": "[0, 1]",
+    "adjacent_frames": "[0, 1]", "start_clip": "[0, 1]", "max_episodes": "[1, inf)",
+    "num_threads": "[1, inf)", "log_every": "[1, inf)", "save_every": "[0, inf)", "state_weight": "[0, inf)",
+}
+"""Valid interval of each numeric field of :class:`TrainConfig` (all must also be finite)."""
 
 
 @dataclass
@@ -213,14 +226,11 @@ class TrainConfig:
         self.cameras = parse_cameras(self.cameras)
         self.swap_words = tuple(self.swap_words)
         parse_swap_pairs(self.swap_words)
+        check_numeric_fields(self, NUMERIC_RANGES)
         shares = {"zero_hop_weight": self.zero_hop_weight, "counterfactual_weight": self.counterfactual_weight,
                   "swap_weight": self.swap_weight, "anchor_weight": self.anchor_weight}
         if min(shares.values()) < 0 or sum(shares.values()) >= 1.0:
             raise ValueError(f"loss shares must be >= 0 and sum to < 1 (the rest is the regular pairs'), got {shares}")
-        if self.state_weight < 0:
-            raise ValueError(f"state_weight must be >= 0, got {self.state_weight}")
-        if self.steps < 1 or self.batch_episodes < 1 or self.frames_per_episode < 2:
-            raise ValueError("steps and batch_episodes must be >= 1 and frames_per_episode >= 2")
 
     def resolved_run_dir(self) -> Path:
         return self.run_dir if self.run_dir is not None else self.out.with_name(self.out.name + ".run")
@@ -759,6 +769,9 @@ def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
 
     ``episodes`` (in-memory :class:`episodes.Episode` objects) replaces ``cfg.data`` when given.
     """
+    check_output_not_input(cfg.out, cfg.data)
+    check_output_not_input(cfg.resolved_run_dir(), cfg.data, out_flag="--run-dir")
+    check_replaceable(cfg.out, "checkpoint")
     if episodes is not None:
         cameras = cfg.cameras or tuple(episodes[0].cameras)
         data = [to_train_episode(ep, cameras, cfg.image_size, source="memory") for ep in episodes]
@@ -787,9 +800,7 @@ def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import tyro
-
-    cfg = tyro.cli(TrainConfig, args=argv, prog="prism-reward train")
+    cfg = parse_config(TrainConfig, argv, prog="prism-reward train")
     path = train_grm(cfg)
     print(f"GRM checkpoint written to {path}")
     return 0

@@ -56,7 +56,7 @@ def test_atomic_dir_refuses_existing_target_without_overwrite(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(FileExistsError, match="--overwrite"):
         with atomic_dir(target):
             pass
     assert (target / "old.txt").read_text() == "old"

@@ -233,7 +233,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, episodes):
 def test_overwrite_semantics(tmp_path, episodes):
     target = tmp_path / "ds"
     write_dataset(target, episodes[:2], progress=False)
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(FileExistsError, match="--overwrite"):
         write_dataset(target, episodes[2:], progress=False)
     assert open_dataset(target).num_episodes == 2
 

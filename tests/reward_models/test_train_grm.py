@@ -239,7 +239,7 @@ def test_state_probe_rows_are_standardised_per_task(tmp_path):
     mean, std = sampler.state_stats["lift"]
     lift = np.concatenate([ep.state for ep in eps if ep.task_key == "lift"])
     np.testing.assert_allclose(((lift - mean) / std).mean(0), 0.0, atol=1e-5)
-    with pytest.raises(ValueError, match="state_weight"):
+    with pytest.raises(ValueError, match="state-weight"):
         TrainConfig(state_weight=-1.0)
 
 
