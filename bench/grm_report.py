@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tyro
+from episodes.cli_errors import parse_config
 
 
 @dataclass
@@ -200,7 +200,7 @@ def colour_binding(model, episodes, fusion: str = "fused") -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(ReportConfig, args=argv)
+    cfg = parse_config(ReportConfig, argv)
     from episodes import open_dataset
     from episodes.atomic import atomic_write_json
     from reward_models.adapt_grm import AdaptConfig, adapt_grm

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import tyro
+from episodes.cli_errors import parse_config
 
 
 @dataclass
@@ -50,7 +50,7 @@ def timed(fn, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(BenchConfig, args=argv)
+    cfg = parse_config(BenchConfig, argv)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     from reward_models.configuration_grm import GRMConfig, build_vocabulary

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tyro
+from episodes.cli_errors import parse_config
 
 REWARD_LABELS = {"sparse": "sparse", "oracle": "oracle", "naive-delta": "naive-delta"}
 
@@ -303,7 +303,7 @@ def measure_overhead(args: BenchArgs) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(BenchArgs, args=argv, description=__doc__.split("\n\n")[0])
+    args = parse_config(BenchArgs, argv, description=__doc__.split("\n\n")[0])
     import torch
 
     torch.set_num_threads(1)

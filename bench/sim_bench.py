@@ -16,7 +16,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
-import tyro  # noqa: E402
+from episodes.cli_errors import parse_config  # noqa: E402
 
 import sim  # noqa: E402
 from sim.env import CONTROL_SUBSTEPS  # noqa: E402
@@ -148,4 +148,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(parse_config(Args))

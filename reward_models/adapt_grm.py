@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from episodes.atomic import check_output_not_input, check_replaceable
-from episodes.cli_errors import parse_config
+from episodes.cli_errors import check_numeric_fields, parse_config
 from reward_models.modeling_grm import load_grm_module, save_grm
-from reward_models.train_grm import TrainConfig, run_training, to_train_episode
+from reward_models.train_grm import NUMERIC_RANGES, TrainConfig, run_training, to_train_episode
 
 
 @dataclass
@@ -69,8 +69,11 @@ class AdaptConfig:
 def adapt_grm(cfg: AdaptConfig, demo_episode: Any | None = None) -> Path:
     """Adapt and write the new checkpoint; ``demo_episode`` (an in-memory Episode) replaces
     ``cfg.demo``/``cfg.episode`` when given. Returns the checkpoint path."""
+    check_numeric_fields(cfg, {key: NUMERIC_RANGES[key] for key in
+                               ("steps", "lr", "frames_per_episode", "batch_episodes", "num_threads")})
     check_output_not_input(cfg.out, [cfg.checkpoint, cfg.demo if demo_episode is None else None])
     check_replaceable(cfg.out, "checkpoint")
+    model = load_grm_module(cfg.checkpoint)
     if demo_episode is None:
         from episodes import open_dataset
 
@@ -78,7 +81,6 @@ def adapt_grm(cfg: AdaptConfig, demo_episode: Any | None = None) -> Path:
         if not 0 <= cfg.episode < len(ds):
             raise IndexError(f"--episode {cfg.episode} out of range: {cfg.demo} has {len(ds)} episodes")
         demo_episode = ds.load_episode(cfg.episode)
-    model = load_grm_module(cfg.checkpoint)
     task = cfg.task or demo_episode.task
     if cfg.labels == "linear" or (cfg.labels == "auto" and demo_episode.progress is None):
         demo_episode = replace(demo_episode, progress=np.linspace(0.0, 1.0, demo_episode.length, dtype=np.float32))

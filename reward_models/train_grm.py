@@ -226,6 +226,10 @@ class TrainConfig:
         self.cameras = parse_cameras(self.cameras)
         self.swap_words = tuple(self.swap_words)
         parse_swap_pairs(self.swap_words)
+
+    def validate(self) -> None:
+        """Check every numeric setting once, before any data is loaded (tyro would otherwise wrap
+        these errors in its usage box; run_cli prints them as one line)."""
         check_numeric_fields(self, NUMERIC_RANGES)
         shares = {"zero_hop_weight": self.zero_hop_weight, "counterfactual_weight": self.counterfactual_weight,
                   "swap_weight": self.swap_weight, "anchor_weight": self.anchor_weight}
@@ -673,6 +677,7 @@ def run_training(
 ) -> tuple[GRM, dict[str, float]]:
     """The optimisation loop shared by training and one-shot adaptation. Returns the model and
     the mean metrics of the last 10 % of steps."""
+    cfg.validate()
     device = resolve_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -769,6 +774,7 @@ def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
 
     ``episodes`` (in-memory :class:`episodes.Episode` objects) replaces ``cfg.data`` when given.
     """
+    cfg.validate()
     check_output_not_input(cfg.out, cfg.data)
     check_output_not_input(cfg.resolved_run_dir(), cfg.data, out_flag="--run-dir")
     check_replaceable(cfg.out, "checkpoint")

@@ -124,7 +124,7 @@ def test_swap_instruction_names_the_other_object():
 @pytest.mark.parametrize("shares", [{"anchor_weight": 0.7}, {"zero_hop_weight": -0.1}])
 def test_loss_shares_must_leave_room_for_the_regular_pairs(shares):
     with pytest.raises(ValueError, match="loss shares"):
-        TrainConfig(**shares)
+        TrainConfig(**shares).validate()
 
 
 def test_anchored_pairs_get_their_own_share(tmp_path):
@@ -240,7 +240,7 @@ def test_state_probe_rows_are_standardised_per_task(tmp_path):
     lift = np.concatenate([ep.state for ep in eps if ep.task_key == "lift"])
     np.testing.assert_allclose(((lift - mean) / std).mean(0), 0.0, atol=1e-5)
     with pytest.raises(ValueError, match="state-weight"):
-        TrainConfig(state_weight=-1.0)
+        TrainConfig(state_weight=-1.0).validate()
 
 
 def test_training_learns_to_rank_held_out_progress(tmp_path):
