@@ -47,10 +47,14 @@ def _overrides(context, mapping):
 def _nodes(context):
     namespace = context.launch_configurations["namespace"]
     params_file = context.launch_configurations["params_file"]
+    record = context.launch_configurations["record"].lower() in ("true", "1", "yes")
+    # without a recorder nothing may subscribe to the cameras: the twin must not wait for one
+    no_recorder_to_wait_for = [] if record else [{"wait_for_subscribers": 0}]
     nodes = [
         Node(executable="prism-sim-robot", name="prism_sim_robot", namespace=namespace, output="screen",
              parameters=[params_file, _overrides(context, {"task": "task",
-                                                           "command_interface": "command_interface"})]),
+                                                           "command_interface": "command_interface"}),
+                         *no_recorder_to_wait_for]),
         Node(executable="prism-policy", name="prism_policy", namespace=namespace, output="screen",
              parameters=[params_file, _overrides(context, {
                  "policy": "policy", "command_interface": "command_interface", "device": "device",
@@ -59,7 +63,7 @@ def _nodes(context):
         Node(executable="prism-reward-monitor", name="prism_reward_monitor", namespace=namespace, output="screen",
              parameters=[params_file, _overrides(context, {"reward_model": "model", "device": "device"})]),
     ]
-    if context.launch_configurations["record"].lower() in ("true", "1", "yes"):
+    if record:
         nodes.append(Node(executable="prism-ros-record", name="prism_ros_record", namespace=namespace,
                           output="screen",
                           parameters=[params_file, _overrides(context, {"output": "output", "mcap": "mcap"})]))

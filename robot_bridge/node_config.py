@@ -129,6 +129,15 @@ def build_config(cls: type, values: dict[str, Any]):
     return cls(**kwargs)
 
 
+def require_positive(config, *names: str) -> None:
+    """ValueError naming the first parameter in ``names`` that is not > 0 (a rate of 0 would divide
+    by zero when the node starts its timer; NaN fails too)."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"parameter {name!r} must be > 0, got {value!r}")
+
+
 def help_text(cls: type, program: str, node_name: str, summary: str) -> str:
     """``--help`` output: usage, the node's purpose and every parameter with type, default, doc."""
     hints = _resolved_types(cls)

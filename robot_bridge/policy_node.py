@@ -29,6 +29,7 @@ from robot_bridge.command_mapping import (
     reorder_joints,
 )
 from robot_bridge.images import fit_square
+from robot_bridge.node_config import require_positive
 from robot_bridge.policy_sources import PROPRIO_DIM, load_bridge_policy, proprio_state
 from robot_bridge.ros_utils import (
     camera_topic_map,
@@ -112,6 +113,9 @@ class PolicyNodeConfig:
     """Safety watchdog: any required input older than this stops commanding (s)."""
     episode_time_limit_s: float = 60.0
     """Safety: stop commanding this long after the episode start (s); 0 disables."""
+
+    def __post_init__(self) -> None:
+        require_positive(self, "control_rate_hz", "ee_max_step", "policy_control_dt")
 
 
 SUMMARY = __doc__

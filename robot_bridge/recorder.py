@@ -1,7 +1,11 @@
 """``prism-ros-record``: records robot sessions as a LeRobot v3 dataset and/or a rosbag2 MCAP.
 
 Samples the latest camera frames, joint state, end-effector pose and the command being sent at a
-fixed rate; one episode per ``episode/start`` .. ``episode/end`` (or the next start / shutdown).
+fixed rate; one episode per ``episode/start`` .. ``episode/end`` (or the next start). Only whole
+episodes are recorded: an episode whose start was published before the recorder was receiving every
+input (a latched start reaching a recorder that joined late) is skipped, every row is built from
+messages published after the episode's start, and an episode still open at shutdown is not written.
+(Publish times from different machines compare only when their clocks agree, as ROS assumes.)
 The dataset is what ``prism-reward eval`` scores and what training reads; the MCAP keeps the raw
 messages (``prism-reward ingest`` turns it into a dataset later). Both are written atomically when
 the recorder stops (Ctrl-C / SIGTERM, or after ``episodes`` episodes): an interrupted write leaves
@@ -32,6 +36,7 @@ from robot_bridge.command_mapping import (
     velocity_to_ee_action,
 )
 from robot_bridge.images import fit_square
+from robot_bridge.node_config import require_positive
 from robot_bridge.policy_sources import proprio_state
 from robot_bridge.ros_utils import (
     camera_topic_map,
@@ -101,6 +106,9 @@ class RecorderConfig:
     min_frames: int = 2
     """Episodes with fewer frames are dropped."""
 
+    def __post_init__(self) -> None:
+        require_positive(self, "fps", "image_size", "ee_max_step", "policy_control_dt")
+
 
 SUMMARY = __doc__
 
@@ -125,7 +133,14 @@ class RecorderNode:
         if cfg.command_interface not in ("twist", "joint_trajectory"):
             raise ValueError(f"command_interface must be twist or joint_trajectory, got {cfg.command_interface!r}")
         self.camera_topics = camera_topic_map(cfg.cameras, cfg.camera_topics)
-        self._images: dict[str, tuple[float, np.ndarray]] = {}
+        self._images: dict[str, np.ndarray] = {}
+        # DDS publish times (ns, MessageInfo source_timestamp) of each input's latest and first message:
+        # what ties a frame to the episode it belongs to, whatever order the callbacks run in.
+        self._published: dict[str, int] = {}
+        self._first_published: dict[str, int] = {}
+        self._required_inputs = [f"camera:{c}" for c in self.camera_topics] + ["joint_states"] + (
+            ["ee_pose"] if cfg.ee_pose_topic else [])
+        self._episode_start_ns = 0  # publish time of the open episode's start (0: opened without one)
         self._joint_msg = None
         self._ee = None
         self._twist = (-np.inf, np.zeros(3))
@@ -149,11 +164,13 @@ class RecorderNode:
         n = self.node
         qos = sensor_qos(depth=10)
         for cam, topic in self.camera_topics.items():
-            n.create_subscription(Image, topic, lambda m, cam=cam, topic=topic: self._on_image(cam, topic, m), qos)
+            n.create_subscription(Image, topic, lambda m, info, cam=cam, topic=topic: self._on_image(cam, topic, m, info),
+                                  qos)
         n.create_subscription(JointState, cfg.joint_states_topic,
-                              lambda m: self._on_joints(cfg.joint_states_topic, m), 50)
+                              lambda m, info: self._on_joints(cfg.joint_states_topic, m, info), 50)
         if cfg.ee_pose_topic:
-            n.create_subscription(PoseStamped, cfg.ee_pose_topic, lambda m: self._on_pose(cfg.ee_pose_topic, m), 10)
+            n.create_subscription(PoseStamped, cfg.ee_pose_topic,
+                                  lambda m, info: self._on_pose(cfg.ee_pose_topic, m, info), 10)
         else:
             self._ee = np.zeros(3)  # arm without a pose topic: ee_x/y/z recorded as 0
         n.create_subscription(TwistStamped, cfg.twist_topic, lambda m: self._on_twist(cfg.twist_topic, m), 10)
@@ -164,7 +181,7 @@ class RecorderNode:
         n.create_subscription(Bool, topics.SIM_SUCCESS, self._on_gt_success, 10)
         n.create_subscription(String, topics.EPISODE_START, self._on_episode_start, latched_qos())
         n.create_subscription(String, topics.EPISODE_END, self._on_episode_end, 10)
-        n.create_timer(1.0 / cfg.fps, self._tick)
+        self._timer = n.create_timer(1.0 / cfg.fps, self._tick)
         if self._bag is not None:
             # Register every connection now: building a message schema on a topic's first message
             # stalled the callbacks long enough to lose the start of the first episode.
@@ -209,22 +226,37 @@ class RecorderNode:
         return conn
 
     # -- inputs ------------------------------------------------------------------------------------
-    def _on_image(self, cam: str, topic: str, msg) -> None:
+    def _received(self, name: str, info) -> None:
+        """Note the publish time of an input's message; the episode's first row is sampled as soon
+        as its inputs are complete (frame 0), not at the next tick, when frame 1 may have arrived."""
+        stamp = int(info["source_timestamp"])
+        self._published[name] = stamp
+        self._first_published.setdefault(name, stamp)
+        if self._episode_open and not self._rows and self._ending is None:
+            self._sample()
+            if self._rows:
+                self._timer.reset()  # the following rows one period apart from this one
+
+    def _on_image(self, cam: str, topic: str, msg, info) -> None:
         self._bag_write(topic, "sensor_msgs/msg/Image", msg)
         try:
-            self._images[cam] = (monotonic(), fit_square(image_to_numpy(msg), self.config.image_size))
+            self._images[cam] = fit_square(image_to_numpy(msg), self.config.image_size)
         except ValueError as exc:
             self.node.get_logger().error(f"camera {cam}: {exc}", throttle_duration_sec=5.0)
+            return
+        self._received(f"camera:{cam}", info)
 
-    def _on_joints(self, topic: str, msg) -> None:
+    def _on_joints(self, topic: str, msg, info) -> None:
         self._bag_write(topic, "sensor_msgs/msg/JointState", msg)
         if reorder_joints(msg.name, msg.position, self.config.joint_names) is not None:
             self._joint_msg = msg
+            self._received("joint_states", info)
 
-    def _on_pose(self, topic: str, msg) -> None:
+    def _on_pose(self, topic: str, msg, info) -> None:
         self._bag_write(topic, "geometry_msgs/msg/PoseStamped", msg)
         p = msg.pose.position
         self._ee = np.array([p.x, p.y, p.z])
+        self._received("ee_pose", info)
 
     def _on_twist(self, topic: str, msg) -> None:
         self._bag_write(topic, "geometry_msgs/msg/TwistStamped", msg)
@@ -242,18 +274,28 @@ class RecorderNode:
         if msg.data:
             self._gripper = float(np.clip(msg.data[0], -1, 1))
 
-    def _on_gt_progress(self, msg) -> None:
+    def _on_gt_progress(self, msg, info) -> None:
         self._gt_progress, self._gt_seen = float(msg.data), True
+        self._received("progress", info)
 
-    def _on_gt_success(self, msg) -> None:
+    def _on_gt_success(self, msg, info) -> None:
         self._gt_success, self._gt_seen = bool(msg.data), True
+        self._received("success", info)
 
-    def _on_episode_start(self, msg) -> None:
+    def _on_episode_start(self, msg, info) -> None:
         self._close_ending_episode()
         self._finish_episode()
+        start = int(info["source_timestamp"])
+        # A latched start reaches a recorder that subscribed after it was sent: that episode began
+        # (and may have ended) before this recorder was listening, so its opening frames are gone.
+        missed = [name for name in self._required_inputs if self._first_published.get(name, start) >= start]
+        if missed:
+            self.node.get_logger().warning(
+                f"episode {msg.data!r} started before this recorder received {missed}: not recorded "
+                "(it would lack its opening frames); recording from the next episode/start")
+            return
         self._task = msg.data or self._task
-        self._images.clear()  # frames from before the start belong to the previous episode
-        self._gt_progress = self._gt_success = None
+        self._episode_start_ns = start
         self._episode_open = True
         self._gripper = -1.0
         self._joint_target = None
@@ -300,21 +342,26 @@ class RecorderNode:
         else:
             self._sample()
 
+    def _published_since_start(self, names) -> bool:
+        """True when every input in ``names`` has a message published after the episode's start
+        (older ones show the previous episode, e.g. its final state during the reset)."""
+        return all(self._published.get(name, -1) >= self._episode_start_ns for name in names)
+
     def _sample(self, final: bool = False) -> None:
         cfg = self.config
         if not self._episode_open:
             if not (cfg.start_without_episode_message and len(self._images) == len(self.camera_topics)):
                 return
-            self._episode_open = True
-        if len(self._images) < len(self.camera_topics):
+            self._episode_open, self._episode_start_ns = True, 0
+        if not self._published_since_start(self._required_inputs):
             return
         state = self._state()
         if state is None:
             return
-        if self._gt_seen and (self._gt_progress is None or self._gt_success is None):
+        if self._gt_seen and not self._published_since_start(("progress", "success")):
             return  # this episode's first labels are still in flight: a row without them is unusable
         self._rows.append({
-            "frames": {c: self._images[c][1] for c in self.camera_topics},
+            "frames": {c: self._images[c] for c in self.camera_topics},
             "state": state,
             "action": np.zeros_like(self._action()) if final else self._action(),
             "progress": self._gt_progress,
@@ -371,8 +418,13 @@ class RecorderNode:
 
     def close(self) -> None:
         self._close_ending_episode()
-        if self._episode_open:
-            self._finish_episode()
+        if self._episode_open and self._episode_start_ns == 0:
+            self._finish_episode()  # opened without an episode/start: shutdown is its only boundary
+        elif self._episode_open:
+            # stopped mid-episode: writing it would add an episode that never reached its end
+            self.node.get_logger().warning(f"stopped during an episode ({len(self._rows)} frames, no "
+                                           "episode/end): not recorded")
+            self._rows, self._episode_open = [], False
         if self._writer is not None:
             self._writer.__exit__(None, None, None)
             self._writer = None

@@ -19,6 +19,7 @@ import numpy as np
 
 from robot_bridge import topics
 from robot_bridge.images import fit_square
+from robot_bridge.node_config import require_positive
 from robot_bridge.ros_utils import (
     camera_topic_map,
     image_to_numpy,
@@ -64,6 +65,9 @@ class RewardMonitorConfig:
     """Append one row per update (time, episode, task, progress, success, components) to this CSV."""
     stale_timeout_s: float = 1.0
     """Frames older than this are not scored (the monitor pauses instead of scoring stale views)."""
+
+    def __post_init__(self) -> None:
+        require_positive(self, "rate_hz")
 
 
 SUMMARY = __doc__

@@ -10,14 +10,18 @@ system ROS 2, ``source /opt/ros/<distro>/setup.bash`` instead.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from episodes.cli_errors import INPUT_ERRORS, run_cli
 from robot_bridge.images import rgb_from_buffer
 from robot_bridge.node_config import build_config, help_text, parameter_specs
 
@@ -156,8 +160,46 @@ def run_node(
     """Entry point of every ``prism-*`` node: ``--help`` (without starting ROS), rclpy init with
     the ROS arguments, ``make_node()`` -> a wrapper with ``.node`` (the rclpy Node), ``.close()``
     and optionally ``.finished``; spin until Ctrl-C / SIGTERM / finished, then ``close()``
-    (recorders flush there)."""
+    (recorders flush there). Bad input (a missing or unparsable ``--params-file``, a bad parameter
+    value) is one line on stderr and exit 2 (``--debug``: the traceback)."""
     argv = list(sys.argv if argv is None else argv)
+    return run_cli(program, lambda args: _run_node(make_node, config_cls, program, node_name, summary,
+                                                   [argv[0], *args]), argv[1:])
+
+
+def params_files(argv: Sequence[str]) -> list[str]:
+    """The files named by ``--params-file FILE`` after ``--ros-args``."""
+    ros_args = argv[argv.index("--ros-args") + 1:] if "--ros-args" in argv else []
+    return [ros_args[i + 1] for i, arg in enumerate(ros_args[:-1]) if arg == "--params-file"]
+
+
+def rcl_init_error(exc: Exception) -> str:
+    """rcl's init error without its C source locations (``, at /src/rcl/arguments.c:415``)."""
+    text = re.sub(r",? at \S+\.c:\d+", "", str(exc)).replace("failed to initialize rcl: ", "")
+    if type(exc).__name__ == "UnknownROSArgsError":  # its message is only the list of arguments
+        text = f"unknown ROS arguments {text} (see --help)"
+    return " ".join(text.split())
+
+
+@contextmanager
+def stderr_held_back() -> Iterator[None]:
+    """Hold back what C code writes to stderr (fd 2) in the block, and let it through only if the
+    block succeeds: rcl logs its own line before refusing bad ROS arguments, and the refusal is
+    reported once, in our one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        sys.stderr.write(held.read().decode(errors="replace"))
+
+
+def _run_node(make_node, config_cls: type, program: str, node_name: str, summary: str, argv: list[str]) -> int:
     user_args = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in user_args or "--help" in user_args:
         sys.stdout.write(help_text(config_cls, program, node_name, summary))
@@ -168,6 +210,9 @@ def run_node(
             f"{program} --ros-args -p name:=value (see --help)\n"
         )
         return 2
+    for path in params_files(argv):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--params-file {path}: no such file")
     require_ros()
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -176,7 +221,11 @@ def run_node(
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     # Our own SIGINT/SIGTERM handling: finish the current callback, then close() (recorders write
     # their files) while the context is still valid, then shut down.
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        with stderr_held_back():
+            rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as exc:  # rcl refuses the ROS arguments: an unparsable params file, a bad -p
+        raise ValueError(rcl_init_error(exc)) from exc
     stop = {"requested": False}
 
     def _terminate(signum, _frame):
@@ -186,10 +235,9 @@ def run_node(
     signal.signal(signal.SIGINT, _terminate)
     try:
         wrapper = make_node()
-    except (ValueError, FileNotFoundError) as exc:  # bad parameters / paths: one clear line
-        sys.stderr.write(f"{program}: error: {exc}\n")
+    except INPUT_ERRORS:  # bad parameters / paths: run_cli reports them in one line
         rclpy.try_shutdown()
-        return 2
+        raise
     executor = SingleThreadedExecutor()
     executor.add_node(wrapper.node)
     try:

@@ -29,6 +29,7 @@ from robot_bridge.command_mapping import (
     ros_joint_name,
     velocity_to_ee_action,
 )
+from robot_bridge.node_config import require_positive
 from robot_bridge.ros_utils import (
     camera_topic_map,
     latched_qos,
@@ -70,7 +71,10 @@ class SimRobotConfig:
     wait_for_subscribers: int = 0
     """Hold the first episode until this many nodes subscribe to every camera topic, /joint_states,
     the EE pose and the episode-start topic (0: start at once). Lets a recorder that starts alongside the twin
-    see the episode from frame 0."""
+    see the episode from frame 0 (a recorder never records an episode it joined after its start)."""
+    wait_for_commander: bool = False
+    """Also hold the first episode until a node publishes commands on the twin's command topic (the
+    policy), so the first episode is not spent idle while the policy starts."""
     command_timeout_s: float = 0.25
     """A Twist older than this is treated as zero (MoveIt Servo's incoming command timeout)."""
     ee_max_step: float = 0.0
@@ -92,6 +96,9 @@ class SimRobotConfig:
     """Float64MultiArray gripper input ``[g]``, g in [-1 open, +1 closed]."""
     publish_sim_topics: bool = True
     """Publish the SIM-ONLY ground truth (``sim/*``: progress, success, privileged state)."""
+
+    def __post_init__(self) -> None:
+        require_positive(self, "image_size", "real_time_factor")
 
 
 SUMMARY = __doc__
@@ -167,13 +174,16 @@ class SimRobotNode:
         self._gripper = -1.0
         self._warned: set[str] = set()
         self.episode = -1
+        self.episodes_ended = 0
         self.finished = False
         self._pending_reset_at: float | None = None
         self.n_steps = 0
         self._subscribers_ready_at: float | None = None
-        self._waiting_for_subscribers = cfg.wait_for_subscribers > 0
-        if not self._waiting_for_subscribers:
-            self._reset()
+        self._waiting_for_subscribers = cfg.wait_for_subscribers > 0 or cfg.wait_for_commander
+        # While it waits, the twin already publishes episode 0's reset state, unannounced, as a driver
+        # publishes the idle arm: a consumer then holds inputs from before the start, which is how a
+        # recorder tells an episode it saw begin from one it joined late.
+        self._reset(announce=not self._waiting_for_subscribers)
         n.create_timer(self.control_dt / cfg.real_time_factor, self._tick)
         n.get_logger().info(
             f"twin ready: task={cfg.task} cameras={list(cfg.cameras)} {cfg.image_size}px "
@@ -244,11 +254,12 @@ class SimRobotNode:
         joints = normalise_joints(self._joint_target, self.joint_lower, self.joint_upper)
         return np.array([*joints, self._gripper], dtype=np.float32)
 
-    def _reset(self) -> None:
+    def _reset(self, announce: bool = True) -> None:
         cfg = self.config
         self.episode += 1
         if cfg.episodes and self.episode >= cfg.episodes:
             self.finished = True
+            self.node.get_logger().info(f"all {cfg.episodes} episodes run")
             return
         seed = cfg.seed + self.episode
         obs, info = self.env.reset(seed=seed)
@@ -256,15 +267,22 @@ class SimRobotNode:
         self._joint_target, self._gripper = None, -1.0
         self._pending_reset_at = None
         self._done = False
-        instruction = str(info.get("task", getattr(self.sim_env, "instruction", cfg.task)))
-        self.instruction = instruction
-        self._publish(obs, info)  # the first frame goes out before the episode is announced
-        String = self._msgs["String"]
+        self.instruction = str(info.get("task", getattr(self.sim_env, "instruction", cfg.task)))
+        if announce:
+            self._announce_episode()
+        self._publish(obs, info)
+
+    def _announce_episode(self) -> None:
+        """Publish the episode start *before* its first frame: every frame of the episode is then
+        published after the start, so a consumer can tell them from the previous episode's frames
+        by publish time whatever order its callbacks run in."""
+        cfg, String = self.config, self._msgs["String"]
+        seed = cfg.seed + self.episode
         if cfg.publish_sim_topics:
             self.sim_episode_pub.publish(String(data=json.dumps(
-                {"task": cfg.task, "seed": seed, "instruction": instruction, "episode": self.episode})))
-        self.episode_start_pub.publish(String(data=instruction))
-        self.node.get_logger().info(f"episode {self.episode} (seed {seed}): {instruction!r}")
+                {"task": cfg.task, "seed": seed, "instruction": self.instruction, "episode": self.episode})))
+        self.episode_start_pub.publish(String(data=self.instruction))
+        self.node.get_logger().info(f"episode {self.episode} (seed {seed}): {self.instruction!r}")
 
     def _subscribers_ready(self) -> bool:
         """True once every recorded topic has enough subscribers, plus a grace period (1 s) so the
@@ -275,12 +293,17 @@ class SimRobotNode:
         pubs = {**self.image_pubs, "joint_states": self.joint_pub, "ee_pose": self.pose_pub,
                 "episode_start": self.episode_start_pub}
         counts = {name: p.get_subscription_count() for name, p in pubs.items()}
-        if min(counts.values()) >= self.config.wait_for_subscribers:
+        command_topic = self.config.twist_topic if self.config.command_interface == "twist" \
+            else self.config.trajectory_topic
+        commanders = self.node.count_publishers(command_topic)
+        if min(counts.values()) >= self.config.wait_for_subscribers \
+                and (commanders > 0 or not self.config.wait_for_commander):
             self._subscribers_ready_at = self._subscribers_ready_at or now
             return now - self._subscribers_ready_at >= 1.0
         self._subscribers_ready_at = None
         self.node.get_logger().info(
-            f"waiting for {self.config.wait_for_subscribers} subscribers on each topic: {counts}",
+            f"waiting for {self.config.wait_for_subscribers} subscribers on each topic: {counts}"
+            + (f"; publishers on {command_topic}: {commanders}" if self.config.wait_for_commander else ""),
             throttle_duration_sec=2.0)
         return False
 
@@ -288,10 +311,10 @@ class SimRobotNode:
         if self.finished:
             return
         if self._waiting_for_subscribers:
-            if not self._subscribers_ready():
-                return
-            self._waiting_for_subscribers = False
-            self._reset()
+            if self._subscribers_ready():
+                self._waiting_for_subscribers = False
+                self._announce_episode()
+            self._publish(*self._last)  # the held reset state; after the start, the episode's frame 0
             return
         if self._pending_reset_at is not None:
             if monotonic() >= self._pending_reset_at:
@@ -305,6 +328,7 @@ class SimRobotNode:
         if terminated or truncated:
             outcome = "success" if info.get("is_success") else ("timeout" if truncated else "failure")
             self.episode_end_pub.publish(self._msgs["String"](data=outcome))
+            self.episodes_ended += 1
             self.node.get_logger().info(f"episode {self.episode} ended: {outcome}")
             if self.config.auto_reset:
                 self._pending_reset_at = monotonic() + self.config.reset_delay_s
@@ -345,6 +369,8 @@ class SimRobotNode:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def close(self) -> None:
+        # the session's episode count, for whoever checks a recording against it
+        self.node.get_logger().info(f"episodes ended: {self.episodes_ended}")
         self.env.close()
 
 

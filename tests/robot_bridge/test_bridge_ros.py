@@ -4,6 +4,7 @@ the same parameter files the launch files use (``--ros-args --params-file``)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CONFIG, NAMESPACE
+from conftest import BIN, CONFIG, NAMESPACE
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 
@@ -37,30 +38,38 @@ def _moving(twist_msg) -> bool:
 
 
 def test_closed_loop_reach_monitor_and_recorder(processes, probe, tmp_path):
-    """Twin + scripted expert + oracle monitor + recorder: the reach task is completed over topics,
-    the monitor's progress rises and its success flips, and the recorded session reads back."""
+    """The README's four nodes with launch/config/sim.yaml as they are, the twin started first:
+    the reach task is completed over topics, the monitor's progress rises and its success flips,
+    and the recorder holds every episode the twin ran -- the first included -- each complete from
+    its reset frame to its final one (the twin once ran its first episodes before the recorder was
+    listening, and the recorder turned a late latched start into a fake episode)."""
     m = _msgs()
     sim_yaml = CONFIG / "sim.yaml"
+    n_episodes, seed = 3, 3
     dataset, bag = tmp_path / "ros_reach", tmp_path / "ros_reach_bag"
     probe.watch(TWIST, m["TwistStamped"])
     probe.watch(f"{NAMESPACE}/reward/progress", m["Float32"])
     probe.watch(f"{NAMESPACE}/reward/success", m["Bool"])
-    probe.watch(f"{NAMESPACE}/episode/end", m["String"])
-    processes.start("monitor", "prism-reward-monitor", params_file=sim_yaml)
-    processes.start("recorder", "prism-ros-record", params_file=sim_yaml,
-                    params={"output": dataset, "mcap": bag, "episodes": 2})
+    # sim.yaml makes the twin hold episode 0 until the recorder and the policy are there
+    twin = processes.start("twin", "prism-sim-robot", params_file=sim_yaml,
+                           params={"seed": seed, "episodes": n_episodes})
     processes.start("policy", "prism-policy", params_file=sim_yaml)
-    # The first episode waits until the recorder subscribes to the cameras, so it records from frame 0
-    # (the scripted expert and the oracle monitor read the twin's state topics, not cameras).
-    processes.start("twin", "prism-sim-robot", params_file=sim_yaml, params={"seed": 3, "wait_for_subscribers": 1})
+    processes.start("monitor", "prism-reward-monitor", params_file=sim_yaml)
+    processes.start("recorder", "prism-ros-record", params_file=sim_yaml, params={"output": dataset, "mcap": bag})
 
+    assert probe.spin_until(lambda: twin.poll() is not None, timeout=180), (
+        "the twin did not finish its episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:])
+    assert twin.returncode == 0, processes.log("twin")[-3000:]
+    # the twin's own account of its session (the probe, which the twin does not wait for, may miss
+    # the first episode's messages)
+    twin_log = processes.log("twin")
+    assert re.findall(r"episodes ended: (\d+)", twin_log) == [str(n_episodes)], twin_log[-2000:]
+    assert re.findall(r"episode \d+ ended: (\w+)", twin_log) == ["success"] * n_episodes, twin_log[-2000:]
+    # the recorder closes the last episode on its next tick after episode/end; wait for its log line
     recorder = processes.procs["recorder"]
-    assert probe.spin_until(lambda: recorder.poll() is not None, timeout=150), (
-        "recorder did not finish 2 episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:])
-    assert recorder.returncode == 0, processes.log("recorder")[-3000:]
-    probe.spin(0.3)
-    ends = [msg.data for _, msg in probe.messages[f"{NAMESPACE}/episode/end"]]
-    assert all(e == "success" for e in ends), ends  # (the dataset below proves both episodes succeeded)
+    assert probe.spin_until(lambda: f"episode {n_episodes} recorded" in processes.log("recorder")
+                            or recorder.poll() is not None, timeout=30), processes.log("recorder")[-3000:]
+    assert processes.stop("recorder") == 0, processes.log("recorder")[-3000:]
     twists = [msg for _, msg in probe.messages[TWIST]]
     assert sum(_moving(t) for t in twists) >= 10, "the policy node sent (almost) no motion commands"
     speeds = [np.linalg.norm([t.twist.linear.x, t.twist.linear.y, t.twist.linear.z]) for t in twists]
@@ -74,25 +83,28 @@ def test_closed_loop_reach_monitor_and_recorder(processes, probe, tmp_path):
 
     import sim
 
-    reach = sim.make("reach", cameras=())
-    instructions = set(reach.unwrapped.instructions)
-    reach.close()
     ds = episodes.open_dataset(dataset)
-    assert ds.num_episodes == 2 and sorted(ds.cameras) == ["front", "side", "wrist"]
-    # Both episodes are complete from their first frame to the final one (the first episode once lost
-    # its opening frames: the recorder imported the dataset stack inside its first episode-start callback).
-    for index in range(2):
-        ep = ds.load_episode(index)
-        # ~13-18 frames at the twin's 20 Hz; the lost-start bug left 1-2 frames starting at progress 0.35-1.0
-        assert ep.length >= 8 and ep.task in instructions, f"episode {index}: {ep.length} frames"
-        assert ep.progress is not None and ep.progress[-1] > 0.95 and ep.progress[0] < 0.3, (
-            f"episode {index} ({ep.length} frames) progress {ep.progress}\n" + processes.log("recorder")[-3000:]
-            + processes.log("twin")[-2000:])
-        assert ep.success[-1] and ep.done[-1] and not ep.done[0]
-        assert np.allclose(ep.action[-1], 0.0)  # the final observation carries a zero action
-        assert np.abs(ep.action[:-1, :3]).max() > 0.1  # the expert's commands, back in action units
-        front = ep.frames["front"]
-        assert front.std() > 5 and np.abs(front[-1].astype(int) - front[0].astype(int)).mean() > 0.5
+    assert ds.num_episodes == n_episodes, (ds.num_episodes, processes.log("recorder")[-3000:])
+    assert sorted(ds.cameras) == ["front", "side", "wrist"]
+    reach = sim.make("reach", cameras=())
+    try:
+        for index in range(n_episodes):
+            reset_state, info = reach.reset(seed=seed + index)  # what the twin's episode `index` starts from
+            ep = ds.load_episode(index)
+            context = f"episode {index} ({ep.length} frames) progress {ep.progress}\n" + processes.log("recorder")[-2000:]
+            assert ep.task == info.get("task", reach.unwrapped.instruction), context
+            # frame 0: the arm at this episode's reset pose (each seed places it differently), progress at its start
+            np.testing.assert_allclose(ep.state[0, :7], reset_state["state"][:7], atol=2e-3, err_msg=context)
+            assert ep.progress is not None and ep.progress[0] <= info["progress"] + 0.05, context
+            # ... to the episode's end: ~13-18 frames at the twin's 20 Hz
+            assert ep.length >= 8 and ep.progress[-1] > 0.95 and ep.success[-1] and ep.outcome == "success", context
+            assert ep.done[-1] and not ep.done[:-1].any() and not ep.success[0]
+            assert np.allclose(ep.action[-1], 0.0)  # the final observation carries a zero action
+            assert np.abs(ep.action[:-1, :3]).max() > 0.1  # the expert's commands, back in action units
+            front = ep.frames["front"]
+            assert front.std() > 5 and np.abs(front[-1].astype(int) - front[0].astype(int)).mean() > 0.5
+    finally:
+        reach.close()
     # the MCAP bag holds the raw camera and joint messages
     from rosbags.rosbag2 import Reader
 
@@ -100,10 +112,12 @@ def test_closed_loop_reach_monitor_and_recorder(processes, probe, tmp_path):
         topics = {c.topic: c.msgcount for c in reader.connections}
     assert topics[f"{NAMESPACE}/front/image_raw"] > 10 and topics["/joint_states"] > 10
 
-    _score_with_prism_reward_eval(dataset, tmp_path)
+    _score_with_prism_reward_eval(dataset, tmp_path, n_episodes)
 
 
-def _score_with_prism_reward_eval(dataset: Path, tmp_path: Path) -> None:
+def _score_with_prism_reward_eval(dataset: Path, tmp_path: Path, n_episodes: int) -> None:
+    """The oracle scores the recorded episodes of an always-successful expert as 100 % successes
+    (a fake or truncated episode scores below)."""
     exe = Path(sys.executable).parent / "prism-reward"
     help_text = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120).stdout \
         if exe.exists() else ""
@@ -116,8 +130,12 @@ def _score_with_prism_reward_eval(dataset: Path, tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
-    assert report["n_episodes"] == 2 and not report["skipped"]
-    assert "voc_plus" in next(iter(report["models"].values()))["metrics"]
+    assert report["n_episodes"] == n_episodes and not report["skipped"]
+    metrics = next(iter(report["models"].values()))["metrics"]
+    assert "voc_plus" in metrics
+    scored = metrics["episodes"]
+    assert len(scored) == n_episodes and all(e["label_success"] and e["predicted_success"] for e in scored), scored
+    assert metrics["completion_accuracy"]["value"] == 1.0, metrics["completion_accuracy"]
 
 
 def _start_commanding_policy(processes, policy: str, extra: dict | None = None):
@@ -225,51 +243,120 @@ def test_bad_parameters_fail_clearly(processes, tmp_path):
     proc = processes.start("recorder", "prism-ros-record", params={})
     assert proc.wait(60) == 2
     assert "nothing to record into" in processes.log("recorder")
+    # a rate of 0 once crashed each node with a ZeroDivisionError traceback when it built its timer
+    for name, executable, params in (("rate_record", "prism-ros-record", {"output": str(tmp_path / "d"), "fps": 0}),
+                                     ("rate_monitor", "prism-reward-monitor", {"model": "oracle", "rate_hz": 0}),
+                                     ("rate_twin", "prism-sim-robot", {"real_time_factor": 0})):
+        proc = processes.start(name, executable, params=params)
+        assert proc.wait(60) == 2, processes.log(name)[-2000:]
+        assert processes.log(name).strip().splitlines()[-1].startswith(f"{executable}: error: parameter ")
+        assert "Traceback" not in processes.log(name)
+
+
+NODE_EXECUTABLES = ("prism-sim-robot", "prism-policy", "prism-reward-monitor", "prism-ros-record")
+
+
+def _run_node_cli(executable: str, *ros_args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / executable), "--ros-args", *ros_args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize("executable", NODE_EXECUTABLES)
+def test_params_file_errors_are_one_line(executable, ros_domain, tmp_path):
+    """A missing or unparsable ``--params-file`` (and a -p value rcl cannot parse) is one line on
+    stderr naming it, exit 2 -- not rcl's log line plus a traceback."""
+    missing = tmp_path / "missing.yaml"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("/**/node:\n  ros__parameters:\n    - [a\n")
+    for args, named in (
+        (["--params-file", str(missing)], str(missing)),
+        (["--params-file", str(broken)], str(broken)),
+        (["-p", "cameras:=[front, 3]"], "cameras:=[front, 3]"),
+    ):
+        run = _run_node_cli(executable, *args)
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 2 and len(lines) == 1, (args, run.returncode, run.stderr[-2000:])
+        assert lines[0].startswith(f"{executable}: error: ") and named in lines[0], lines
+
+
+class _DrivenRecorder:
+    """A RecorderNode on the probe's live rclpy node whose callbacks the test calls itself, in a
+    fixed order (no DDS timing); every message gets the next DDS publish time."""
+
+    def __init__(self, node, output: Path, **config) -> None:
+        from robot_bridge.recorder import RecorderConfig, RecorderNode
+
+        self.node = node
+        self.rec = RecorderNode(RecorderConfig(output=str(output), cameras=("front",), image_size=16, fps=20.0,
+                                               **config), node=node)
+        self.clock_ns = time.time_ns()
+        self.rng = np.random.default_rng(0)
+
+    def info(self) -> dict:
+        self.clock_ns += 1_000_000
+        return {"source_timestamp": self.clock_ns}
+
+    def frame(self, progress: float | None, success: bool | None = None, joint: float = 0.1,
+              published_ns: int | None = None) -> None:
+        """One robot step: image, joint state, pose, then (when given) its ground-truth labels, all
+        published now or at ``published_ns``."""
+        from geometry_msgs.msg import PoseStamped
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Bool, Float32
+
+        from robot_bridge.command_mapping import PANDA_FINGER_NAMES, PANDA_JOINT_NAMES
+        from robot_bridge.ros_utils import numpy_to_image
+
+        def info():
+            return self.info() if published_ns is None else {"source_timestamp": published_ns}
+
+        rec, stamp = self.rec, self.node.get_clock().now().to_msg()
+        rec._on_image("front", "front/image_raw",
+                      numpy_to_image(self.rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), stamp, "front"), info())
+        js = JointState(name=list(PANDA_JOINT_NAMES + PANDA_FINGER_NAMES), position=[joint] * 9, velocity=[0.0] * 9)
+        rec._on_joints("/joint_states", js, info())
+        rec._on_pose("ee_pose", PoseStamped(), info())
+        if progress is not None:
+            rec._on_gt_progress(Float32(data=progress), info())
+            rec._on_gt_success(Bool(data=bool(success)), info())
+
+    def start(self, instruction: str = "reach the yellow ball", published_ns: int | None = None) -> None:
+        from std_msgs.msg import String
+
+        info = self.info() if published_ns is None else {"source_timestamp": published_ns}
+        self.rec._on_episode_start(String(data=instruction), info)
+
+    def end(self, outcome: str = "success") -> None:
+        from std_msgs.msg import String
+
+        self.rec._on_episode_end(String(data=outcome))
 
 
 def test_recorder_rows_wait_for_this_episodes_labels(probe, tmp_path):
-    """The recorder's callbacks driven in a fixed order (no DDS timing): a frame sampled after an
-    episode start but before that episode's first ground-truth message is not recorded, an
-    episode/end is closed on the next tick with the labels that arrived after it, and every
-    episode of the session carries labels (an unlabelled first episode once made the writer
-    refuse the second one and the recorder crash)."""
-    from geometry_msgs.msg import PoseStamped
-    from sensor_msgs.msg import JointState
-    from std_msgs.msg import Bool, Float32, String
-
+    """The recorder's callbacks driven in a fixed order: a frame sampled after an episode start but
+    before that episode's first ground-truth message is not recorded, an episode/end is closed on
+    the next tick with the labels that arrived after it, and every episode of the session carries
+    labels (an unlabelled first episode once made the writer refuse the second one and the
+    recorder crash)."""
     import episodes
-    from robot_bridge.command_mapping import PANDA_FINGER_NAMES, PANDA_JOINT_NAMES
-    from robot_bridge.recorder import RecorderConfig, RecorderNode
-    from robot_bridge.ros_utils import numpy_to_image
 
-    node = probe.node  # a live rclpy node (the fixture owns its context); nothing is spun
     out = tmp_path / "rec"
-    rec = RecorderNode(RecorderConfig(output=str(out), cameras=("front",), image_size=16, fps=20.0), node=node)
-    rng = np.random.default_rng(0)
-
-    def frame(progress: float | None, success: bool | None = None) -> None:
-        stamp = node.get_clock().now().to_msg()
-        rec._on_image("front", "front/image_raw",
-                      numpy_to_image(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), stamp, "front"))
-        js = JointState(name=list(PANDA_JOINT_NAMES + PANDA_FINGER_NAMES), position=[0.1] * 9, velocity=[0.0] * 9)
-        rec._on_joints("/joint_states", js)
-        rec._on_pose("ee_pose", PoseStamped())
-        if progress is not None:
-            rec._on_gt_progress(Float32(data=progress))
-            rec._on_gt_success(Bool(data=bool(success)))
-
+    driven = _DrivenRecorder(probe.node, out)  # a live rclpy node (the fixture owns its context); nothing is spun
+    rec = driven.rec
     try:
         for episode in range(2):
-            frame(0.9, False)  # the previous state's labels, published before the start
-            rec._on_episode_start(String(data="reach the yellow ball"))
-            frame(None)  # images and joints of step 1 arrive before its labels ...
+            driven.frame(0.9, False)  # the previous state's labels, published before the start
+            driven.start()
+            driven.frame(None)  # images and joints of step 1 arrive before its labels ...
             rec._tick()  # ... so this sample waits
             assert len(rec._rows) == 0
-            for p in (0.1, 0.5, 0.9):
-                frame(p, False)
+            driven.frame(0.1, False)  # frame 0's labels complete it: sampled at once, not at the next tick
+            assert len(rec._rows) == 1
+            for p in (0.5, 0.9):
+                driven.frame(p, False)
                 rec._tick()
-            rec._on_episode_end(String(data="success"))  # the end overtakes the last labels
-            frame(1.0, True)
+            driven.end("success")  # the end overtakes the last labels
+            driven.frame(1.0, True)
             rec._tick()  # the final frame is sampled now, with them
             assert rec.episodes_written == episode + 1
     finally:
@@ -281,3 +368,48 @@ def test_recorder_rows_wait_for_this_episodes_labels(probe, tmp_path):
         np.testing.assert_allclose(ep.progress, [0.1, 0.5, 0.9, 1.0], atol=1e-6)
         assert list(ep.success) == [False, False, False, True] and ep.outcome == "success"
         assert ep.done[-1] and np.allclose(ep.action[-1], 0.0)
+
+
+def test_recorder_records_only_episodes_it_saw_start(probe, tmp_path):
+    """The lost/fake first episode: a recorder that subscribes after the twin published an episode
+    start still receives it (latched). That episode began before the recorder was listening, so it
+    is skipped -- the frames that follow (the idle arm after it ended) once became a fake episode
+    0. Frames published before a start never enter its episode, whatever order they are handled
+    in, and an episode still open at shutdown is not written."""
+    import episodes
+
+    out = tmp_path / "rec"
+    driven = _DrivenRecorder(probe.node, out)
+    rec = driven.rec
+    stale_start_ns = driven.clock_ns - 5_000_000_000  # published 5 s before the recorder subscribed
+    try:
+        driven.frame(1.0, True, joint=0.5)  # the idle arm after the twin's episode 1 succeeded ...
+        driven.start(published_ns=stale_start_ns)  # ... and episode 1's latched start, delivered now
+        for _ in range(11):
+            driven.frame(1.0, True, joint=0.5)
+            rec._tick()
+        assert not rec._episode_open and rec._rows == []
+        # the live episode 2; a frozen frame published just before its start is handled after it
+        frozen_ns = driven.info()["source_timestamp"]
+        driven.start()
+        driven.frame(1.0, True, joint=0.5, published_ns=frozen_ns)
+        rec._tick()
+        assert rec._rows == [], "a frame published before the start entered the episode"
+        for p in (0.0, 0.4, 0.8):
+            driven.frame(p, False, joint=0.1)
+            rec._tick()
+        driven.end("success")
+        driven.frame(1.0, True, joint=0.2)
+        rec._tick()
+        assert rec.episodes_written == 1
+        driven.start()  # episode 3 is stopped half-way by the shutdown below
+        for p in (0.0, 0.3):
+            driven.frame(p, False)
+            rec._tick()
+    finally:
+        rec.close()
+    ds = episodes.open_dataset(out)
+    assert ds.num_episodes == 1
+    ep = ds.load_episode(0)
+    assert ep.progress[0] == 0.0 and ep.progress[-1] == 1.0 and ep.outcome == "success"
+    np.testing.assert_allclose(ep.state[0, :7], 0.1, atol=1e-6)  # frame 0 of episode 2, not the idle arm

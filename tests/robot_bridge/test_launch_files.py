@@ -169,6 +169,11 @@ def test_sim_launch_builds_the_loop(monkeypatch, tmp_path):
     assert nodes[1].kwargs["parameters"][1] == {"policy": "expert:push"}
     assert nodes[2].kwargs["parameters"][1] == {"model": "oracle"}
     assert all(n.kwargs["namespace"] == "prism" for n in nodes)
+    # sim.yaml holds the twin's first episode for a recorder; without one nothing would come
+    twin_yaml = yaml.safe_load(Path(params_file).read_text())["/**/prism_sim_robot"]["ros__parameters"]
+    assert twin_yaml["wait_for_subscribers"] == 1 and twin_yaml["wait_for_commander"] is True
+    assert nodes[0].kwargs["parameters"][2:] == []
+    assert _run(module)[0].kwargs["parameters"][2:] == [{"wait_for_subscribers": 0}]
 
 
 def test_robot_launch_per_arm(monkeypatch):
