@@ -81,6 +81,13 @@ class GRMConfig:
     """Attention heads of the cross-view fusion."""
     text_dim: int = 64
     """Width of the instruction embedding."""
+    text_encoder: str = "words"
+    """How instructions are read. ``words``: a learned vector per word of :attr:`vocabulary`
+    (words outside it read as ``<unk>``; checkpoints before this option). ``sentence:minilm`` (the
+    packaged all-MiniLM-L6-v2) or ``sentence:<local dir>`` (any transformers text encoder): a frozen
+    pretrained sentence encoder under a learned projection, so paraphrases and unseen words land
+    near known ones (:mod:`reward_models.text_encoders`). Loading such a checkpoint needs that
+    encoder; it is never downloaded."""
     vocabulary: list[str] = field(default_factory=lambda: [PAD, UNK])
     """Instruction words (index = token id); unknown words map to ``<unk>``."""
     conditioning: str = "pooled"
@@ -138,6 +145,9 @@ class GRMConfig:
         if self.embed_dim % self.view_heads:
             raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by view_heads ({self.view_heads})")
         self.vocabulary = build_vocabulary([], self.vocabulary)
+        if self.text_encoder != "words" and not self.text_encoder.startswith("sentence:"):
+            raise ValueError(f"GRMConfig.text_encoder must be 'words', 'sentence:minilm' or "
+                             f"'sentence:<local dir>', got {self.text_encoder!r}")
         if self.canonical_colors is not None:
             self.color_channels()  # validates
             if self.conditioning != "pooled":
@@ -169,11 +179,16 @@ class GRMConfig:
     def token_ids(self, text: str) -> list[int]:
         """Token ids of an instruction (``<unk>`` = 1 for words outside the vocabulary)."""
         index = {w: i for i, w in enumerate(self.vocabulary)}
-        words = tokenize(text)
-        if self._reads_exchanged(words):  # the named colour is canonical in the text as in the image
-            a, b, _, _ = self.color_channels()
-            words = [a if w == b else w for w in words]
-        return [index.get(w, 1) for w in words] or [1]
+        return [index.get(w, 1) for w in tokenize(self.canonical_text(text))] or [1]
+
+    def canonical_text(self, text: str) -> str:
+        """The instruction as the model reads it: with colour-canonical encoding on, an instruction
+        that reads the exchanged frames has its colour word exchanged too (``blue`` -> ``red``), so
+        the named colour is canonical in the text as in the image."""
+        if not self._reads_exchanged(tokenize(text)):
+            return text
+        a, b, _, _ = self.color_channels()
+        return re.sub(rf"\b{b}\b", a, text, flags=re.IGNORECASE)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

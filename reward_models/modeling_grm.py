@@ -40,6 +40,7 @@ from torch import nn
 
 from reward_models.base import NON_IMAGE_KEYS, Observation, ProgressModel
 from reward_models.configuration_grm import GRMConfig, build_vocabulary, parse_backbone
+from reward_models.text_encoders import load_sentence_encoder
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -286,11 +287,12 @@ class GRM(nn.Module):
         if self.spatial:
             n_tok = config.token_grid**2 if config.backbone_kind == "conv" else 1
             self.token_pos = nn.Parameter(torch.randn(n_tok, d) * 0.02)
-            self.word_embed = nn.Embedding(len(config.vocabulary), t, padding_idx=0)
-            self.word_pos = nn.Parameter(torch.randn(config.max_words, t) * 0.02)
-            # Two attention heads over words: a salient word can take a head's whole weight.
-            self.word_attn = nn.Linear(t, 2)
-            self.text_proj = nn.Sequential(nn.Linear(3 * t, t), nn.GELU())
+            if config.text_encoder == "words":
+                self.word_embed = nn.Embedding(len(config.vocabulary), t, padding_idx=0)
+                self.word_pos = nn.Parameter(torch.randn(config.max_words, t) * 0.02)
+                # Two attention heads over words: a salient word can take a head's whole weight.
+                self.word_attn = nn.Linear(t, 2)
+                self.text_proj = nn.Sequential(nn.Linear(3 * t, t), nn.GELU())
             self.text_query = nn.Linear(t, config.text_queries * d)
             self.query_base = nn.Parameter(torch.randn(config.text_queries, d) * 0.02)
             # FiLM on every cached spatial token: the instruction rescales channels per location
@@ -303,8 +305,14 @@ class GRM(nn.Module):
             self.fuse_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
             self.fuse_attn = nn.MultiheadAttention(d, config.view_heads, batch_first=True)
             self.fuse_norm = nn.LayerNorm(d)
-            self.word_embed = nn.EmbeddingBag(len(config.vocabulary), t, mode="mean", padding_idx=0)
-            self.text_proj = nn.Sequential(nn.Linear(t, t), nn.GELU())
+            if config.text_encoder == "words":
+                self.word_embed = nn.EmbeddingBag(len(config.vocabulary), t, mode="mean", padding_idx=0)
+                self.text_proj = nn.Sequential(nn.Linear(t, t), nn.GELU())
+        if config.text_encoder != "words":
+            # Frozen and outside the state dict (a plain attribute, not a submodule): the checkpoint
+            # records the encoder's spec instead of carrying its 90 MB of weights.
+            self.sentence_encoder = load_sentence_encoder(config.text_encoder)
+            self.sentence_proj = nn.Sequential(nn.Linear(self.sentence_encoder.dim, t), nn.GELU(), nn.Linear(t, t))
         self.null_start = nn.Parameter(torch.zeros(d))
         self.null_goal = nn.Parameter(torch.zeros(d))
         # FiLM: the instruction scales/shifts the visual features, so "is this progress *for
@@ -400,8 +408,13 @@ class GRM(nn.Module):
         return torch.tensor([self.config.reads_exchanged(t) for t in texts], dtype=torch.bool,
                             device=self.null_start.device)
 
-    def encode_text(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """(B, text_dim) instruction embeddings."""
         device = self.null_start.device
+        if self.config.text_encoder != "words":
+            sentences = self.sentence_encoder.encode([self.config.canonical_text(t) for t in texts])
+            return self.sentence_proj(sentences.to(device))
+        token_ids = [self.config.token_ids(t) for t in texts]
         if self.spatial:
             longest = max(len(ids) for ids in token_ids)
             ids = torch.zeros(len(token_ids), longest, dtype=torch.long, device=device)
@@ -421,7 +434,10 @@ class GRM(nn.Module):
 
     def extend_vocabulary(self, instructions: Sequence[str]) -> list[str]:
         """Add the words of new instructions (one-shot adaptation); returns the added words.
-        New word vectors start at the ``<unk>`` vector, i.e. at what the model did for them so far."""
+        New word vectors start at the ``<unk>`` vector, i.e. at what the model did for them so far.
+        A sentence-encoder text side has no vocabulary: nothing to add."""
+        if self.config.text_encoder != "words":
+            return []
         old = self.config.vocabulary
         new_vocab = build_vocabulary(list(instructions), old)
         added = new_vocab[len(old):]
@@ -555,7 +571,7 @@ class GRMProgressModel(ProgressModel):
         missing = [t for t in dict.fromkeys(tasks) if t not in self._text_cache]
         if missing:
             with torch.no_grad():
-                emb = self.model.encode_text([self.model.config.token_ids(t) for t in missing])
+                emb = self.model.encode_text(missing)
             for t, e in zip(missing, emb):
                 self._text_cache[t] = e
         return torch.stack([self._text_cache[t] for t in tasks])
