@@ -18,6 +18,7 @@ from .env import ACTION_MODES, PandaEnv  # noqa: E402
 from .randomization import DomainRandomization  # noqa: E402
 from .scene import CAMERA_NAMES, PANDA_XML_ENV_VAR, resolve_panda_xml  # noqa: E402
 from .tasks import PandaDrawerOpenEnv, PandaPickPlaceEnv, PandaPushEnv, PandaReachEnv  # noqa: E402
+from .world import WORLD_SPLITS, WORLDS  # noqa: E402
 
 TASKS: dict[str, str] = {
     "reach": "prism/PandaReach-v0",
@@ -71,9 +72,15 @@ def make(
     max_episode_steps: int | None = None,
     domain_randomization: DomainRandomization | bool | None = None,
     panda_xml: str | os.PathLike | None = None,
+    world: str = "default",
+    world_split: str | None = None,
     **kwargs: Any,
 ) -> gym.Env:
-    """Create a task env through ``gymnasium.make`` (so it carries the usual wrappers and TimeLimit)."""
+    """Create a task env through ``gymnasium.make`` (so it carries the usual wrappers and TimeLimit).
+
+    ``world="varied"`` draws a procedural scene variant at every reset (``sim/world.py``), from the
+    ``world_split`` "train" (default) or "heldout" values; ``world="default"`` is the fixed scene.
+    """
     short = resolve_task(task)
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)
@@ -84,6 +91,8 @@ def make(
         action_mode=action_mode,
         domain_randomization=domain_randomization,
         panda_xml=panda_xml,
+        world=world,
+        world_split=world_split,
         **kwargs,
     )
 
@@ -91,5 +100,5 @@ def make(
 __all__ = [
     "ACTION_MODES", "CAMERA_NAMES", "DomainRandomization", "MAX_EPISODE_STEPS", "PANDA_XML_ENV_VAR",
     "PandaDrawerOpenEnv", "PandaEnv", "PandaPickPlaceEnv", "PandaPushEnv", "PandaReachEnv", "TASKS",
-    "TASK_CLASSES", "make", "resolve_panda_xml", "resolve_task",
+    "TASK_CLASSES", "WORLDS", "WORLD_SPLITS", "make", "resolve_panda_xml", "resolve_task",
 ]

@@ -7,6 +7,7 @@ sampler, the instructions, the success predicate and the staged ground-truth pro
 from __future__ import annotations
 
 import atexit
+import copy
 import importlib.util
 import os
 import sys
@@ -22,6 +23,7 @@ from gymnasium import spaces  # noqa: E402
 
 from .randomization import DomainRandomization, Randomizer  # noqa: E402
 from .scene import CAMERA_NAMES, FINGER_MAX, Scene  # noqa: E402
+from .world import VariedWorld, check_world  # noqa: E402
 
 ACTION_MODES = ("ee_delta", "joint")
 
@@ -112,6 +114,9 @@ class PandaEnv(gym.Env):
     (``joint``): 8-D in [-1, 1], absolute joint targets normalised over the joint limits + gripper.
     ``info`` on reset and every step: ``progress`` (ground-truth Φ in [0, 1]), ``stage``,
     ``stage_name``, ``is_success``, ``task`` (this episode's instruction).
+
+    ``world="varied"`` draws a new scene variant at every reset (``sim/world.py``; ``world_split``
+    "train" or "heldout"); the reset ``info`` then carries it as ``info["world"]``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -150,6 +155,10 @@ class PandaEnv(gym.Env):
     def _object_geom_names(self) -> list[str]:
         return []
 
+    def _clutter_keep_clear(self) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """Table areas clutter must keep out of (varied world): segments (a, b) in xy with a radius."""
+        return []
+
     # --- construction ------------------------------------------------------------------------------
     def __init__(
         self,
@@ -159,6 +168,8 @@ class PandaEnv(gym.Env):
         domain_randomization: DomainRandomization | bool | None = None,
         panda_xml: str | os.PathLike | None = None,
         render_mode: str | None = None,
+        world: str = "default",
+        world_split: str | None = None,
     ):
         if isinstance(cameras, str):
             cameras = (cameras,)
@@ -186,9 +197,19 @@ class PandaEnv(gym.Env):
         self.action_mode = action_mode
         self.render_mode = render_mode
         self.domain_randomization = domain_randomization
+        split = check_world(world, world_split)
+        if split is not None and domain_randomization is not None:
+            raise ValueError("domain_randomization cannot be combined with world='varied', which already "
+                             "varies lighting, colours and cameras")
+        self.world = world
+        self.world_split = split
+        self.world_variant: dict[str, Any] | None = None
 
         scene = Scene(panda_xml=panda_xml, offscreen_size=self.image_hw)
         self._build_props(scene)
+        self._world = None if split is None else VariedWorld(self.task_name, split)
+        if self._world is not None:
+            self._world.add_to_scene(scene)
         self.model = scene.compile()
         self.data = mujoco.MjData(self.model)
         self.panda_xml_path = scene.panda_path
@@ -217,10 +238,14 @@ class PandaEnv(gym.Env):
         self.control_dt = m.opt.timestep * CONTROL_SUBSTEPS
         self._home_ee, self._target_rot = self._home_pose()
         self._ee_target = self._home_ee.copy()
-        object_geoms = [m.geom(n).id for n in self._object_geom_names()]
-        table_geoms = [m.geom("table").id]
-        self._randomizer = Randomizer(m, domain_randomization, object_geoms, table_geoms,
-                                      [self._camera_ids["front"], self._camera_ids["side"]])
+        self._randomizer: Randomizer | None = None
+        if self._world is not None:
+            self._world.bind(m)
+        else:
+            object_geoms = [m.geom(n).id for n in self._object_geom_names()]
+            table_geoms = [m.geom("table").id]
+            self._randomizer = Randomizer(m, domain_randomization, object_geoms, table_geoms,
+                                          [self._camera_ids["front"], self._camera_ids["side"]])
         self._renderer: mujoco.Renderer | None = None
         self._render_hw: tuple[int, int] | None = None
 
@@ -318,6 +343,11 @@ class PandaEnv(gym.Env):
         d.ctrl[self._arm_act] = d.qpos[self._qadr]
         d.ctrl[self._finger_act] = FINGER_MAX
         mujoco.mj_kinematics(m, d)
+        if self._world is not None:
+            # The world variant has a stream of its own: the same seed gives the same variant.
+            world_rng = np.random.default_rng([episode_seed, 2])
+            self.world_variant = self._world.draw(world_rng)
+            self._world.apply(self.world_variant)
         self._reset_task(task_rng)
         self.instructions = self._format_instructions()
         instruction = options.get("instruction")
@@ -326,7 +356,12 @@ class PandaEnv(gym.Env):
         elif not isinstance(instruction, str) or not instruction.strip():
             raise ValueError(f"options['instruction'] must be a non-empty string, got {instruction!r}")
         self.instruction = instruction
-        self._randomizer.apply(dr_rng)
+        if self._world is None:
+            self._randomizer.apply(dr_rng)
+        else:
+            self._world.place_clutter(d, self.world_variant, world_rng, self._clutter_keep_clear())
+            if self._renderer is not None:
+                self._world.upload_textures(self._renderer)
         mujoco.mj_forward(m, d)
         # Let props settle onto the table under the servo before the first observation.
         mujoco.mj_step(m, d, nstep=10)
@@ -335,7 +370,16 @@ class PandaEnv(gym.Env):
         self._ee_target = self.ee_pos
         self._after_settle()
         obs = self._get_obs()
-        return obs, self.progress_info()
+        info = self.progress_info()
+        if self.world_variant is not None:
+            info["world"] = self.world_params()
+        return obs, info
+
+    def world_params(self) -> dict[str, Any]:
+        """This episode's world variant as JSON-serialisable data (``{"world": "default"}`` by default)."""
+        if self.world_variant is None:
+            return {"world": self.world}
+        return copy.deepcopy(self.world_variant)
 
     def _check_action(self, action) -> np.ndarray:
         try:

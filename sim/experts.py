@@ -19,8 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from .env import EE_STEP_M
-from .tasks import (BLOCK_HALF, DRAWER_OPEN, LIFT_HEIGHT, PUSH_EE_HEIGHT, PUSH_OFFSET, PandaDrawerOpenEnv,
-                    PandaEnv, PandaPickPlaceEnv, PandaPushEnv, PandaReachEnv)
+from .tasks import (DRAWER_OPEN, LIFT_HEIGHT, PUSH_EE_HEIGHT, PandaDrawerOpenEnv, PandaEnv, PandaPickPlaceEnv, PandaPushEnv, PandaReachEnv)
 
 POLICIES = ("expert", "noisy", "random", "partial", "stall", "wrong-object", "wrong-target", "rewind",
             "failure-mix")
@@ -118,7 +117,9 @@ class PushExpert(ScriptedPolicy):
         delta = target[:2] - block[:2]
         dist = float(np.linalg.norm(delta))
         direction = delta / max(dist, 1e-6)
-        pre = block[:2] - direction * PUSH_OFFSET
+        # the block's size is the episode's (the varied world draws it)
+        half, push_offset = self.u.block_half, self.u.push_offset
+        pre = block[:2] - direction * push_offset
         if self.returning and (self.phase == "home" or dist < 0.02):
             # block is back where it started: lift off and return the hand to its start pose
             self.phase = "home"
@@ -127,7 +128,7 @@ class PushExpert(ScriptedPolicy):
         rel = ee[:2] - block[:2]
         lateral = abs(direction[0] * rel[1] - direction[1] * rel[0])
         along = float(direction @ rel)
-        if self.phase == "push" and (lateral > 0.02 or along > -BLOCK_HALF or along < -PUSH_OFFSET - 0.05):
+        if self.phase == "push" and (lateral > 0.02 or along > -half or along < -push_offset - 0.05):
             self.phase = "retreat"
         if self.phase == "retreat":
             if ee[2] > SAFE_Z - 0.02:
@@ -150,7 +151,7 @@ class PushExpert(ScriptedPolicy):
         if dist < 0.004:  # arrived (only reached when success does not end the episode)
             return np.r_[0.0, 0.0, 0.0, CLOSED]
         # Aim through the pre-push point of the *current* block pose: corrects drift sideways.
-        goal = pre + direction * (PUSH_OFFSET - BLOCK_HALF - 0.008 + min(0.025, dist))
+        goal = pre + direction * (push_offset - half - 0.008 + min(0.025, dist))
         return np.r_[_toward(ee, [goal[0], goal[1], PUSH_EE_HEIGHT]), CLOSED]
 
 
@@ -158,7 +159,6 @@ class PickPlaceExpert(ScriptedPolicy):
     """Above block -> descend -> close -> lift -> carry -> lower -> release -> retreat."""
 
     CLOSE_STEPS = 6
-    CARRY_Z = BLOCK_HALF + LIFT_HEIGHT + 0.04
 
     def __init__(self, env, seed=0, noise=0.0, block=None, target=None, block_color=None, rewind=False):
         super().__init__(env, seed, noise)
@@ -179,7 +179,9 @@ class PickPlaceExpert(ScriptedPolicy):
 
     def _act(self, obs, info):
         ee, block, target = self.u.ee_pos, self.block(), self.target()
-        if self.phase in ("lift", "carry", "lower") and not self._grasped() and block[2] < BLOCK_HALF + 0.005:
+        half = self.u.block_half_height  # the episode's block (the varied world draws its size)
+        carry_z = half + LIFT_HEIGHT + 0.04  # carry height of the block's centre
+        if self.phase in ("lift", "carry", "lower") and not self._grasped() and block[2] < half + 0.005:
             self.phase = "above"  # dropped it: start over
         if self.phase == "above":
             goal = [block[0], block[1], block[2] + 0.1]
@@ -202,21 +204,21 @@ class PickPlaceExpert(ScriptedPolicy):
             else:
                 return np.r_[_toward(ee, block), CLOSED]
         if self.phase == "lift":
-            if block[2] >= BLOCK_HALF + LIFT_HEIGHT + 0.02:
+            if block[2] >= half + LIFT_HEIGHT + 0.02:
                 self.phase = "carry"
             else:
-                return np.r_[_toward(ee, [ee[0], ee[1], self.CARRY_Z + ee[2] - block[2] + BLOCK_HALF]), CLOSED]
+                return np.r_[_toward(ee, [ee[0], ee[1], carry_z + ee[2] - block[2] + half]), CLOSED]
         offset = ee - block  # grasp offset: steer the *block* to its goal
         if self.phase == "carry":
             if np.linalg.norm(block[:2] - target[:2]) < 0.01:
                 self.phase = "lower"
             else:
-                return np.r_[_toward(ee, np.r_[target[:2], self.CARRY_Z] + offset), CLOSED]
+                return np.r_[_toward(ee, np.r_[target[:2], carry_z] + offset), CLOSED]
         if self.phase == "lower":
-            if block[2] < BLOCK_HALF + 0.004:
+            if block[2] < half + 0.004:
                 self.phase, self.count = "release", 0
             else:
-                return np.r_[_toward(ee, np.r_[target[:2], BLOCK_HALF] + offset), CLOSED]
+                return np.r_[_toward(ee, np.r_[target[:2], half] + offset), CLOSED]
         if self.phase == "release":
             self.count += 1
             if self.count > 4:

@@ -23,6 +23,12 @@ ARM_PREFIX = "panda/"
 
 CAMERA_NAMES = ("front", "side", "wrist")
 """Cameras every scene provides."""
+FIXED_CAMERAS = {
+    "front": ((1.2, 0.0, 0.62), (0.4, 0.0, 0.12), 50.0),
+    "side": ((0.5, -0.85, 0.55), (0.45, 0.0, 0.12), 55.0),
+}
+"""Cameras fixed in the world: position, point looked at, vertical field of view (degrees).
+"front" faces the robot from across the table, "side" looks from its right."""
 
 # Table top is the plane z = 0; the arm base stands on it at the origin.
 TABLE_CENTER_XY = (0.45, 0.0)
@@ -168,10 +174,8 @@ class Scene:
                         diffuse=[0.65, 0.65, 0.65], specular=[0.2, 0.2, 0.2], castshadow=False)
         world.add_light(name="fill_light", pos=[0.0, 1.0, 1.5], dir=[0.3, -0.6, -0.7],
                         diffuse=[0.3, 0.3, 0.3], specular=[0.0, 0.0, 0.0], castshadow=False)
-        # Fixed cameras: "front" faces the robot from across the table, "side" looks from its right.
-        front_pos, side_pos = [1.2, 0.0, 0.62], [0.5, -0.85, 0.55]
-        world.add_camera(name="front", pos=front_pos, quat=lookat_quat(front_pos, [0.4, 0, 0.12]), fovy=50)
-        world.add_camera(name="side", pos=side_pos, quat=lookat_quat(side_pos, [0.45, 0, 0.12]), fovy=55)
+        for name, (pos, lookat, fovy) in FIXED_CAMERAS.items():
+            world.add_camera(name=name, pos=list(pos), quat=lookat_quat(pos, lookat), fovy=fovy)
         self.arm = self._attach_arm()
 
     def _attach_arm(self) -> ArmNames:

@@ -14,6 +14,8 @@ import numpy as np
 
 from .env import PandaEnv
 from .scene import FINGER_MAX, Scene
+from .world import (BLOCK_BODY, MARKER_NOUNS, OTHER_BLOCK_BODY, SHAPE_NOUNS, TARGET_NOUNS, horizontal_radius,
+                    instruction_variants, segment_distance)
 
 BLOCK_HALF = 0.02
 """Half edge of the cubes (m)."""
@@ -29,7 +31,9 @@ STAGE_REACH_TOLERANCE = 0.03
 """Distance at which a reach stage counts as done (m)."""
 PUSH_EE_HEIGHT = 0.02
 """Grip-point height while pushing (fingertips about 1 cm above the table)."""
-PUSH_OFFSET = BLOCK_HALF + 0.03
+PUSH_CLEARANCE = 0.03
+"""Gap between the block's side and the pre-push point (m)."""
+PUSH_OFFSET = BLOCK_HALF + PUSH_CLEARANCE
 """Pre-push point: this far behind the block centre, opposite the target direction (m)."""
 LIFT_HEIGHT = 0.08
 """Pick-and-place: how high the block must be lifted to finish the lift stage (m)."""
@@ -48,6 +52,10 @@ def _approach_fraction(d: float, d0: float, tol: float) -> float:
     return _clip01((d0 - d) / max(d0 - tol, 1e-6))
 
 
+CLUTTER_CLEARANCE = 0.09
+"""Varied world: how far clutter stays from the task's objects and the hand's paths (m)."""
+
+
 class PandaReachEnv(PandaEnv):
     """Move the grip point to a floating yellow marker."""
 
@@ -59,9 +67,27 @@ class PandaReachEnv(PandaEnv):
         "touch the yellow marker with the gripper",
         "put the gripper tip on the yellow ball",
     )
+    varied_instruction_templates = (
+        "reach the {color} {noun}",
+        "move the gripper to the {color} {noun}",
+        "touch the {color} {noun} with the gripper",
+        "put the gripper tip on the {color} {noun}",
+        "go to the {color} {noun}",
+        "bring the hand to the {color} {noun}",
+    )
 
     def _build_props(self, scene: Scene) -> None:
         scene.add_marker("marker", 0.02, MARKER_RGBA)
+
+    def _format_instructions(self) -> list[str]:
+        if self.world_variant is None:
+            return list(self.instruction_templates)
+        return instruction_variants(self.varied_instruction_templates,
+                                    color=[self.world_variant["marker"]["color"]], noun=MARKER_NOUNS)
+
+    def _clutter_keep_clear(self):
+        ee, goal = self.ee_pos[:2], self.goal_pos[:2]
+        return [(ee, goal, CLUTTER_CLEARANCE), (goal, goal, CLUTTER_CLEARANCE + 0.02)]
 
     def _object_geom_names(self) -> list[str]:
         return ["marker_geom"]
@@ -103,23 +129,48 @@ class _BlockTask(PandaEnv):
     """
 
     def _build_props(self, scene: Scene) -> None:
-        for color, rgba in BLOCK_COLORS.items():
-            scene.add_block(f"{color}_block", BLOCK_HALF, rgba)
+        if self.world == "varied":  # shape, size and colour are the world variant's, set at reset
+            bodies = (BLOCK_BODY, OTHER_BLOCK_BODY)
+            for body, rgba in zip(bodies, BLOCK_COLORS.values()):
+                scene.add_block(body, BLOCK_HALF, rgba)
+        else:
+            bodies = tuple(f"{color}_block" for color in BLOCK_COLORS)
+            for color, rgba in BLOCK_COLORS.items():
+                scene.add_block(f"{color}_block", BLOCK_HALF, rgba)
         scene.add_target("target", TARGET_RADIUS, TARGET_RGBA)
         self.block_color = "red"
         self.distractor_color = "blue"
+        self._block_bodies = dict(zip(BLOCK_COLORS, bodies))
+        """Colour name -> body of the block wearing it (this episode)."""
+        self._set_block_size(BLOCK_HALF, BLOCK_HALF, BLOCK_HALF)
+
+    def _set_block_size(self, horizontal: float, grip: float, height: float) -> None:
+        self.block_half = horizontal
+        """Largest horizontal half extent of the task block (m): how far behind its centre to push."""
+        self.block_grip_half = grip
+        """Half of the block's width between the fingers (m)."""
+        self.block_half_height = height
+        """Half height of the task block (m): its centre's height when it rests on the table."""
+        self.push_offset = horizontal + PUSH_CLEARANCE
+        """Pre-push point: this far behind the block centre, opposite the target direction (m)."""
 
     def _object_geom_names(self) -> list[str]:
         return [f"{c}_block_geom" for c in BLOCK_COLORS] + ["target_geom"]
 
     def _format_instructions(self) -> list[str]:
-        return [t.format(color=self.block_color) for t in self.instruction_templates]
+        variant = self.world_variant
+        if variant is None:
+            return [t.format(color=self.block_color) for t in self.instruction_templates]
+        return instruction_variants(
+            self.varied_instruction_templates, color=[variant["block"]["color"]],
+            noun=SHAPE_NOUNS[variant["block"]["shape"]], target=TARGET_NOUNS[variant["target"]["shape"]],
+            target_color=[variant["target"]["color"]])
 
     def _task_state_names(self) -> list[str]:
         return [f"{who}_{ax}" for who in ("block", "distractor", "target") for ax in "xyz"]
 
     def _block_qadr(self, color: str) -> int:
-        return int(self.model.jnt_qposadr[self.model.joint(f"{color}_block_free").id])
+        return int(self.model.jnt_qposadr[self.model.joint(f"{self._block_bodies[color]}_free").id])
 
     def block_pos_of(self, color: str) -> np.ndarray:
         a = self._block_qadr(color)
@@ -139,23 +190,31 @@ class _BlockTask(PandaEnv):
         return self.data.mocap_pos[m.body_mocapid[m.body("target").id]].copy()
 
     def block_geoms(self, color: str | None = None) -> set[int]:
-        return {self.model.geom(f"{color or self.block_color}_block_geom").id}
+        return {self.model.geom(f"{self._block_bodies[color or self.block_color]}_geom").id}
 
     def _task_state(self) -> np.ndarray:
         return np.concatenate([self.block_pos, self.distractor_pos, self.target_pos])
 
     def _place_block(self, color: str, xy: np.ndarray, yaw: float) -> None:
         a = self._block_qadr(color)
-        self.data.qpos[a:a + 3] = [xy[0], xy[1], BLOCK_HALF]
+        self.data.qpos[a:a + 3] = [xy[0], xy[1], self.block_half_height]
         self.data.qpos[a + 3:a + 7] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
 
     def _sample_layout(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def _reset_task(self, rng: np.random.Generator) -> None:
-        colors = list(BLOCK_COLORS)
-        self.block_color = colors[int(rng.integers(len(colors)))]
-        self.distractor_color = next(c for c in colors if c != self.block_color)
+        variant = self.world_variant
+        if variant is None:
+            colors = list(BLOCK_COLORS)
+            self.block_color = colors[int(rng.integers(len(colors)))]
+            self.distractor_color = next(c for c in colors if c != self.block_color)
+        else:
+            block, other = variant["block"], variant["other_block"]
+            self.block_color, self.distractor_color = block["color"], other["color"]
+            self._block_bodies = {self.block_color: BLOCK_BODY, self.distractor_color: OTHER_BLOCK_BODY}
+            a, b, c = block["half_extents"]
+            self._set_block_size(max(a, b), a, c)
         block, distractor, target = self._sample_layout(rng)
         self._place_block(self.block_color, block, rng.uniform(-0.3, 0.3))
         self._place_block(self.distractor_color, distractor, rng.uniform(-0.3, 0.3))
@@ -165,13 +224,13 @@ class _BlockTask(PandaEnv):
     def _success(self) -> bool:
         block = self.block_pos
         return (float(np.linalg.norm(block[:2] - self.target_pos[:2])) < PLACE_TOLERANCE
-                and block[2] < BLOCK_HALF + 0.01)
+                and block[2] < self.block_half_height + 0.01)
 
-
-def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    ab = b - a
-    t = np.clip(np.dot(p - a, ab) / max(np.dot(ab, ab), 1e-12), 0.0, 1.0)
-    return float(np.linalg.norm(p - (a + t * ab)))
+    def _clutter_keep_clear(self):
+        block, other, target = self.block_pos[:2], self.distractor_pos[:2], self.target_pos[:2]
+        other_radius = horizontal_radius(*(self.world_variant["other_block"][k] for k in ("shape", "half_extents")))
+        return [(block, target, CLUTTER_CLEARANCE), (block, block, CLUTTER_CLEARANCE + 0.02),
+                (target, target, CLUTTER_CLEARANCE), (other, other, other_radius + 0.03)]
 
 
 class PandaPushEnv(_BlockTask):
@@ -185,6 +244,22 @@ class PandaPushEnv(_BlockTask):
         "push the {color} cube onto the green disc",
         "move the {color} block to the green target by pushing it",
     )
+    varied_instruction_templates = (
+        "push the {color} {noun} onto the {target_color} {target}",
+        "slide the {color} {noun} onto the {target}",
+        "slide the {color} {noun} over to the {target_color} {target}",
+        "move the {color} {noun} to the {target_color} {target} by pushing it",
+        "push the {color} {noun} to the {target}",
+        "shove the {color} {noun} onto the {target_color} {target}",
+        "nudge the {color} {noun} until it sits on the {target}",
+    )
+
+    def _clutter_keep_clear(self):
+        # the hand comes down behind the block and sweeps along the block -> target line
+        direction = self.target_pos[:2] - self.block_pos[:2]
+        direction /= max(float(np.linalg.norm(direction)), 1e-6)
+        behind = self.block_pos[:2] - direction * (self.push_offset + 0.05)
+        return super()._clutter_keep_clear() + [(behind, self.target_pos[:2], CLUTTER_CLEARANCE)]
 
     def _sample_layout(self, rng):
         for _ in range(10000):
@@ -193,12 +268,12 @@ class PandaPushEnv(_BlockTask):
             dist = np.linalg.norm(target - block)
             if not 0.12 <= dist <= 0.22:
                 continue
-            pre = block - (target - block) / dist * PUSH_OFFSET
+            pre = block - (target - block) / dist * self.push_offset
             if not (0.33 <= pre[0] <= 0.72 and abs(pre[1]) <= 0.3):
                 continue
             distractor = rng.uniform([0.35, -0.3], [0.7, 0.3])
             # keep the distractor off the path swept by the hand and away from the target
-            if _segment_distance(distractor, pre - (target - block) / dist * 0.05, target) < 0.09:
+            if segment_distance(distractor, pre - (target - block) / dist * 0.05, target) < 0.09:
                 continue
             if np.linalg.norm(distractor - target) < 0.1:
                 continue
@@ -210,7 +285,7 @@ class PandaPushEnv(_BlockTask):
         block, target = self.block_pos, self.target_pos
         direction = target[:2] - block[:2]
         direction /= max(np.linalg.norm(direction), 1e-6)
-        xy = block[:2] - direction * PUSH_OFFSET
+        xy = block[:2] - direction * self.push_offset
         return np.array([xy[0], xy[1], PUSH_EE_HEIGHT])
 
     def _after_settle(self) -> None:
@@ -237,6 +312,15 @@ class PandaPickPlaceEnv(_BlockTask):
         "move the {color} block onto the green disc",
         "grasp the {color} block and set it down on the green target",
     )
+    varied_instruction_templates = (
+        "pick up the {color} {noun} and place it on the {target_color} {target}",
+        "put the {color} {noun} on the {target}",
+        "place the {color} {noun} onto the {target_color} {target}",
+        "set the {color} {noun} down on the {target_color} {target}",
+        "grab the {color} {noun} and put it on the {target}",
+        "lift the {color} {noun} and set it on the {target_color} {target}",
+        "move the {color} {noun} onto the {target} by picking it up",
+    )
 
     def _sample_layout(self, rng):
         for _ in range(10000):
@@ -254,27 +338,27 @@ class PandaPickPlaceEnv(_BlockTask):
         block, target = self.block_pos, self.target_pos
         self._d0_reach = float(np.linalg.norm(self.ee_pos - block))
         self._start_xy = block[:2].copy()
-        rest = np.array([target[0], target[1], BLOCK_HALF])
-        lifted = np.array([block[0], block[1], BLOCK_HALF + LIFT_HEIGHT])
+        rest = np.array([target[0], target[1], self.block_half_height])
+        lifted = np.array([block[0], block[1], self.block_half_height + LIFT_HEIGHT])
         self._d_place_ref = float(np.linalg.norm(lifted - rest))
         self._d0_place_xy = float(np.linalg.norm(block[:2] - target[:2]))
 
     def _stage_fraction(self) -> tuple[int, float]:
         block, target = self.block_pos, self.target_pos
-        lifted = block[2] - BLOCK_HALF
+        lifted = block[2] - self.block_half_height
         grasped = self.is_grasping(self.block_geoms())
         d_xy = float(np.linalg.norm(block[:2] - target[:2]))
         if grasped or lifted > 0.01:
             moved_to_target = d_xy < self._d0_place_xy - 0.02
             if lifted >= LIFT_HEIGHT or (moved_to_target and lifted > 0.005):
-                rest = np.array([target[0], target[1], BLOCK_HALF])
+                rest = np.array([target[0], target[1], self.block_half_height])
                 d = float(np.linalg.norm(block - rest))
                 return 3, _approach_fraction(d, self._d_place_ref, 0.005)
             if grasped:
                 return 2, lifted / LIFT_HEIGHT
         d_reach = float(np.linalg.norm(self.ee_pos - block))
         if d_reach < STAGE_REACH_TOLERANCE:
-            closure = (2 * FINGER_MAX - self.gripper_width) / (2 * FINGER_MAX - 2 * BLOCK_HALF)
+            closure = (2 * FINGER_MAX - self.gripper_width) / (2 * FINGER_MAX - 2 * self.block_grip_half)
             return 1, 0.95 * _clip01(closure) + (0.05 if grasped else 0.0)
         return 0, _approach_fraction(d_reach, self._d0_reach, STAGE_REACH_TOLERANCE)
 
@@ -290,6 +374,25 @@ class PandaDrawerOpenEnv(PandaEnv):
         "slide the drawer out",
         "open the cabinet drawer by its handle",
     )
+    varied_instruction_templates = (
+        "open the {color} drawer",
+        "pull the {color} drawer open",
+        "slide the {color} drawer out",
+        "open the drawer",
+        "pull out the drawer by its handle",
+        "grab the handle and open the {color} drawer",
+    )
+
+    def _format_instructions(self) -> list[str]:
+        if self.world_variant is None:
+            return list(self.instruction_templates)
+        return instruction_variants(self.varied_instruction_templates, color=[self.world_variant["drawer"]["color"]])
+
+    def _clutter_keep_clear(self):
+        # the cabinet, the drawer's travel and the hand's path to the handle and back with it
+        cabinet = self.data.mocap_pos[self.model.body_mocapid[self.model.body("drawer_cabinet").id]][:2]
+        pulled = cabinet - [0.12 + 0.065 + DRAWER_TRAVEL + 0.05, 0.0]
+        return [(cabinet + [0.12, 0.0], pulled, 0.2), (self.ee_pos[:2], self.handle_pos[:2], CLUTTER_CLEARANCE)]
 
     def _build_props(self, scene: Scene) -> None:
         scene.add_drawer("drawer", travel=DRAWER_TRAVEL)
