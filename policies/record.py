@@ -61,6 +61,13 @@ class RecordArgs:
     """Episode time limit in control steps (None: the task's default)."""
     randomize: bool = False
     """Domain randomisation (lighting, object colours, camera jitter) per episode."""
+    world: str = "default"
+    """Scene family: ``default`` (the fixed scene) or ``varied`` (a procedural scene variant per
+    episode: textures, lighting, cameras, palette colours, shapes, distractors, arm appearance,
+    paraphrased instructions; each episode's variant is stored in its metadata)."""
+    world_split: str | None = None
+    """``varied`` only: ``train`` (default) or ``heldout`` (colours, textures and arm appearances the
+    train split never draws -- for evaluating generalisation)."""
     overwrite: bool = False
     """Replace an existing dataset at --out (the old one is swapped out only once the new one is complete)."""
 
@@ -91,6 +98,7 @@ def rollout_episode(
 ) -> Episode:
     """Run one episode and return it with per-frame labels; the final observation is the last frame."""
     obs, info = env.reset(seed=seed)
+    world = info.get("world")
     policy.reset(obs, info)
     frames: dict[str, list[np.ndarray]] = {c: [obs["pixels"][c]] for c in cameras}
     states, actions, rewards, successes = [obs["state"]], [], [], []
@@ -130,7 +138,8 @@ def rollout_episode(
         progress=progress_arr,
         stage=np.asarray(stage, dtype=np.int64),
         outcome=outcome_from_labels(successes[-1], progress_arr),
-        meta={"seed": int(seed), "policy": getattr(policy, "kind", type(policy).__name__)},
+        meta={"seed": int(seed), "policy": getattr(policy, "kind", type(policy).__name__),
+              **({"world": world} if world is not None else {})},
     )
 
 
@@ -148,6 +157,8 @@ def record_episodes(
     overwrite: bool = False,
     progress_bar: bool = True,
     env_kwargs: dict[str, Any] | None = None,
+    world: str = "default",
+    world_split: str | None = None,
 ) -> RecordSummary:
     """Record ``episodes`` rollouts of ``policy`` in ``task`` into a LeRobot v3 dataset at ``out``."""
     import time
@@ -161,7 +172,7 @@ def record_episodes(
     out = Path(out)
     dr = sim.DomainRandomization(lighting=True, object_colors=True, camera_jitter=True) if randomize else None
     env = sim.make(task, cameras=cams, image_size=size, max_episode_steps=max_steps,
-                   domain_randomization=dr, **(env_kwargs or {}))
+                   domain_randomization=dr, world=world, world_split=world_split, **(env_kwargs or {}))
     t0 = time.perf_counter()
     outcomes: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
@@ -204,6 +215,7 @@ def _main(argv: list[str]) -> int:
     summary = record_episodes(
         args.out, args.task, args.policy, args.episodes, args.seed, args.cameras, args.size,
         noise=args.noise, max_steps=args.max_steps, randomize=args.randomize, overwrite=args.overwrite,
+        world=args.world, world_split=args.world_split,
     )
     print(
         f"wrote {summary.episodes} episodes ({summary.frames} frames) of {summary.task} to {summary.out} "

@@ -126,6 +126,8 @@ class RewardSpec:
             return cls("progress", naive, None, raw)
         if inner == "oracle-model":
             return cls("model", naive, "oracle", raw)
+        if inner == "grm":  # the pretrained GRM shipped with the package
+            return cls("model", naive, "grm", raw)
         if ":" not in inner:
             raise ValueError(
                 f"--reward {raw!r} is not a known variant; use sparse, oracle, oracle-model, "

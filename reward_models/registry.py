@@ -3,7 +3,10 @@
 Spec forms (weights always come from local paths; nothing is downloaded):
 
 =============================  =================================================================
-``PATH`` or ``grm:PATH``       our GRM checkpoint directory (``GRMProgressModel.from_pretrained``)
+``grm``                        the pretrained GRM shipped inside this package (its model card:
+                               ``reward_models/pretrained/grm/MODEL_CARD.md``)
+``PATH`` or ``grm:PATH``       our GRM checkpoint directory (``GRMProgressModel.from_pretrained``);
+                               a local folder literally named ``grm`` is ``./grm`` or ``grm:grm``
 ``clip:ARCH:WEIGHTS``          VLM-RM-style CLIP reward; ARCH an open_clip name or a model-config
                                ``.json``; WEIGHTS a local open_clip checkpoint file
 ``vlm:DIR``                    GVL-style per-frame completion percent (transformers VLM dir)
@@ -20,7 +23,11 @@ from typing import Any
 
 from reward_models.base import ProgressModel
 
+PRETRAINED_GRM_DIR = Path(__file__).resolve().parent / "pretrained" / "grm"
+"""The GRM shipped with the package (spec ``grm``)."""
+
 SPEC_FORMS = (
+    "grm (the pretrained GRM shipped with prism-rl)",
     "PATH | grm:PATH (GRM checkpoint dir)",
     "clip:ARCH:WEIGHTS (open_clip arch name or config .json, local weights file)",
     "vlm:DIR (GVL per-frame percent, local transformers VLM)",
@@ -56,6 +63,8 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
         raise UnknownModelSpecError(spec, "empty spec")
     if spec == "oracle":
         return "oracle", None
+    if spec == "grm":
+        return "grm", str(pretrained_grm_path())
     for kind in ("vlm-rubric", "vlm-grm", "vlm", "clip", "grm"):
         if spec.startswith(kind + ":"):
             arg = spec[len(kind) + 1 :]
@@ -65,6 +74,22 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if Path(spec).exists():
         return "grm", spec
     raise UnknownModelSpecError(spec, "not a known prefix and no such path")
+
+
+def pretrained_grm_path() -> Path:
+    """Directory of the shipped GRM; a clear error when this install lacks it."""
+    if not (PRETRAINED_GRM_DIR / "config.json").is_file():
+        raise FileNotFoundError(f"the pretrained GRM is missing from this install ({PRETRAINED_GRM_DIR}); "
+                                "reinstall prism-rl or name a GRM checkpoint directory instead of 'grm'")
+    return PRETRAINED_GRM_DIR
+
+
+def resolve_grm_checkpoint(name: str | Path) -> Path:
+    """A GRM checkpoint directory from ``grm`` (the shipped one), ``grm:DIR`` or ``DIR``."""
+    text = str(name)
+    if text == "grm":
+        return pretrained_grm_path()
+    return Path(text[4:] if text.startswith("grm:") else text)
 
 
 def load_progress_model(spec: str, device: str = "auto", **options: Any) -> ProgressModel:
@@ -110,4 +135,5 @@ def load_progress_model(spec: str, device: str = "auto", **options: Any) -> Prog
     return model
 
 
-__all__ = ["SPEC_FORMS", "UnknownModelSpecError", "load_progress_model", "parse_spec"]
+__all__ = ["PRETRAINED_GRM_DIR", "SPEC_FORMS", "UnknownModelSpecError", "load_progress_model", "parse_spec",
+           "pretrained_grm_path", "resolve_grm_checkpoint"]
