@@ -16,9 +16,12 @@ from episodes.lerobot import (
 from episodes.video import VideoError, VideoWriter, read_video, video_info, write_video
 from episodes.video_folder import EpisodeSourceError, load_video_source, write_episode_folder  # noqa: E402
 from episodes.rosbag import BagError, ingest_bags, read_bag  # noqa: E402
+from episodes.camera_map import CameraMapError, apply_camera_map, parse_camera_map  # noqa: E402
+from episodes.dopamine import load_dopamine_episode  # noqa: E402
 
 __all__ = [
     "CODEBASE_VERSION",
+    "CameraMapError",
     "OUTCOMES",
     "Episode",
     "EpisodeDataset",
@@ -26,12 +29,15 @@ __all__ = [
     "NotALeRobotDatasetError",
     "VideoError",
     "VideoWriter",
+    "apply_camera_map",
     "atomic_dir",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
+    "load_dopamine_episode",
     "open_dataset",
+    "parse_camera_map",
     "read_video",
     "video_info",
     "write_dataset",

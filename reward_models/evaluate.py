@@ -1,8 +1,11 @@
 """Evaluate any progress model(s) on recorded episodes: ``prism-reward eval``.
 
 Sources (auto-detected): a LeRobot v3 dataset, a video file, a folder of videos, a folder of
-episode folders (``<camera>.mp4`` + optional ``episode.json``), or a rosbag2 (directory,
-``.mcap`` or ``.db3``; ``--topics`` names the camera topics). Every model scores every episode:
+episode folders (``<camera>.mp4`` + optional ``episode.json``), Robo-Dopamine's raw-data layout
+(``episode_*/cam_*.mp4`` + ``annotated_keyframes.json``, ``task_instruction.json`` beside them;
+:mod:`episodes.dopamine`), or a rosbag2 (directory, ``.mcap`` or ``.db3``; ``--topics`` names the
+camera topics). ``--camera-map cam_high=front`` renames the data's cameras onto the views a model
+reads (:mod:`episodes.camera_map`). Every model scores every episode:
 models with a whole-episode scorer (CLIP min–max, GVL, rubric) use it; hop models (GRM,
 ``vlm-grm``, oracle) go through :func:`reward_models.tracker.track_episode`.
 
@@ -23,6 +26,12 @@ import numpy as np
 
 from episodes import Episode
 from episodes.atomic import check_output_not_input, check_replaceable
+from episodes.camera_map import (
+    CameraMapError,
+    map_episode_cameras,
+    parse_camera_map,
+    source_camera_names,
+)
 from episodes.cli_errors import parse_config
 from reward_models.base import ProgressModel
 from reward_models.metrics import SUCCESS_DELTA, EpisodeScore, compute_metrics
@@ -37,7 +46,8 @@ class EvalConfig:
     ``vlm:DIR``, ``vlm-rubric:DIR``, ``vlm-grm:DIR`` or ``oracle``."""
     data: str
     """Episodes: a LeRobot v3 dataset, a video file, a folder of videos, a folder of episode
-    folders (``<camera>.mp4`` + optional ``episode.json``) or a rosbag2 (dir/.mcap/.db3)."""
+    folders (``<camera>.mp4`` + optional ``episode.json``), Robo-Dopamine's raw-data layout
+    (``episode_*/cam_*.mp4`` + ``annotated_keyframes.json``) or a rosbag2 (dir/.mcap/.db3)."""
     out: str
     """Report directory (replaced atomically when complete)."""
     task: str | None = None
@@ -57,7 +67,11 @@ class EvalConfig:
     camera: str = "front"
     """Camera name given to single-view videos (match the view name a model expects)."""
     cameras: list[str] | None = None
-    """Cameras to use (default: all of the source's cameras)."""
+    """Cameras to use (default: all of the source's cameras); the data's names or the views
+    --camera-map gives them."""
+    camera_map: list[str] | None = None
+    """Rename the data's cameras onto the model's views: ``cam_high=front,cam_left_wrist=wrist``
+    (repeatable); cameras not named keep their names."""
     max_episodes: int | None = None
     """Evaluate only the first N episodes."""
     fusion: str = "fused"
@@ -102,7 +116,10 @@ def is_rosbag(path: Path) -> bool:
 
 
 def detect_source(path: str | Path) -> str:
-    """``lerobot``, ``rosbag`` or ``video`` (file / folder layouts)."""
+    """``lerobot``, ``rosbag``, ``dopamine`` (Robo-Dopamine's raw-data layout) or ``video`` (file /
+    folder layouts)."""
+    from episodes.dopamine import is_dopamine_source
+
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--data {p} does not exist")
@@ -110,6 +127,8 @@ def detect_source(path: str | Path) -> str:
         return "lerobot"
     if is_rosbag(p) or (p.is_dir() and any(is_rosbag(c) for c in p.iterdir()) and not any(c.suffix == ".mp4" for c in p.iterdir())):
         return "rosbag"
+    if is_dopamine_source(p):
+        return "dopamine"
     return "video"
 
 
@@ -138,48 +157,89 @@ def subsample_episode(ep: Episode, fps: float | None) -> Episode:
 
 
 def iter_source(cfg: EvalConfig) -> tuple[str, list[SourceItem]]:
-    """The source kind and its episodes as lazily-loaded items."""
+    """The source kind of ``cfg.data`` and its episodes as lazily-loaded items."""
+    return list_source_episodes(
+        cfg.data, task=cfg.task, topics=cfg.topics, fps=cfg.fps, max_side=cfg.max_side, camera=cfg.camera,
+        cameras=cfg.cameras, camera_map=cfg.camera_map, max_episodes=cfg.max_episodes,
+    )
+
+
+def list_source_episodes(
+    data: str | Path,
+    *,
+    task: str | None = None,
+    topics: str | None = None,
+    fps: float | None = None,
+    max_side: int | None = None,
+    camera: str = "front",
+    cameras: Sequence[str] | None = None,
+    camera_map: str | Sequence[str] | None = None,
+    max_episodes: int | None = None,
+) -> tuple[str, list[SourceItem]]:
+    """The source kind and its episodes as lazily-loaded items -- the one loader of ``prism-reward
+    eval``, ``train`` and ``adapt``.
+
+    A loaded episode is subsampled to ``fps`` (never upsampled), downscaled to ``max_side`` and has
+    its cameras renamed by ``camera_map`` (``cameras`` may use either name). ``task`` overrides the
+    source's instruction.
+    """
     from episodes import open_dataset
 
-    data = Path(cfg.data)
+    data = Path(data)
     kind = detect_source(data)
-    max_side = cfg.max_side or None
-    items: list[SourceItem] = []
+    mapping = parse_camera_map(camera_map)
+    select = None if cameras is None else source_camera_names(cameras, mapping)
+    max_side = max_side or None
+    loaders: list[tuple[str, Callable[[], Episode]]] = []
     if kind == "lerobot":
         ds = open_dataset(data)
         offsets = np.concatenate([[0], np.cumsum(ds.episode_lengths)]).astype(np.int64)
 
         def make(i: int) -> Callable[[], Episode]:
             def load() -> Episode:
-                ep = ds.load_episode(i, cameras=cfg.cameras)
-                if cfg.task:
-                    ep.task = cfg.task
+                ep = ds.load_episode(i, cameras=select)
+                if task:
+                    ep.task = task
                 ep.meta.setdefault("source", f"{data}#{i}")
                 ep.meta["index_offset"] = int(offsets[i])
                 return _downscale(ep, max_side)
 
             return load
 
-        items = [SourceItem(f"{data.name}#episode{i}", make(i)) for i in range(len(ds))]
+        loaders = [(f"{data.name}#episode{i}", make(i)) for i in range(len(ds))]
     elif kind == "rosbag":
         from episodes.rosbag import read_bag
 
-        if not cfg.topics:
-            raise ValueError(f"{data} is a rosbag2: pass the camera topics with --topics /cam/front/image_raw,...")
+        if not topics:
+            raise ValueError(f"{data} is a rosbag2: pass the camera topics with --topics /cam/front/image_raw,... "
+                             "(prism-reward eval), or convert it first with prism-reward ingest")
         bags = [data] if is_rosbag(data) else sorted(c for c in data.iterdir() if is_rosbag(c))
-        for i, b in enumerate(bags):
-            items.append(SourceItem(str(b), (lambda b=b, i=i: read_bag(
-                b, cfg.topics, fps=cfg.fps or 10.0, task=cfg.task or "", episode_index=i, max_side=max_side))))
+        loaders = [(str(b), (lambda b=b, i=i: read_bag(b, topics, fps=fps or 10.0, task=task or "", episode_index=i,
+                                                      max_side=max_side))) for i, b in enumerate(bags)]
+    elif kind == "dopamine":
+        from episodes.dopamine import list_dopamine_episodes, load_dopamine_episode
+
+        loaders = [(str(folder), (lambda folder=folder, i=i: load_dopamine_episode(
+            folder, task=task, fps=fps, max_side=max_side, episode_index=i, cameras=select)))
+            for i, folder in enumerate(list_dopamine_episodes(data))]
     else:
         from episodes.video_folder import list_video_source, load_video_item
 
-        for i, item in enumerate(list_video_source(data)):
-            items.append(SourceItem(str(item), (lambda item=item, i=i: load_video_item(
-                item, task=cfg.task, fps=cfg.fps, max_side=max_side, episode_index=i,
-                camera=cfg.camera, cameras=cfg.cameras))))
-    if cfg.max_episodes is not None:
-        items = items[: cfg.max_episodes]
-    return kind, items
+        loaders = [(str(item), (lambda item=item, i=i: load_video_item(
+            item, task=task, fps=fps, max_side=max_side, episode_index=i, camera=camera, cameras=select)))
+            for i, item in enumerate(list_video_source(data))]
+    if max_episodes is not None:
+        loaders = loaders[:max_episodes]
+
+    def finish(load: Callable[[], Episode]) -> Callable[[], Episode]:
+        def finished() -> Episode:
+            # A bag is already resampled onto its own clock; subsampling again only records frame_index.
+            ep = subsample_episode(load(), fps if kind != "rosbag" else None)
+            return map_episode_cameras(ep, mapping)
+
+        return finished
+
+    return kind, [SourceItem(name, finish(load)) for name, load in loaders]
 
 
 def _downscale(ep: Episode, max_side: int | None) -> Episode:
@@ -290,11 +350,10 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                 ep = item.load()
                 if not ep.task:
                     raise ValueError("episode has no task instruction: pass --task")
-                ep = subsample_episode(ep, cfg.fps if kind != "rosbag" else None)
                 if ep.length < 2:
                     raise ValueError(f"episode has {ep.length} frame(s); progress needs at least 2")
             except Exception as exc:
-                if not cfg.skip_bad:
+                if not cfg.skip_bad or isinstance(exc, CameraMapError):
                     raise type(exc)(f"{item.name}: {exc}") if _reraisable(exc) else exc
                 skips.append(Skip(item.name, f"{type(exc).__name__}: {exc}"))
                 continue
@@ -372,7 +431,9 @@ def check_cameras_match(run: ModelRun, ep: Episode) -> None:
     wanted = getattr(run.model, "cameras", None)
     if wanted and not set(wanted) & set(ep.cameras):
         raise ValueError(f"model {run.spec} reads cameras {sorted(wanted)} but the data has cameras "
-                         f"{sorted(ep.cameras)}: none match (choose views with --cameras or --camera)")
+                         f"{sorted(ep.cameras)}: none match; map the data's cameras onto the model's views with "
+                         f"--camera-map DATA_CAMERA=VIEW (e.g. --camera-map {ep.cameras[0]}={min(wanted)}), "
+                         "or choose views with --cameras or --camera")
 
 
 def _reraisable(exc: Exception) -> bool:
@@ -476,4 +537,5 @@ def ingest_main(argv: Sequence[str] | None = None) -> Path:
     return path
 
 
-__all__ = ["EvalConfig", "IngestConfig", "detect_source", "ingest_main", "iter_source", "main", "run_eval", "score_episode", "subsample_episode"]
+__all__ = ["EvalConfig", "IngestConfig", "detect_source", "ingest_main", "iter_source", "list_source_episodes", "main",
+           "run_eval", "score_episode", "subsample_episode"]
