@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from episodes.camera_map import parse_camera_map
 from robot_bridge import topics
 from robot_bridge.images import fit_square
 from robot_bridge.node_config import require_positive
@@ -48,6 +49,10 @@ class RewardMonitorConfig:
     """Camera views to feed the model (default: the model's own, else front, side, wrist)."""
     camera_topics: tuple[str, ...] = ()
     """Per-camera topic overrides ``camera=/topic`` (default ``<camera>/image_raw``)."""
+    camera_map: tuple[str, ...] = ()
+    """The robot's camera names onto the model's views, ``robot_camera=view`` (e.g.
+    ``cam_high=front``): view ``front`` then reads ``cam_high/image_raw`` (unless ``camera_topics``
+    names another topic for ``front``). The same rule as ``prism-reward eval --camera-map``."""
     image_size: int = 0
     """Resize (centre-crop + resize) frames to this square size; 0: the model's size if it has
     one, else as received."""
@@ -71,6 +76,18 @@ class RewardMonitorConfig:
 
 
 SUMMARY = __doc__
+
+
+def mapped_camera_topics(views: tuple[str, ...], camera_map: tuple[str, ...], overrides: tuple[str, ...]) -> dict[str, str]:
+    """view -> topic: a view that ``camera_map`` feeds from a robot camera reads that camera's default
+    topic; explicit ``camera_topics`` entries win."""
+    feeds = {view: source for source, view in parse_camera_map(list(camera_map)).items()}
+    unknown = sorted(set(feeds) - set(views))
+    if unknown:
+        raise ValueError(f"camera_map maps onto {unknown}, which are not the model's views {list(views)}")
+    defaults = [f"{view}={feeds[view]}/image_raw" for view in views if view in feeds]
+    named = {entry.split("=", 1)[0].strip() for entry in overrides}
+    return camera_topic_map(views, [d for d in defaults if d.split("=", 1)[0] not in named] + list(overrides))
 
 
 def load_model(spec: str, device: str):
@@ -113,7 +130,7 @@ class RewardMonitorNode:
         self._frames: dict[str, tuple[float, np.ndarray]] = {}
         self._gt_progress: tuple[float, float] | None = None
         qos = sensor_qos()
-        for cam, topic in camera_topic_map(self.cameras, cfg.camera_topics).items():
+        for cam, topic in mapped_camera_topics(self.cameras, cfg.camera_map, cfg.camera_topics).items():
             n.create_subscription(Image, topic, lambda msg, cam=cam: self._on_image(cam, msg), qos)
         if self.is_oracle:
             n.create_subscription(Float32, topics.SIM_PROGRESS, self._on_gt_progress, 10)

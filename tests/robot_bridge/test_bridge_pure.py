@@ -113,3 +113,16 @@ def test_policy_spec_errors_are_clear(tmp_path):
         load_bridge_policy("expert:")
     policy = load_bridge_policy("python:bridge_fault_policies:constant_policy")
     assert policy.cameras == ("front",) and policy.act({}).tolist() == [0.5, 0.0, 0.0, -1.0]
+
+
+def test_monitor_camera_map_feeds_model_views_from_robot_cameras():
+    from robot_bridge.reward_monitor import mapped_camera_topics
+
+    topics = mapped_camera_topics(("front", "wrist"), ("cam_high=front",), ())
+    assert topics == {"front": "cam_high/image_raw", "wrist": "wrist/image_raw"}
+    # an explicit topic for a view wins over the map
+    assert mapped_camera_topics(("front",), ("cam_high=front",), ("front=/cams/hi",)) == {"front": "/cams/hi"}
+    with pytest.raises(ValueError, match="not the model's views"):
+        mapped_camera_topics(("front",), ("cam_high=side",), ())
+    with pytest.raises(ValueError, match="camera"):
+        mapped_camera_topics(("front", "wrist"), ("a=front", "b=front"), ())
