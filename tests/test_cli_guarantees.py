@@ -194,7 +194,7 @@ def test_ctrl_c_during_recording_is_one_line_and_leaves_nothing(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert "Traceback" not in err and err.rstrip().endswith("\nprism-record: interrupted"), err
+    assert "Traceback" not in err and err.rstrip().splitlines()[-1].endswith("prism-record: interrupted"), err
     assert list(tmp_path.iterdir()) == []
 
 
