@@ -110,10 +110,9 @@ def merge_repeated_list_flags(config_cls: type, argv: Sequence[str]) -> list[str
         key = name.replace("_", "-")
         values = [inline] if eq else []
         i += 1
-        if not eq:
-            while i < len(args) and not args[i].startswith("--"):
-                values.append(args[i])
-                i += 1
+        while i < len(args) and not args[i].startswith("--"):
+            values.append(args[i])
+            i += 1
         if key in first_value_end:
             at = first_value_end[key]
             out[at:at] = values

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 OUTCOMES = ("success", "partial", "fail")
-"""Episode-level outcome classes (DESIGN.md §5, 3-class completion)."""
+"""Episode-level outcome classes (docs/method.md § Metrics, 3-class completion)."""
 
 
 @dataclass
@@ -118,7 +118,7 @@ def outcome_from_labels(final_success: bool, progress: np.ndarray) -> str:
 
     ``success`` when the task's success predicate holds at the end; otherwise ``partial`` when
     the mean ground-truth progress over the last third of the episode is >= 0.4 (the same
-    threshold DESIGN.md §5 applies to predicted progress), else ``fail``.
+    threshold docs/method.md § Metrics applies to predicted progress), else ``fail``.
     """
     if final_success:
         return "success"

@@ -19,14 +19,100 @@ holds any field of :class:`TrainConfig` at the top level; SB3 constructor argume
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from episodes.cli_errors import check_numeric_fields, parse_config
+
 ALGOS = ("sac", "ppo")
+
+FIELD_RANGES: dict[str, str] = {
+    "image_size": "[8, 4096]", "max_episode_steps": "[1, inf)", "n_envs": "[1, inf)", "steps": "[1, inf)",
+    "seed": "[0, 2147483647]", "gamma": "(0, 1]", "success_delta": "[0, 1)", "query_every": "[1, inf)",
+    "obs_stats_steps": "[0, inf)", "eval_every": "[0, inf)", "eval_episodes": "[1, inf)",
+    "video_every": "[0, inf)", "checkpoint_every": "[0, inf)", "checkpoint_minutes": "[0, inf)",
+    "demo_episodes": "[0, inf)", "demo_fraction": "[0, 1)", "bc_weight": "[0, inf)", "demo_noise": "[0, inf)",
+    "demo_max_progress": "(0, 1]", "torch_threads": "[0, inf)",
+}
+"""Allowed interval of each numeric field of :class:`TrainConfig` (every one is also checked finite)."""
+
+INT_FIELDS = ("image_size", "max_episode_steps", "n_envs", "steps", "seed", "query_every", "obs_stats_steps",
+              "eval_every", "eval_episodes", "video_every", "checkpoint_every", "demo_episodes", "torch_threads")
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0
+
+
+HYPERPARAM_RULES: dict[str, tuple[bool, Callable[[float], bool], str]] = {
+    # name: (integer?, test, what the test means)
+    "learning_rate": (False, _positive, "> 0"),
+    "buffer_size": (True, _positive, ">= 1"),
+    "batch_size": (True, _positive, ">= 1"),
+    "learning_starts": (True, _non_negative, ">= 0"),
+    "tau": (False, lambda v: 0 < v <= 1, "in (0, 1]"),
+    "train_freq": (True, _positive, ">= 1"),
+    "gradient_steps": (True, lambda v: v == -1 or v >= 1, "-1 (one per env step) or >= 1"),
+    "target_update_interval": (True, _positive, ">= 1"),
+    "n_steps": (True, _positive, ">= 1"),
+    "n_epochs": (True, _positive, ">= 1"),
+    "gae_lambda": (False, lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "clip_range": (False, _positive, "> 0"),
+    "clip_range_vf": (False, _positive, "> 0"),
+    "vf_coef": (False, _non_negative, ">= 0"),
+    "max_grad_norm": (False, _positive, "> 0"),
+    "target_kl": (False, _positive, "> 0"),
+    "sde_sample_freq": (True, lambda v: v >= -1, ">= -1"),
+    "stats_window_size": (True, _positive, ">= 1"),
+}
+"""Checks of the SB3 constructor arguments that are numbers (``ent_coef`` and ``target_entropy`` may
+also be ``auto``; any other numeric hyperparameter must at least be finite). None passes where SB3
+accepts it (``clip_range_vf``, ``target_kl``)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_hyperparams(hyperparams: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming ``hyperparams.<key>`` for a non-finite or out-of-range value."""
+    for key, value in hyperparams.items():
+        name = f"hyperparams.{key}"
+        if key in ("ent_coef", "target_entropy") and isinstance(value, str):
+            if value == "auto":
+                continue
+            number = value.removeprefix("auto_") if key == "ent_coef" else value
+            try:
+                ok = math.isfinite(float(number)) and float(number) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{name}: must be a number, 'auto' or 'auto_<initial value > 0>', got {value!r}")
+            continue
+        if value is None or not _is_number(value):
+            if key in HYPERPARAM_RULES and value is not None:
+                raise ValueError(f"{name}: must be a number, got {value!r}")
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: must be a finite number, got {value}")
+        if key == "ent_coef" and value < 0:
+            raise ValueError(f"{name}: must be >= 0, got {value}")
+        if key in HYPERPARAM_RULES:
+            integer, test, meaning = HYPERPARAM_RULES[key]
+            if integer and value != int(value):
+                raise ValueError(f"{name}: must be a whole number, got {value}")
+            if not test(value):
+                raise ValueError(f"{name}: must be {meaning}, got {value}")
 
 
 # Tuned per-(task, algo) settings: what `prism-train --task T --algo A` uses without --config. Each is
@@ -141,7 +227,11 @@ class TrainConfig:
     video_every: int = 4
     """Write a rollout video every this many evaluations (0: never)."""
     checkpoint_every: int = 10_000
-    """Save a checkpoint every this many env steps (0: only at the end)."""
+    """Save a checkpoint at least every this many env steps (0: no step-based ones). Checkpoints are
+    also saved after every evaluation, every --checkpoint-minutes, on Ctrl-C/SIGTERM and at the end,
+    so any run can be resumed; the 3 newest are kept."""
+    checkpoint_minutes: float = 10.0
+    """Save a checkpoint at least every this many minutes of training (0: no time-based ones)."""
     progress_bar: bool = True
     """Show a tqdm progress bar."""
     demo_episodes: int = 0
@@ -177,12 +267,7 @@ class TrainConfig:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
         if self.obs not in ("state", "pixels"):
             raise ValueError(f"obs must be 'state' or 'pixels', got {self.obs!r}")
-        for name in ("n_envs", "steps", "image_size", "query_every", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "video_every", "checkpoint_every", "obs_stats_steps", "demo_episodes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self._check_numbers()
         if self.demo_episodes > 0 and self.algo != "sac":
             raise ValueError("--demo-episodes needs an off-policy learner (--algo sac)")
         if self.policy_features not in ("none", "relative"):
@@ -193,23 +278,36 @@ class TrainConfig:
                              "normalisation (--normalize-obs, --obs-stats-steps >= 1)")
         if self.critic_layer_norm and self.algo != "sac":
             raise ValueError("--critic-layer-norm applies to SAC's critics (--algo sac)")
-        if not 0.0 <= self.demo_fraction < 1.0:
-            raise ValueError(f"demo_fraction must be in [0, 1), got {self.demo_fraction}")
-        if self.bc_weight < 0:
-            raise ValueError(f"bc_weight must be >= 0, got {self.bc_weight}")
-        if self.demo_noise < 0:
-            raise ValueError(f"demo_noise must be >= 0, got {self.demo_noise}")
-        if not 0.0 < self.demo_max_progress <= 1.0:
-            raise ValueError(f"demo_max_progress must be in (0, 1], got {self.demo_max_progress}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.obs == "pixels" and not self.cameras.strip():
             raise ValueError("--obs pixels needs --cameras (e.g. front or front,wrist)")
+
+    def _check_numbers(self) -> None:
+        """Every numeric field (and hyperparameter) finite, whole where it counts, and in range --
+        checked once, here, so a NaN never trains silently or fails late inside torch."""
+        for name in (*INT_FIELDS, "net_arch"):
+            values = getattr(self, name)
+            for value in (values if name == "net_arch" else [values]):
+                if value is None and name == "max_episode_steps":
+                    continue
+                if not _is_number(value) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError(f"--{name.replace('_', '-')}: must be a whole number, got {value!r}")
+        for name in FIELD_RANGES:
+            if getattr(self, name) is not None and not _is_number(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')}: must be a number, got {getattr(self, name)!r}")
         self.net_arch = tuple(int(x) for x in self.net_arch)
+        if not self.net_arch or min(self.net_arch) < 1:
+            raise ValueError(f"--net-arch: needs one or more layer sizes >= 1, got {list(self.net_arch)}")
+        for name in INT_FIELDS:
+            if getattr(self, name) is not None:
+                setattr(self, name, int(getattr(self, name)))
+        check_numeric_fields(self, FIELD_RANGES)
+        if not isinstance(self.hyperparams, dict):
+            raise ValueError(f"hyperparams must be a mapping of SB3 constructor arguments, got {self.hyperparams!r}")
         self.hyperparams = dict(self.hyperparams)
+        check_hyperparams(self.hyperparams)
 
     BOOKKEEPING_FIELDS = frozenset({"out", "config", "resume", "progress_bar", "video_every", "checkpoint_every",
-                                    "steps", "device", "torch_threads"})
+                                    "checkpoint_minutes", "steps", "device", "torch_threads"})
     """Fields that change neither what a run learns nor how its curve is sampled: two configs that differ
     only in these (another checkpoint cadence, no progress bar, a longer budget) describe the same run."""
 
@@ -265,7 +363,9 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
+            where = "" if path.is_absolute() else f" (relative to the current directory {Path.cwd()})"
+            what = "is not a file" if path.exists() else "does not exist"
+            raise FileNotFoundError(f"config file {path} {what}{where}")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -285,8 +385,6 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
 def parse_train_config(argv: list[str] | None = None, description: str | None = None) -> TrainConfig:
     """CLI parsing: the task's preset, then ``--config FILE`` (which replaces the preset), then
     explicit flags."""
-    import tyro
-
     argv = list(sys.argv[1:] if argv is None else argv)
     base = TrainConfig()
     algo = _flag_value(argv, "--algo") or base.algo
@@ -299,4 +397,4 @@ def parse_train_config(argv: list[str] | None = None, description: str | None = 
     if path is not None:
         default = TrainConfig.from_yaml(path)
         default.config = Path(path)
-    return tyro.cli(TrainConfig, args=argv, default=default, description=description)
+    return parse_config(TrainConfig, argv, default=default, description=description)

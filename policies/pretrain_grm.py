@@ -2,9 +2,9 @@
 
 1. **record** per task, scripted episodes in the *varied world's train split* (``sim.make(task,
    world="varied")``: textures, lighting, cameras, palette colours, shapes, distractors, arm
-   appearance and paraphrased instructions drawn per episode): a failure mix (successes, partial
-   runs, failures, wrong objects, rewinds) plus the states RL explores (``random`` and strongly
-   ``noisy`` rollouts) -> ``OUT/data/<task>_<policy>``;
+   appearance and paraphrased instructions drawn per episode) and in the default scene: a failure
+   mix (successes, partial runs, failures, wrong objects, rewinds) plus the states RL explores
+   (``random`` and strongly ``noisy`` rollouts) -> ``OUT/data/<task>_<policy>[_default]``;
 2. **train** one multi-task GRM on all of it with a frozen pretrained sentence encoder on the text
    side (``sentence:minilm``) -> ``OUT/grm`` (checkpointed every ``--save-every`` steps in
    ``OUT/grm.run``).
@@ -26,8 +26,13 @@ from pathlib import Path
 from episodes.cli_errors import parse_config, run_cli
 from policies.record import record_episodes
 
-RECIPE: dict[str, int] = {"failure-mix": 40, "random": 12, "noisy": 12}
-"""Episodes per task and behaviour at ``--scale 1``."""
+RECIPE: dict[str, dict[str, int]] = {
+    "varied": {"failure-mix": 40, "random": 12, "noisy": 12},
+    "default": {"failure-mix": 16, "random": 6, "noisy": 6},
+}
+"""Episodes per world, task and behaviour at ``--scale 1``. The default world is in the mix because
+it is the scene ``prism-train`` and ``prism-demo`` run in; the varied world is what makes the model
+general (its held-out split stays out of training)."""
 
 NOISY_STD = 1.0
 """Action-noise std of the ``noisy`` rollouts: far off the expert's path, like early RL."""
@@ -42,7 +47,7 @@ class PretrainArgs:
     tasks: str = "reach,push,pickplace,drawer"
     """Comma-separated tasks."""
     scale: float = 1.0
-    """Multiplies the episodes per task and behaviour (40 failure-mix, 12 random, 12 noisy at 1)."""
+    """Multiplies the episodes per task and behaviour (see RECIPE)."""
     seed: int = 10_000
     """First seed of the recordings (held-out evaluations use other seeds and the heldout split)."""
     size: int = 96
@@ -70,19 +75,21 @@ def record_stage(args: PretrainArgs) -> list[Path]:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise ValueError("--tasks names no task")
-    for ti, task in enumerate(tasks):
-        for pi, (policy, count) in enumerate(RECIPE.items()):
-            episodes = max(1, round(count * args.scale))
-            out = args.out / "data" / f"{task}_{policy}"
-            datasets.append(out)
-            if (out / "meta" / "info.json").is_file():
-                print(f"[pretrain] kept {out}", flush=True)
-                continue
-            seed = args.seed + 1000 * (len(RECIPE) * ti + pi)
-            s = record_episodes(out, task, policy, episodes, seed, args.cameras, args.size,
-                                noise=NOISY_STD if policy == "noisy" else None, world="varied", world_split="train")
-            print(f"[pretrain] {out}: {s.episodes} episodes, {s.frames} frames in {s.seconds:.0f}s, "
-                  f"outcomes {s.outcomes}", flush=True)
+    jobs = [(world, task, policy, count) for world, counts in RECIPE.items() for task in tasks
+            for policy, count in counts.items()]
+    for k, (world, task, policy, count) in enumerate(jobs):
+        episodes = max(1, round(count * args.scale))
+        out = args.out / "data" / (f"{task}_{policy}" + ("" if world == "varied" else f"_{world}"))
+        datasets.append(out)
+        if (out / "meta" / "info.json").is_file():
+            print(f"[pretrain] kept {out}", flush=True)
+            continue
+        seed = args.seed + 1000 * k
+        s = record_episodes(out, task, policy, episodes, seed, args.cameras, args.size,
+                            noise=NOISY_STD if policy == "noisy" else None, world=world,
+                            world_split="train" if world == "varied" else None)
+        print(f"[pretrain] {out}: {s.episodes} episodes, {s.frames} frames in {s.seconds:.0f}s, "
+              f"outcomes {s.outcomes}", flush=True)
     return datasets
 
 

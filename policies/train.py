@@ -13,17 +13,26 @@ The run directory holds ``config.yaml`` (everything needed to rebuild the run), 
 ``checkpoints/``, ``tb/`` (TensorBoard: true success and return, shaped return, Φ, rollout
 filmstrips) and ``eval/`` (``curve.csv`` of true success vs env steps, ``best_model.zip``,
 rollout videos).
+
+Each checkpoint (``checkpoints/step_N/``: model, replay buffer, RNG and callback state, manifest) is
+written as one unit and taken after every evaluation, every --checkpoint-every steps and
+--checkpoint-minutes, at the end, and on Ctrl-C or SIGTERM -- which then exit with 130 (SIGINT) or
+143 (SIGTERM) after one line saying where the checkpoint is. ``--resume`` continues from the newest
+intact checkpoint (falling back to the one before if it is damaged).
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from episodes.atomic import check_output_not_input, check_replaceable
+from episodes.cli_errors import one_line, run_cli
 from policies.configuration_train import TrainConfig, parse_train_config
 
 ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -69,7 +78,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} requested but torch sees no CUDA device; use --device cpu")
+        raise ValueError(f"--device {device} requested but torch sees no CUDA device; use --device cpu")
     return device
 
 
@@ -199,23 +208,56 @@ def build_model(config: TrainConfig, env, device: str):
         raise ValueError(f"bad hyperparams for {config.algo}: {exc}") from exc
 
 
+def _resume_model(config: TrainConfig, env: Any, device: str) -> tuple[Any, dict[str, Any]]:
+    """The model and training state of the newest checkpoint of ``config.out`` that loads; a damaged
+    or incomplete one is reported on stderr and the one before it tried instead."""
+    from policies.callbacks import checkpoint_candidates, load_checkpoint, set_aside
+
+    out = Path(config.out)
+    candidates = checkpoint_candidates(out)
+    unusable: list[Path] = []
+    for i, (_, path) in enumerate(candidates):
+        try:
+            loaded = load_checkpoint(path, _algo_class(config.algo, demos=config.demo_episodes > 0), env, device,
+                                     tensorboard_log=str(out / "tb"))
+        except Exception as exc:  # anything unreadable in it (zip, pickle, torch): fall back
+            following = (f"trying the previous one, {candidates[i + 1][1].name}" if i + 1 < len(candidates)
+                         else "no older checkpoint to fall back to")
+            print(f"prism-train: checkpoint {path} is unusable ({one_line(exc)}); {following}", file=sys.stderr)
+            unusable.append(path)
+            continue
+        for bad in unusable:  # kept for inspection, out of the way of the checkpoints to come
+            print(f"prism-train: moved the unusable checkpoint aside to {set_aside(bad)}", file=sys.stderr)
+        return loaded
+    raise FileNotFoundError(f"--resume: none of the {len(candidates)} checkpoints in {out / 'checkpoints'} can be loaded")
+
+
 def train(config: TrainConfig) -> RunResult:
-    """Train (or resume) one run; everything lands in ``config.out``."""
+    """Train (or resume) one run; everything lands in ``config.out``.
+
+    Raises :class:`policies.callbacks.TrainingInterrupted` after checkpointing when SIGINT or SIGTERM
+    arrives during training (in the main thread)."""
     from episodes.atomic import atomic_write_json, atomic_write_text
     from policies.callbacks import (
         AtomicCheckpointCallback,
         ShapingLogCallback,
         TqdmCallback,
         TrueSuccessEvalCallback,
-        latest_checkpoint,
+        checkpoint_candidates,
+        remove_stale_checkpoint_temporaries,
+        restore_training_state,
         save_model_atomic,
+        stop_on_signals,
     )
 
     out = Path(config.out)
-    existing = latest_checkpoint(out)
-    if not config.resume and (existing is not None or (out / "model.zip").exists()):
+    check_output_not_input(out, [config.reward])
+    if not config.resume:
+        check_replaceable(out, "run")  # a run folder (or an empty one): never write into a user's folder
+    has_checkpoints = bool(checkpoint_candidates(out))
+    if not config.resume and (has_checkpoints or (out / "model.zip").exists()):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if config.resume and existing is None:
+    if config.resume and not has_checkpoints:
         raise FileNotFoundError(f"--resume: no checkpoints in {out / 'checkpoints'} to resume from")
     device = resolve_device(config.device)
     if config.torch_threads > 0:
@@ -223,22 +265,20 @@ def train(config: TrainConfig) -> RunResult:
 
         torch.set_num_threads(config.torch_threads)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_checkpoint_temporaries(out)
     atomic_write_text(out / "config.yaml", config.to_yaml())
 
     spec, reward_model = load_reward_model(config, device)
     env, shaped = build_train_env(config, device, reward_model, spec)
+    eval_cb = bar_cb = None
     try:
-        if existing is not None:
-            ckpt, _ = existing
-            model = _algo_class(config.algo, demos=config.demo_episodes > 0).load(
-                ckpt, env=env, device=device, tensorboard_log=str(out / "tb"))
-            buffer = out / "checkpoints" / "replay_buffer.pkl"
-            if hasattr(model, "load_replay_buffer") and buffer.is_file():
-                model.load_replay_buffer(buffer)
+        state = None
+        if config.resume:
+            model, state = _resume_model(config, env, device)
         else:
             model = build_model(config, env, device)
         demos_file = out / "demos.json"
-        if config.demo_episodes > 0 and existing is None:
+        if config.demo_episodes > 0 and state is None:
             from policies.demos import collect_demonstrations
 
             demo_steps = collect_demonstrations(model, env, config.demo_episodes, seed=config.seed + 20_000,
@@ -255,17 +295,22 @@ def train(config: TrainConfig) -> RunResult:
             make_eval_env_fn(config), out / "eval", config.eval_every, config.eval_episodes,
             seed=config.seed + 10_000, video_every=config.video_every,
         )
-        ckpt_cb = AtomicCheckpointCallback(out, config.checkpoint_every)
+        stateful = {"shaping_log": log_cb, "eval": eval_cb}
+        ckpt_cb = AtomicCheckpointCallback(out, config.checkpoint_every, every_seconds=60 * config.checkpoint_minutes,
+                                           eval_callback=eval_cb, stateful=stateful)
+        if state is not None:
+            restore_training_state(model, state, stateful)
         remaining = max(0, config.steps - model.num_timesteps)
         bar_cb = TqdmCallback(config.steps, log_cb, disable=not config.progress_bar)
         calls0 = shaped.n_model_calls
-        start_steps = model.num_timesteps if existing is not None else 0
+        start_steps = model.num_timesteps
         t0 = time.perf_counter()
         if remaining > 0:
-            model.learn(
-                total_timesteps=remaining, callback=[log_cb, eval_cb, ckpt_cb, bar_cb],
-                reset_num_timesteps=existing is None, tb_log_name="run",
-            )
+            with stop_on_signals(ckpt_cb):
+                model.learn(
+                    total_timesteps=remaining, callback=[log_cb, eval_cb, ckpt_cb, bar_cb],
+                    reset_num_timesteps=not config.resume, tb_log_name="run",
+                )
         seconds = time.perf_counter() - t0
         model_path = save_model_atomic(model, out / "model.zip")
         steps_done = model.num_timesteps
@@ -280,23 +325,35 @@ def train(config: TrainConfig) -> RunResult:
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items() if k != "train_curve"}
         atomic_write_json(out / "train_summary.json", summary)
         return result
-    finally:
+    finally:  # (after an interrupt SB3 never calls the callbacks' on_training_end)
+        for cb in (eval_cb, bar_cb):
+            if cb is not None:
+                cb.close()
         env.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _train_command(argv: list[str]) -> int:
+    from policies.callbacks import TrainingInterrupted
+
     config = parse_train_config(argv, description=__doc__.split("\n\n")[0])
     try:
         result = train(config)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
-        print(f"prism-train: error: {exc}", file=sys.stderr)
-        return 2
+    except TrainingInterrupted as stop:
+        print(f"prism-train: interrupted at step {stop.step}; checkpoint saved in {stop.checkpoint}; "
+              f"resume with: prism-train --out {shlex.quote(str(config.out))} --resume", file=sys.stderr)
+        return 128 + int(stop.signum)
     print(
         f"trained {result.env_steps} env steps in {result.train_seconds:.0f}s "
         f"({result.steps_per_second:.0f} steps/s); true success {result.final_success_rate:.0%}; "
         f"run: {result.run_dir}"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``prism-train``: bad input is one line on stderr and exit 2 (``--debug`` for the traceback);
+    Ctrl-C / SIGTERM checkpoint first, then exit 130 / 143."""
+    return run_cli("prism-train", _train_command, argv)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ class Scene:
         height, width = offscreen_size
         spec.visual.global_.offwidth = max(int(width), 64)
         spec.visual.global_.offheight = max(int(height), 64)
-        spec.visual.quality.shadowsize = 0  # shadows cost ~25x frame rate on CPU EGL (DESIGN.md §8)
+        spec.visual.quality.shadowsize = 0  # shadows cost ~25x frame rate on CPU EGL (docs/design.md § Simulation)
         # Multisampling costs ~2.7x frame rate on CPU EGL (llvmpipe) for a mean pixel change < 1;
         # coarser tessellation of capsules/spheres another ~1.2-1.6x, invisible at 64-224 px.
         spec.visual.quality.offsamples = 0

@@ -333,3 +333,15 @@ def test_bad_input_fuzz_table(case, folders, dataset, grm_ckpt, tmp_path, capsys
     line = one_error_line(capsys.readouterr().err, prog)
     assert culprit in line, line
     assert {k: snapshot(v) for k, v in inputs.items()} == watched
+
+
+def test_train_never_writes_into_a_user_folder(tmp_path, capsys):
+    from policies.train import main as prism_train
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    before = snapshot(tmp_path)
+    assert prism_train(["--task", "reach", "--steps", "10", "--out", str(user)]) == 2
+    assert "not a run written by prism-rl" in one_error_line(capsys.readouterr().err, "prism-train")
+    assert snapshot(tmp_path) == before

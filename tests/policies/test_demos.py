@@ -53,7 +53,7 @@ def test_config_rejects_demonstrations_it_cannot_use(tmp_path):
 
     with pytest.raises(ValueError, match="off-policy"):
         TrainConfig(algo="ppo", demo_episodes=3)
-    with pytest.raises(ValueError, match="demo_noise"):
+    with pytest.raises(ValueError, match="demo.noise"):
         TrainConfig(demo_episodes=3, demo_noise=-1)
     cfg = TrainConfig(task="reach", obs="pixels", cameras="front", demo_episodes=3, out=tmp_path)
     with pytest.raises(ValueError, match="--obs state"):
