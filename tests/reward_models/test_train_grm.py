@@ -349,3 +349,19 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert err.startswith("prism-reward train: error:") and "missing" in err and "Traceback" not in err
     assert main(["eval", "--model", "no-such-model-spec", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "prism-reward eval: error:" in capsys.readouterr().err
+
+
+def test_training_can_start_from_another_checkpoint(tmp_path):
+    """--init: the starting model's architecture, cameras and weights are kept; new words are added."""
+    from dataclasses import replace
+
+    eps = dataset(0, 2, 1, tasks=("lift",))
+    first = train_grm(quick_config(tmp_path / "a", steps=3, cameras=("front",), embed_dim=16), episodes=eps)
+    renamed = [replace(ep, task="raise the cube up high") for ep in eps]
+    second = train_grm(quick_config(tmp_path / "b", steps=2, init=str(first), image_size=48, cameras=("side",)),
+                       episodes=renamed)
+    a, b = load_grm_module(first), load_grm_module(second)
+    assert b.config.cameras == a.config.cameras == ("front",) and b.config.image_size == 32
+    assert b.config.embed_dim == 16
+    assert {"raise", "cube", "high"} <= set(b.config.vocabulary)
+    assert b.config.training["init"] == str(first)
