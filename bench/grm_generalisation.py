@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from episodes.cli_errors import parse_config  # noqa: E402
+
 from grm_report import evaluate, progress_rank  # noqa: E402
 from results_io import write_bench_result  # noqa: E402
 

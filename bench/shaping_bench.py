@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from episodes.cli_errors import parse_config
 
 REWARD_LABELS = {"sparse": "sparse", "oracle": "oracle", "naive-delta": "naive-delta"}
@@ -226,7 +227,7 @@ def plot(table: dict, path: Path) -> None:
     tasks = sorted({v["task"] for v in table.values()})
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for key, row in sorted(table.items()):
+        for _key, row in sorted(table.items()):
             if row["task"] != task:
                 continue
             s = np.array(row["steps"])
@@ -254,7 +255,8 @@ def measure_overhead(args: BenchArgs) -> dict:
 
     from policies.configuration_train import TrainConfig
     from policies.shaping import ModelPotential, RewardSpec, ZeroPotential
-    from policies.train import build_train_env, resolve_device
+    from policies.train import build_train_env
+    from reward_models.devices import resolve_device
     from reward_models.tracker import FusionConfig
 
     device = resolve_device(args.device)
@@ -284,7 +286,7 @@ def measure_overhead(args: BenchArgs) -> dict:
         t0 = time.perf_counter()
         for _ in range(args.overhead_steps):
             env.step(rng.uniform(-1, 1, (n, dim)).astype(np.float32))
-        if device.startswith("cuda"):
+        if device.type == "cuda":
             torch.cuda.synchronize()
         return n * args.overhead_steps / (time.perf_counter() - t0), potential.n_model_calls - calls0
 
@@ -343,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.out / "results.json", report)
     lines = ["| task | reward | seeds | env steps | final success (per seed) | best success | env steps to 80% | "
              "train env-steps/s | demo env steps |", "|---|---|---|---|---|---|---|---|---|"]
-    for key, row in sorted(table.items()):
+    for _key, row in sorted(table.items()):
         to80 = f"{row['steps_to_80']:.0f}" if row["steps_to_80"] is not None else "not reached"
         per_seed = ", ".join(f"{x:.0%}" for x in row["per_seed_final"])
         speeds = [x for x in row["steps_per_s"] if x]

@@ -8,17 +8,17 @@ asserted.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
-from episodes.cli_errors import parse_config  # noqa: E402
 
 import sim  # noqa: E402
+from episodes.cli_errors import parse_config  # noqa: E402
 from sim.env import CONTROL_SUBSTEPS  # noqa: E402
 
 

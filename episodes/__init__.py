@@ -4,6 +4,8 @@
 """
 
 from episodes.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_parquet, atomic_write_text
+from episodes.camera_map import CameraMapError, apply_camera_map, parse_camera_map
+from episodes.dopamine import load_dopamine_episode
 from episodes.episode import OUTCOMES, Episode
 from episodes.lerobot import (
     CODEBASE_VERSION,
@@ -13,18 +15,18 @@ from episodes.lerobot import (
     open_dataset,
     write_dataset,
 )
+from episodes.rosbag import BagError, ingest_bags, read_bag
 from episodes.video import VideoError, VideoWriter, read_video, video_info, write_video
-from episodes.video_folder import EpisodeSourceError, load_video_source, write_episode_folder  # noqa: E402
-from episodes.rosbag import BagError, ingest_bags, read_bag  # noqa: E402
-from episodes.camera_map import CameraMapError, apply_camera_map, parse_camera_map  # noqa: E402
-from episodes.dopamine import load_dopamine_episode  # noqa: E402
+from episodes.video_folder import EpisodeSourceError, load_video_source, write_episode_folder
 
 __all__ = [
     "CODEBASE_VERSION",
+    "BagError",
     "CameraMapError",
     "OUTCOMES",
     "Episode",
     "EpisodeDataset",
+    "EpisodeSourceError",
     "LeRobotWriter",
     "NotALeRobotDatasetError",
     "VideoError",
@@ -35,11 +37,15 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
+    "ingest_bags",
     "load_dopamine_episode",
+    "load_video_source",
     "open_dataset",
     "parse_camera_map",
+    "read_bag",
     "read_video",
     "video_info",
     "write_dataset",
+    "write_episode_folder",
     "write_video",
 ]

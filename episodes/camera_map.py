@@ -27,6 +27,13 @@ class CameraMapError(ValueError):
     episode (so ``--skip-bad`` does not skip past it)."""
 
 
+def parse_cameras(cameras: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"front,wrist"``, ``["front", "wrist"]`` or ``["front,wrist"]`` (repeated flags) ->
+    ``("front", "wrist")``; empty for ``None``/``""``. Callers decide what an empty list means."""
+    items = [cameras] if isinstance(cameras, str) else list(cameras or ())
+    return tuple(name.strip() for item in items for name in str(item).split(",") if name.strip())
+
+
 def parse_camera_map(spec: str | Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
     """``"cam_high=front,cam_left_wrist=wrist"`` (or a list of such strings, as repeated flags give)
     -> ``{"cam_high": "front", "cam_left_wrist": "wrist"}``; empty for ``None``/``""``. An already
@@ -96,4 +103,11 @@ def map_episode_cameras(episode: Episode, mapping: Mapping[str, str]) -> Episode
                    meta={**episode.meta, "camera_map": dict(mapping)})
 
 
-__all__ = ["CameraMapError", "apply_camera_map", "map_episode_cameras", "parse_camera_map", "source_camera_names"]
+__all__ = [
+    "CameraMapError",
+    "apply_camera_map",
+    "map_episode_cameras",
+    "parse_camera_map",
+    "parse_cameras",
+    "source_camera_names",
+]

@@ -11,6 +11,7 @@ Labels that a source does not have (a plain video has no actions or progress) ar
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,17 +114,27 @@ def progress_label_error(progress: np.ndarray) -> str | None:
     return None
 
 
-def outcome_from_labels(final_success: bool, progress: np.ndarray) -> str:
-    """Episode outcome from what really happened (not from a script's intent).
+PARTIAL_PROGRESS = 0.4
+"""Mean progress over the last third of an unfinished episode at or above which it is ``partial``."""
 
-    ``success`` when the task's success predicate holds at the end; otherwise ``partial`` when
-    the mean ground-truth progress over the last third of the episode is >= 0.4 (the same
-    threshold docs/method.md § Metrics applies to predicted progress), else ``fail``.
-    """
-    if final_success:
-        return "success"
-    progress = np.asarray(progress, dtype=np.float64)
-    if progress.size == 0:
+
+def tail_progress(progress: np.ndarray) -> float:
+    """Mean progress over the last third of an episode: its last ceil(T/3) frames (at least one)."""
+    progress = np.asarray(progress, dtype=np.float64).ravel()
+    return float(progress[-max(1, math.ceil(progress.size / 3)):].mean())
+
+
+def unfinished_outcome(progress: np.ndarray) -> str:
+    """``partial`` or ``fail`` for an episode that did not succeed: the one rule behind both the
+    recorded ``outcome`` label (ground-truth progress) and the completion metric (predicted
+    progress, :func:`reward_models.metrics.completion_class`); docs/method.md § Metrics."""
+    if np.asarray(progress).size == 0:
         return "fail"
-    tail = progress[-max(1, progress.size // 3):]
-    return "partial" if float(tail.mean()) >= 0.4 else "fail"
+    return "partial" if tail_progress(progress) >= PARTIAL_PROGRESS else "fail"
+
+
+def outcome_from_labels(final_success: bool, progress: np.ndarray) -> str:
+    """Episode outcome from what really happened (not from a script's intent): ``success`` when the
+    task's success predicate holds at the end, otherwise :func:`unfinished_outcome` of the
+    ground-truth progress."""
+    return "success" if final_success else unfinished_outcome(progress)

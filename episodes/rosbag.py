@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from episodes.episode import Episode
+from episodes.images import resize_frames, scaled_to_max_side
 from episodes.video_folder import EpisodeSourceError
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -234,18 +235,14 @@ def read_bag(
         idx = np.searchsorted(stamps, ticks, side="right") - 1
         cache: dict[int, np.ndarray] = {}
         out = []
-        for k, i in enumerate(idx):
+        for i in idx:
             if i not in cache:
                 try:
                     img = decode_image_msg(s.payload[i], s.msgtype)
                 except Exception as exc:
                     raise BagError(bag, f"{cam.topic} message {i}: cannot decode image ({exc})") from exc
                 if max_side and max(img.shape[:2]) > max_side:
-                    from PIL import Image as PILImage
-
-                    scale = max_side / max(img.shape[:2])
-                    size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
-                    img = np.asarray(PILImage.fromarray(img).resize(size, PILImage.BILINEAR))
+                    img = resize_frames(img, *scaled_to_max_side(*img.shape[:2], max_side))
                 if out and img.shape != out[0].shape:
                     raise BagError(bag, f"{cam.topic}: image size changes from {out[0].shape} to {img.shape} at message {i}")
                 cache = {i: img}  # ticks are increasing: only the latest decoded frame can repeat
@@ -266,15 +263,6 @@ def read_bag(
         state = np.stack([np.interp(ticks.astype(np.float64), stamps, pos[:, j]) for j in range(pos.shape[1])], axis=1).astype(np.float32)
         meta["joint_names"] = joint_names
     return Episode(task=task, frames=frames, fps=float(fps), episode_index=episode_index, state=state, meta=meta)
-
-
-def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image as PILImage
-
-    h, w = size
-    if frames.shape[1:3] == (h, w):
-        return frames
-    return np.stack([np.asarray(PILImage.fromarray(f).resize((w, h), PILImage.BILINEAR)) for f in frames])
 
 
 def ingest_bags(
@@ -314,7 +302,7 @@ def ingest_bags(
         image_size = (max(2, h - h % 2), max(2, w - w % 2))
     for e in eps:
         for cam in e.cameras:
-            e.frames[cam] = _resize_frames(e.frames[cam], image_size)
+            e.frames[cam] = resize_frames(e.frames[cam], *image_size)
     names = first.meta.get("joint_names")
     return write_dataset(
         out,

@@ -238,6 +238,47 @@ def _open_for_reading(path: Path):
     return container
 
 
+class VideoReader:
+    """The one PyAV decoding loop: opens a video (a :class:`VideoError` naming the file when it is
+    missing, empty, corrupt or has no video stream), decodes its frames in presentation order and
+    converts the ones a caller keeps to RGB. Use as a context manager; it closes the file."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.container = _open_for_reading(self.path)
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        # One reformatter for the whole file: VideoFrame.to_ndarray(format=...) builds a new
+        # swscale context per frame, which is ~50x slower on small frames.
+        self._to_rgb = VideoReformatter()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.container.close()
+
+    def frames(self, start_s: float | None = None) -> Iterator[av.VideoFrame]:
+        """Decoded frames, not yet converted (skipping a frame costs no conversion). With
+        ``start_s`` it seeks to the key frame at or before ``start_s`` first, so a few earlier
+        frames can still come out. Decode errors and truncation raise :class:`VideoError`."""
+        if start_s is not None and start_s > 0:
+            try:
+                self.container.seek(int(start_s / self.stream.time_base), stream=self.stream, backward=True,
+                                    any_frame=False)  # fmt: skip
+            except av.error.FFmpegError as exc:
+                raise VideoError(f"cannot seek to {start_s:.3f}s in {self.path}: {exc}") from exc
+        try:
+            yield from self.container.decode(self.stream)
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"cannot decode video {self.path} (corrupt or truncated?): {exc}") from exc
+
+    def rgb(self, frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
+        """uint8 (H, W, 3) RGB of ``frame``, scaled to ``size`` = (width, height) when given."""
+        width, height = size if size is not None else (None, None)
+        return self._to_rgb.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
+
+
 def iter_frames(path: str | os.PathLike, start_s: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(timestamp_s, frame)`` for every decoded frame, in presentation order.
 
@@ -245,29 +286,12 @@ def iter_frames(path: str | os.PathLike, start_s: float | None = None) -> Iterat
     few earlier frames can still come out (callers filter by timestamp). Decode errors and
     truncation raise :class:`VideoError` naming the file.
     """
-    path = Path(path)
-    container = _open_for_reading(path)
-    try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        time_base = stream.time_base
-        # One reformatter for the whole file: VideoFrame.to_ndarray(format=...) builds a new
-        # swscale context per frame, which is ~50x slower on small frames.
-        to_rgb = VideoReformatter()
-        if start_s is not None and start_s > 0:
-            try:
-                container.seek(int(start_s / time_base), stream=stream, backward=True, any_frame=False)
-            except av.error.FFmpegError as exc:
-                raise VideoError(f"cannot seek to {start_s:.3f}s in {path}: {exc}") from exc
-        try:
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    raise VideoError(f"{path}: decoded a frame without a timestamp")
-                yield float(frame.pts * time_base), to_rgb.reformat(frame, format="rgb24").to_ndarray()
-        except av.error.FFmpegError as exc:
-            raise VideoError(f"cannot decode video {path} (corrupt or truncated?): {exc}") from exc
-    finally:
-        container.close()
+    with VideoReader(path) as reader:
+        time_base = reader.stream.time_base
+        for frame in reader.frames(start_s):
+            if frame.pts is None:
+                raise VideoError(f"{reader.path}: decoded a frame without a timestamp")
+            yield float(frame.pts * time_base), reader.rgb(frame)
 
 
 def read_video(path: str | os.PathLike, start: int | None = None, stop: int | None = None) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from episodes.episode import OUTCOMES, Episode, progress_label_error
-from episodes.video import VideoError, write_video
+from episodes.video import VideoError, VideoReader, write_video
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 """File suffixes treated as videos."""
@@ -57,27 +57,20 @@ def is_video_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def _open(path: Path):
-    import av
-
+def _open(path: Path) -> VideoReader:
     if not path.is_file():
         raise EpisodeSourceError(path, "video file does not exist")
     try:
-        container = av.open(str(path))
-    except Exception as exc:  # PyAV raises several FFmpeg error types
-        raise EpisodeSourceError(path, f"cannot open video: corrupt or truncated file? ({type(exc).__name__}: {exc})") from exc
-    if not container.streams.video:
-        container.close()
-        raise EpisodeSourceError(path, "file has no video stream")
-    return container
+        return VideoReader(path)
+    except VideoError as exc:
+        raise EpisodeSourceError(path, f"unreadable video: {exc}") from exc
 
 
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame rate, frame count and size of a video without decoding it."""
     path = Path(path)
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
+    with _open(path) as reader:
+        stream = reader.stream
         rate = stream.average_rate or stream.base_rate or 0
         return VideoInfo(
             fps=float(rate) if rate else 0.0,
@@ -85,8 +78,6 @@ def probe_video(path: str | Path) -> VideoInfo:
             width=int(stream.codec_context.width),
             height=int(stream.codec_context.height),
         )
-    finally:
-        container.close()
 
 
 def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -112,9 +103,8 @@ def decode_video(
     videos and for timestamps that go backwards.
     """
     path = Path(path)
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
+    with _open(path) as reader:
+        stream = reader.stream
         rate = float(stream.average_rate or stream.base_rate or 0) or None
         expected = int(stream.frames or 0)
         tb = float(stream.time_base) if stream.time_base else None
@@ -127,7 +117,7 @@ def decode_video(
         next_keep = 0.0
         kept: list[int] = []
         try:
-            for i, frame in enumerate(container.decode(stream)):
+            for i, frame in enumerate(reader.frames()):
                 t = float(frame.pts * tb) if (frame.pts is not None and tb) else (i / rate if rate else float(i))
                 if stamps and t < stamps[-1] - 1e-9:
                     raise EpisodeSourceError(
@@ -142,7 +132,7 @@ def decode_video(
                 if take:
                     if keep_every is not None:
                         next_keep += keep_every
-                    frames.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+                    frames.append(reader.rgb(frame, size))
                     kept.append(i)
                 else:
                     last = frame  # decoded frame kept for the end-state fix-up below
@@ -161,12 +151,10 @@ def decode_video(
             )
         if kept[-1] != len(stamps) - 1:
             # Always keep the end state.
-            frames.append(last.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+            frames.append(reader.rgb(last, size))
             kept.append(last_index)
         fps_out = float(fps) if keep_every is not None else float(rate or fps or 10.0)
         return np.stack(frames).astype(np.uint8, copy=False), fps_out, np.asarray(kept, dtype=np.int64)
-    finally:
-        container.close()
 
 
 def _read_episode_json(path: Path) -> dict[str, Any]:

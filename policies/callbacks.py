@@ -570,7 +570,7 @@ class AtomicCheckpointCallback(BaseCallback):
         return path
 
     def _prune(self) -> None:
-        for step, path in checkpoint_candidates(self.run_dir)[self.keep:]:
+        for _step, path in checkpoint_candidates(self.run_dir)[self.keep:]:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:  # a legacy zip: the newer checkpoints replace it and the buffer it shared

@@ -38,12 +38,13 @@ FIELD_RANGES: dict[str, str] = {
     "obs_stats_steps": "[0, inf)", "eval_every": "[0, inf)", "eval_episodes": "[1, inf)",
     "video_every": "[0, inf)", "checkpoint_every": "[0, inf)", "checkpoint_minutes": "[0, inf)",
     "demo_episodes": "[0, inf)", "demo_fraction": "[0, 1)", "bc_weight": "[0, inf)", "demo_noise": "[0, inf)",
-    "demo_max_progress": "(0, 1]", "torch_threads": "[0, inf)",
+    "demo_max_progress": "(0, 1]", "torch_threads": "[0, inf)", "ray_workers": "[1, inf)",
 }
 """Allowed interval of each numeric field of :class:`TrainConfig` (every one is also checked finite)."""
 
 INT_FIELDS = ("image_size", "max_episode_steps", "n_envs", "steps", "seed", "query_every", "obs_stats_steps",
-              "eval_every", "eval_episodes", "video_every", "checkpoint_every", "demo_episodes", "torch_threads")
+              "eval_every", "eval_episodes", "video_every", "checkpoint_every", "demo_episodes", "torch_threads",
+              "ray_workers")
 
 
 def _positive(v: float) -> bool:
@@ -181,8 +182,17 @@ class TrainConfig:
     """Episode time limit in control steps (None: the task's default)."""
     n_envs: int = 4
     """Parallel envs (one batched reward-model call per step covers all of them)."""
-    vec_env: Literal["dummy", "subproc"] = "dummy"
-    """Vectorisation: in-process (dummy) or one process per env (subproc, forkserver)."""
+    vec_env: Literal["dummy", "subproc", "ray"] = "dummy"
+    """Vectorisation: in-process (dummy), one process per env (subproc, forkserver) or Ray rollout
+    actors (ray: --ray-workers actors share the envs; policies/ray_rollouts.py)."""
+    ray_workers: int = 2
+    """--vec-env ray: rollout actors the envs are split among."""
+    ray_address: str | None = None
+    """Ray cluster for --vec-env ray / --async-reward / serve: rewards (auto: a local `ray start --head`);
+    none: Ray starts embedded in this process."""
+    async_reward: bool = False
+    """SAC: label rewards asynchronously in a Ray actor (env stepping never waits for the reward model;
+    transitions are sampled once labelled; same shaped rewards; policies/async_relabel.py)."""
     steps: int = 50_000
     """Total env steps (summed over envs)."""
     seed: int = 0
@@ -276,6 +286,10 @@ class TrainConfig:
                                                    or self.obs_stats_steps < 1):
             raise ValueError("--policy-features relative works with --obs state and the policy's state "
                              "normalisation (--normalize-obs, --obs-stats-steps >= 1)")
+        if self.async_reward and (self.algo != "sac" or self.query_every != 1 or self.normalize_reward
+                                  or self.demo_episodes > 0):
+            raise ValueError("--async-reward needs --algo sac, --query-every 1, no --normalize-reward and no "
+                             "--demo-episodes")
         if self.critic_layer_norm and self.algo != "sac":
             raise ValueError("--critic-layer-norm applies to SAC's critics (--algo sac)")
         if self.obs == "pixels" and not self.cameras.strip():
@@ -307,7 +321,7 @@ class TrainConfig:
         check_hyperparams(self.hyperparams)
 
     BOOKKEEPING_FIELDS = frozenset({"out", "config", "resume", "progress_bar", "video_every", "checkpoint_every",
-                                    "checkpoint_minutes", "steps", "device", "torch_threads"})
+                                    "checkpoint_minutes", "steps", "device", "torch_threads", "ray_address"})
     """Fields that change neither what a run learns nor how its curve is sampled: two configs that differ
     only in these (another checkpoint cadence, no progress bar, a longer budget) describe the same run."""
 

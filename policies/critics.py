@@ -17,11 +17,11 @@ rebuilds it, so ``prism-eval`` and ``load_policy`` need nothing else.
 
 from __future__ import annotations
 
-from torch import nn
 from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.sac.policies import MultiInputPolicy, SACPolicy
+from torch import nn
 
 
 class LayerNormContinuousCritic(ContinuousCritic):

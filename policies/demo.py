@@ -6,7 +6,8 @@ Stages (each resumes: a stage whose output already exists is skipped unless ``--
    runs and failures, as LeRobot v3 datasets under ``OUT/data/<task>``, plus held-out episodes
    (seeds never used for training) under ``OUT/heldout/<task>``;
 2. **experts** success rate of each task's scripted expert on fresh seeds (state only, fast);
-3. **grm**     train a small multi-view process reward model (GRM) on ``OUT/data/*`` -> ``OUT/grm``;
+3. **grm**     the reward model: the pretrained GRM shipped with prism-rl (``--grm grm``, the
+   default), or with ``--grm-steps N`` a small GRM trained on ``OUT/data/*`` -> ``OUT/grm``;
 4. **eval**    score the held-out episodes with the GRM beside the ground-truth oracle ->
    ``OUT/eval/<task>/report.html`` (VOC, 3-class completion, success AUROC, ...);
 5. **policy**  short SAC runs on the policy task with the GRM's and the oracle's policy-invariant
@@ -24,13 +25,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 import sim
 import sim.experts
 from episodes import open_dataset
 from episodes.atomic import OUTPUT_MARKERS, atomic_write_json, atomic_write_text, check_replaceable
 from episodes.cli_errors import parse_config, run_cli
+from episodes.jsonable import jsonable
 from policies.record import record_episodes
+from reward_models.registry import load_progress_model
 
 
 @dataclass
@@ -51,17 +53,21 @@ class DemoArgs:
     """Comma-separated cameras to record."""
     heldout_episodes: int = 6
     """Held-out episodes per task (fresh seeds, failure-mix) on which the reward model is evaluated."""
-    grm_steps: int = 800
-    """Optimisation steps of the GRM (0 skips the grm, eval and policy stages)."""
+    grm: str = "grm"
+    """Reward model to evaluate and shape with: ``grm`` (the pretrained GRM shipped with prism-rl) or a
+    GRM checkpoint directory."""
+    grm_steps: int = 0
+    """Train a fresh GRM for this many steps on the recorded ``data/*`` instead of using ``--grm``
+    (0: use ``--grm`` as it is)."""
     grm_image_size: int = 64
-    """Resolution the GRM is trained and run at."""
+    """Resolution a freshly trained GRM (``--grm-steps``) is trained and run at."""
     policy_task: str = "reach"
     """Task of the short policy-training stage."""
     policy_steps: int = 4000
     """Env steps of the short policy-training stage (0 skips it)."""
     policy_rewards: str = "grm,oracle"
-    """Comma-separated rewards of the policy stage, one short run each, plotted together: grm (the GRM
-    just trained, shaped), oracle (ground-truth progress, shaped the same way) or sparse."""
+    """Comma-separated rewards of the policy stage, one short run each, plotted together: grm (the
+    GRM of --grm / --grm-steps, shaped), oracle (ground-truth progress, shaped the same way) or sparse."""
     seed: int = 0
     """First seed of the recorded episodes (held-out and expert-check episodes use later seeds)."""
     force: bool = False
@@ -86,7 +92,7 @@ def stage_record(args: DemoArgs, tasks: list[str]) -> dict[str, dict]:
     for task in tasks:
         out = args.out / "data" / task
         _record(out, task, args.episodes, args.seed, args, "record")
-        if args.grm_steps > 0 and args.heldout_episodes > 0:
+        if args.heldout_episodes > 0:
             _record(args.out / "heldout" / task, task, args.heldout_episodes, heldout_seed, args, "held-out")
         ds = open_dataset(out)
         # Outcomes come from the episodes table: no video needs decoding for them.
@@ -150,7 +156,7 @@ def stage_grm(args: DemoArgs, datasets: list[str]) -> Path:
     return ckpt
 
 
-def stage_eval(args: DemoArgs, tasks: list[str], ckpt: Path) -> dict[str, dict]:
+def stage_eval(args: DemoArgs, tasks: list[str], model_spec: str) -> dict[str, dict]:
     from reward_models.evaluate import EvalConfig, run_eval
 
     results = {}
@@ -161,7 +167,7 @@ def stage_eval(args: DemoArgs, tasks: list[str], ckpt: Path) -> dict[str, dict]:
             result = json.loads(metrics_path.read_text())
             _log(f"eval {task}: kept existing {out}")
         else:
-            result = run_eval(EvalConfig(model=[str(ckpt), "oracle"], data=str(args.out / "heldout" / task),
+            result = run_eval(EvalConfig(model=[model_spec, "oracle"], data=str(args.out / "heldout" / task),
                                          out=str(out), videos=2, progress_bar=False))
         row = {}
         for label, run in result["models"].items():
@@ -173,7 +179,7 @@ def stage_eval(args: DemoArgs, tasks: list[str], ckpt: Path) -> dict[str, dict]:
     return results
 
 
-def stage_policy(args: DemoArgs, ckpt: Path | None) -> dict:
+def stage_policy(args: DemoArgs, model_spec: str) -> dict:
     """One short SAC run per reward (same task, seed and budget); returns their success curves."""
     from policies.callbacks import read_eval_curve
     from policies.configuration_train import TrainConfig
@@ -187,7 +193,7 @@ def stage_policy(args: DemoArgs, ckpt: Path | None) -> dict:
             _log(f"policy {name}: kept existing run {out}")
             curve = read_eval_curve(curve_path)
         else:
-            reward = f"grm:{ckpt}" if name == "grm" else name
+            reward = model_spec if name == "grm" else name
             # The task's tuned SAC preset (configs/sac_<task>.yaml), shortened to the demo's budget.
             cfg = TrainConfig.for_task(args.policy_task, "sac", reward=reward, steps=args.policy_steps,
                                        seed=args.seed, out=out, eval_every=max(500, args.policy_steps // 4),
@@ -203,12 +209,18 @@ def stage_policy(args: DemoArgs, ckpt: Path | None) -> dict:
     return {"runs": runs, "plot": plot.name}
 
 
+def _model_description(args: DemoArgs) -> str:
+    if args.grm_steps > 0:
+        return f"GRM trained for {args.grm_steps} steps on data/*"
+    return "the pretrained GRM shipped with prism-rl" if args.grm == "grm" else f"GRM {args.grm}"
+
+
 def _policy_rewards(args: DemoArgs) -> list[str]:
     names = [r.strip() for r in args.policy_rewards.split(",") if r.strip()]
     bad = [r for r in names if r not in ("grm", "oracle", "sparse")]
     if bad:
         raise ValueError(f"--policy-rewards takes grm, oracle, sparse; got {bad}")
-    return [r for r in names if r != "grm" or args.grm_steps > 0]
+    return names
 
 
 def _plot_curves(curves: dict[str, list[dict]], path: Path, title: str) -> Path:
@@ -309,7 +321,7 @@ def write_report(args: DemoArgs, summary: dict, sheet: Path) -> Path:
                          f"<td>{_fmt(m['completion_accuracy'])}</td><td>{_fmt(m['success_auroc'])}</td>"
                          f"<td><a href=\"{esc(str(link))}\">report</a></td></tr>")
         sections.append(f"""<h2>Process reward model on held-out episodes</h2>
-<p>GRM trained for {args.grm_steps} steps on <code>data/*</code>; evaluated beside the ground-truth oracle on
+<p>{esc(_model_description(args))}; evaluated beside the ground-truth oracle on
 {args.heldout_episodes} held-out episodes per task (seeds never used in training).</p>
 <table>{head}{body}</table>""")
     if summary.get("policy"):
@@ -342,23 +354,25 @@ def run_demo(args: DemoArgs) -> dict:
     tasks = [sim.resolve_task(t) for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise ValueError("--tasks names no task")
-    if args.policy_steps > 0 and args.grm_steps > 0:
+    if args.policy_steps > 0:
         args.policy_task = sim.resolve_task(args.policy_task)
     _policy_rewards(args)  # validates before any work is done
     check_replaceable(args.out, "demo")  # resumes its own folder, never writes into another
     args.out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"config": {k: str(v) for k, v in asdict(args).items()}}
+    summary: dict = {"config": jsonable(asdict(args))}
     atomic_write_json(args.out / OUTPUT_MARKERS["demo"], summary["config"])
     summary["record"] = stage_record(args, tasks)
     summary["expert_success"] = stage_experts(args, tasks)
-    ckpt = None
     if args.grm_steps > 0:
-        ckpt = stage_grm(args, [r["dataset"] for r in summary["record"].values()])
-        summary["grm"] = str(ckpt)
-        if args.heldout_episodes > 0:
-            summary["eval"] = stage_eval(args, tasks, ckpt)
+        model_spec = f"grm:{stage_grm(args, [r['dataset'] for r in summary['record'].values()])}"
+    else:
+        model_spec = args.grm
+        load_progress_model(model_spec, device="cpu")  # a bad --grm fails here, before the long stages
+    summary["grm"] = model_spec
+    if args.heldout_episodes > 0:
+        summary["eval"] = stage_eval(args, tasks, model_spec)
     if args.policy_steps > 0 and _policy_rewards(args):
-        summary["policy"] = stage_policy(args, ckpt)
+        summary["policy"] = stage_policy(args, model_spec)
     sheet = contact_sheet({t: r["dataset"] for t, r in summary["record"].items()}, args.out / "contact_sheet.png")
     summary["seconds"] = time.perf_counter() - t0
     summary["report"] = str(write_report(args, summary, sheet))

@@ -34,15 +34,6 @@ from policies.shaping import RewardViewsWrapper
 OBS_MODES = ("state", "pixels")
 
 
-def parse_cameras(cameras: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``"front,wrist"`` -> ``("front", "wrist")``; ``None``/``""`` -> ``()``."""
-    if cameras is None:
-        return ()
-    if isinstance(cameras, str):
-        return tuple(c.strip() for c in cameras.split(",") if c.strip())
-    return tuple(cameras)
-
-
 class PolicyObsWrapper(gym.ObservationWrapper):
     """Flattens the sim's nested observation for SB3.
 

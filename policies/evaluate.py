@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from episodes.atomic import check_output_not_input
+from episodes.camera_map import parse_cameras
 from episodes.cli_errors import parse_config, run_cli
 
 
@@ -44,7 +47,9 @@ class EvalArgs:
     """Evaluate a prism-train run on true task success."""
 
     run: Path
-    """Run directory written by prism-train (config.yaml + model.zip)."""
+    """Run directory written by prism-train (config.yaml + model.zip), or a prism-vla checkpoint folder."""
+    task: str | None = None
+    """Task to evaluate a (multi-task) prism-vla checkpoint on; a prism-train run knows its own."""
     episodes: int = 50
     """Number of evaluation episodes (episode k uses seed + k)."""
     seed: int = 20_000
@@ -65,44 +70,36 @@ class EvalArgs:
     """Use the policy's deterministic action (mean) rather than sampling."""
 
 
-def evaluate(args: EvalArgs) -> dict:
-    from episodes.atomic import atomic_write_json
+def rollout_figures(args: EvalArgs, task: str, policy: Any, act: Callable[[Any], np.ndarray],
+                    make_env: Callable[[], Any], video_path: Path, **record_kwargs: Any) -> dict:
+    """True success (Wilson 95% interval), return, length and final progress of ``args.episodes``
+    rollouts of ``policy`` on fresh seeds: recorded as a dataset with ``--record`` (``policy`` is a
+    ``policies.record`` rollout policy; ``record_kwargs`` go to ``record_episodes``), else run live
+    with ``act(obs)`` in ``make_env()`` (the first episodes filmed to ``video_path`` with ``--video``)."""
     from policies.callbacks import run_episodes
-    from policies.run import load_policy
-    from policies.train import make_eval_env_fn
-
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    policy = load_policy(args.run, device=args.device, checkpoint=args.checkpoint)
-    config = policy.config
 
     if args.record is not None:
+        from episodes import open_dataset
         from policies.record import record_episodes
 
         check_output_not_input(args.record, [args.run], out_flag="--record")
 
-        cams = tuple(c.strip() for c in args.record_cameras.split(",") if c.strip())
+        cams = parse_cameras(args.record_cameras)
         cams = tuple(dict.fromkeys(cams + policy.cameras))  # the policy's own views must be rendered
-        summary = record_episodes(
-            args.record, policy.task, policy=policy, episodes=args.episodes, seed=args.seed, cameras=cams,
-            size=policy.image_size, max_steps=config.max_episode_steps,
-            env_kwargs={"action_mode": policy.action_mode},
-        )
+        summary = record_episodes(args.record, task, policy=policy, episodes=args.episodes, seed=args.seed,
+                                  cameras=cams, **record_kwargs)
         successes = int(round(summary.success_rate * args.episodes))
-        from episodes import open_dataset
-
         # True returns straight from the recorded next.reward column (the extra final frame has 0).
         recorded = [open_dataset(args.record).load_episode(i) for i in range(args.episodes)]
         returns = [float(np.sum(ep.reward)) for ep in recorded if ep.reward is not None]
         lengths = [ep.length - 1 for ep in recorded]
         final_progress = float(np.mean([ep.progress[-1] for ep in recorded if ep.progress is not None]))
     else:
-        env = make_eval_env_fn(config)()
+        env = make_env()
         try:
-            results, frames = run_episodes(
-                lambda obs: policy.model.predict(obs, deterministic=args.deterministic)[0], env, args.episodes,
-                args.seed, video_camera="front" if args.video else None, video_episodes=args.video_episodes,
-            )
+            results, frames = run_episodes(act, env, args.episodes, args.seed,
+                                           video_camera="front" if args.video else None,
+                                           video_episodes=args.video_episodes)
         finally:
             env.close()
         successes = sum(r.success for r in results)
@@ -114,9 +111,9 @@ def evaluate(args: EvalArgs) -> dict:
 
             stack = np.stack(frames)
             h, w = stack.shape[1:3]
-            write_video(args.run / "eval" / "videos" / "eval.mp4", stack[:, : h - h % 2, : w - w % 2], fps=20.0)
+            write_video(video_path, stack[:, : h - h % 2, : w - w % 2], fps=20.0)
     lo, hi = wilson_interval(successes, args.episodes)
-    report = {
+    return {
         "success_rate": successes / args.episodes,
         "ci_low": lo,
         "ci_high": hi,
@@ -126,13 +123,36 @@ def evaluate(args: EvalArgs) -> dict:
         "mean_return": float(np.mean(returns)) if returns else None,
         "mean_length": float(np.mean(lengths)) if lengths else None,
         "mean_final_progress": final_progress,
+    }
+
+
+def evaluate(args: EvalArgs) -> dict:
+    from episodes.atomic import atomic_write_json
+    from policies.run import load_policy
+    from policies.train import make_eval_env_fn
+    from policies.vla.configuration_vla import is_vla_checkpoint
+
+    if is_vla_checkpoint(args.run):
+        from policies.vla.rollout import evaluate_vla
+
+        return evaluate_vla(args)
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    policy = load_policy(args.run, device=args.device, checkpoint=args.checkpoint)
+    config = policy.config
+    report = rollout_figures(
+        args, policy.task, policy, lambda obs: policy.model.predict(obs, deterministic=args.deterministic)[0],
+        make_eval_env_fn(config), Path(args.run) / "eval" / "videos" / "eval.mp4",
+        size=policy.image_size, max_steps=config.max_episode_steps, env_kwargs={"action_mode": policy.action_mode},
+    )
+    report.update({
         "task": policy.task,
         "reward": config.reward,
         "algo": config.algo,
         "checkpoint": str(policy.model_path),
         "seed": args.seed,
         "recorded_to": str(args.record) if args.record is not None else None,
-    }
+    })
     atomic_write_json(Path(args.run) / "eval" / "eval.json", report)
     return report
 
@@ -147,7 +167,7 @@ def _main(argv: list[str]) -> int:
     print(
         f"{report['task']} ({report['algo']}, reward {report['reward']}): success "
         f"{report['success_rate']:.1%} [{report['ci_low']:.1%}, {report['ci_high']:.1%}] 95% CI "
-        f"over {report['episodes']} episodes -> {Path(args.run) / 'eval' / 'eval.json'}"
+        f"over {report['episodes']} episodes -> {report.get('report_path', Path(args.run) / 'eval' / 'eval.json')}"
     )
     return 0
 

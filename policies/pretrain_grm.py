@@ -35,6 +35,7 @@ import numpy as np
 import sim
 import sim.experts
 from episodes.atomic import atomic_write_json, atomic_write_text
+from episodes.camera_map import parse_cameras
 from episodes.cli_errors import parse_config, run_cli
 from policies.record import record_episodes, rollout_episode
 
@@ -111,7 +112,7 @@ def train_stage(args: PretrainArgs, datasets: list[Path]) -> Path:
     ckpt = args.out / "grm"
     cfg = TrainConfig(
         data=tuple(datasets), out=ckpt, steps=args.steps, image_size=args.image_size,
-        cameras=tuple(c.strip() for c in args.cameras.split(",") if c.strip()),
+        cameras=parse_cameras(args.cameras),
         text_encoder=args.text_encoder, canonical_colors=None, swap_words=(), batch_episodes=args.batch_episodes,
         save_every=args.save_every, device=args.device, num_threads=args.num_threads, model_id="grm",
         resume=(ckpt.with_name("grm.run") / "last").exists(),

@@ -25,8 +25,10 @@ from tqdm import tqdm
 import sim
 import sim.experts
 from episodes import Episode, LeRobotWriter
-from episodes.episode import outcome_from_labels
+from episodes.atomic import check_output_not_input
+from episodes.camera_map import parse_cameras
 from episodes.cli_errors import parse_config, run_cli
+from episodes.episode import outcome_from_labels
 
 
 class RolloutPolicy(Protocol):
@@ -50,7 +52,8 @@ class RecordArgs:
     seed: int = 0
     """First seed; initial states, instructions and policy noise all derive from it."""
     policy: str = "expert"
-    """Behaviour: expert, noisy, random, partial, stall, wrong-object, rewind or failure-mix."""
+    """Behaviour: expert, noisy, random, partial, stall, wrong-object, rewind or failure-mix; or
+    ``vla:DIR``, a prism-vla checkpoint (its views are recorded too)."""
     noise: float | None = None
     """Action-noise std for the scripted policy (None: the policy's own default)."""
     cameras: str = "front,side,wrist"
@@ -86,11 +89,10 @@ class RecordSummary:
 
 
 def _camera_list(cameras: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    if isinstance(cameras, str):
-        cameras = [c.strip() for c in cameras.split(",") if c.strip()]
+    cameras = parse_cameras(cameras)
     if not cameras:
         raise ValueError("at least one camera is needed to record episodes (e.g. --cameras front,side,wrist)")
-    return tuple(cameras)
+    return cameras
 
 
 def rollout_episode(
@@ -165,6 +167,12 @@ def record_episodes(
 
     task = sim.resolve_task(task)
     cams = _camera_list(cameras)
+    if isinstance(policy, str) and policy.startswith("vla:"):
+        from policies.vla.modeling_vla import load_vla
+
+        check_output_not_input(out, [policy[4:]])
+        policy = load_vla(policy[4:])
+        cams = tuple(dict.fromkeys(cams + policy.cameras))  # the policy's own views must be rendered
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1 (got {episodes}): a dataset with zero episodes is not a dataset")
     if size < 8 or size % 2:

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from episodes.camera_map import parse_cameras
 from policies.configuration_train import TrainConfig
-from policies.envs import parse_cameras, policy_obs_from_sim
+from policies.envs import policy_obs_from_sim
 
 
 class LoadedPolicy:
@@ -88,7 +89,8 @@ class LoadedPolicy:
 
 def load_policy(run_dir: str | Path, device: str = "auto", checkpoint: str = "model") -> LoadedPolicy:
     """Load ``RUN_DIR/model.zip`` (``checkpoint="best"``: ``eval/best_model.zip``; or a path)."""
-    from policies.train import _algo_class, resolve_device
+    from policies.train import _algo_class
+    from reward_models.devices import resolve_device
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"

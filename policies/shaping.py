@@ -1,6 +1,6 @@
 """Policy-invariant reward shaping from progress models, inside a stable-baselines3 ``VecEnv``.
 
-The learner sees, per env and step (DESIGN.md §3–§4)::
+The learner sees, per env and step (docs/method.md § Potential-based shaping)::
 
     r = r_success + γ·Φ(s') − Φ(s)
 
@@ -37,6 +37,18 @@ same, only its timing moved). A larger ``success_reward`` (e.g. 2) keeps success
 approach and leaves the shaping invariant; naive-delta's Φ(s_T) ≈ 1 pays the same step about as much,
 but by a rule that is not invariant.
 
+**Pessimistic potential** (``--reward grm+pessimism=K``, any model spec with the ``+pessimism=K``
+suffix): Φ_p = max(Φ − K·spread, 0), the spread being the tracker's ``phi_std``
+(:mod:`reward_models.confidence`). A policy trained on a learned Φ seeks the states the model
+over-rates; where those are states the model is unsure of, Φ_p pays less for them. K = 0 (the
+default) is the plain potential, bit for bit. Invariance: Ng et al.'s proof needs Φ to be a
+function of the state, and the tracker's Φ (and its spread) depend on the episode's history
+through the incremental chain, pessimistic or not. What keeps the optimal policy here is the same
+for both: each step's Φ_p(s') is cached and reused as the next step's Φ_p(s), so the shaped return
+telescopes *exactly* to the true return − Φ_p(s_0) on termination (Φ_p = 0 at every episode start,
+where the spread is 0), whatever values the history produced in between. On truncation the
+bootstrapped γ^T·Φ_p(s_T) remains -- the term pessimism is meant to shrink.
+
 r_success comes from the env's ``info["is_success"]`` (``success_source="env"``) or from the
 model (``"model"``: Φ ≥ 1 − δ, as in Robo-Dopamine; it is paid on every step the model believes
 the task is done, which is a state reward and keeps the shaping policy-invariant).
@@ -65,6 +77,9 @@ REWARD_VIEWS_KEY = "reward_views"
 """info key under which :class:`RewardViewsWrapper` puts the reward cameras' frames."""
 
 SUCCESS_SOURCES = ("env", "model")
+
+PESSIMISM_SUFFIX = "+pessimism="
+"""``--reward SPEC+pessimism=K``: shape with Φ − K·spread (module docstring)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,12 +122,27 @@ class RewardSpec:
     """Spec for ``reward_models.registry.load_progress_model`` when ``potential == "model"``."""
     text: str = ""
     """The original string."""
+    pessimism: float = 0.0
+    """K of the pessimistic potential Φ − K·spread (``+pessimism=K`` suffix; model potentials only)."""
 
     @classmethod
     def parse(cls, text: str) -> RewardSpec:
         raw = text.strip()
         if not raw:
             raise ValueError("--reward is empty; use sparse, oracle, naive-delta[:SPEC], grm:CKPT, clip:..., vlm:...")
+        base, sep, option = raw.rpartition(PESSIMISM_SUFFIX)
+        if sep:
+            try:
+                k = float(option)
+            except ValueError:
+                raise ValueError(f"--reward {raw!r}: {PESSIMISM_SUFFIX}K needs a number K >= 0, got {option!r}") from None
+            if not np.isfinite(k) or k < 0:
+                raise ValueError(f"--reward {raw!r}: {PESSIMISM_SUFFIX}K needs a finite K >= 0, got {option!r}")
+            spec = cls.parse(base)
+            if spec.potential != "model":
+                raise ValueError(f"--reward {raw!r}: {PESSIMISM_SUFFIX}K applies to reward-model potentials "
+                                 f"(grm, grm:CKPT, ...), not to {base!r}")
+            return cls(spec.potential, spec.naive, spec.model_spec, raw, k)
         naive = False
         inner = raw
         if raw == "naive-delta" or raw.startswith("naive-delta:"):
@@ -208,13 +238,17 @@ class ModelPotential(Potential):
     """Φ from a progress model through a :class:`~reward_models.tracker.ProgressTracker` (one
     encoder call per step for all envs, terminal and restart frames included)."""
 
-    def __init__(self, model: Any, n: int, cameras: Sequence[str], fusion: Any = None) -> None:
+    def __init__(self, model: Any, n: int, cameras: Sequence[str], fusion: Any = None, pessimism: float = 0.0) -> None:
         from reward_models.tracker import ProgressTracker
 
+        if not pessimism >= 0:
+            raise ValueError(f"pessimism must be >= 0, got {pessimism}")
         self.model = model
         self.n = n
         self.cameras = tuple(cameras)
         self.tracker = ProgressTracker(model, n=n, fusion=fusion)
+        self.pessimism = float(pessimism)
+        """K of Φ_p = max(Φ − K·spread, 0); 0 is the plain tracker Φ."""
 
     @property
     def n_model_calls(self) -> int:  # type: ignore[override]
@@ -230,6 +264,11 @@ class ModelPotential(Potential):
             phi = self.tracker.step(obs, reset_mask=done, reset_obs=reset_obs, reset_tasks=reset_tasks)
         else:
             phi = self.tracker.step(obs)
+        if self.pessimism:
+            from reward_models.confidence import pessimistic_progress
+
+            # The model claims success only when even the pessimistic reading reaches 1 − δ.
+            phi = pessimistic_progress(phi, self.tracker.phi_std, self.pessimism)
         success = phi >= 1.0 - self.tracker.fusion.delta
         # The tracker restarts finished episodes at Φ = 0 (its documented contract).
         return phi, np.zeros(self.n), success
@@ -365,15 +404,43 @@ class ShapedRewardVecEnv(VecEnvWrapper):
 
     # -- VecEnv API ---------------------------------------------------------------------------
 
-    def reset(self) -> VecEnvObs:
-        obs = self.venv.reset()
+    def _reset_batch(self, obs: VecEnvObs) -> tuple[dict[str, np.ndarray], list[str]]:
+        """The reward observation (n rows) and tasks of the envs' first states after ``reset``."""
         reset_infos = list(getattr(self.venv, "reset_infos", [{}] * self.num_envs))
         rows = [
             self._views_of(self._obs_row(obs, i), reset_infos[i].get(REWARD_VIEWS_KEY), reset_infos[i])
             for i in range(self.num_envs)
         ]
-        tasks = [self._task(info) for info in reset_infos]
-        self._phi = np.asarray(self.potential.reset(self._batch(rows), tasks), dtype=np.float64).copy()
+        return self._batch(rows), [self._task(info) for info in reset_infos]
+
+    def _step_batches(self, obs: VecEnvObs, dones: np.ndarray, infos: Sequence[Mapping]) -> tuple[
+            dict[str, np.ndarray], dict[str, np.ndarray] | None, list[str] | None]:
+        """What :meth:`Potential.step` takes besides ``dones``: the reward observation of every s'
+        (terminal observations of finished envs), and the finished envs' new first states and tasks
+        (None when no env finished)."""
+        n = self.num_envs
+        reset_infos = list(getattr(self.venv, "reset_infos", [{}] * n))
+        next_rows, reset_rows = [], []
+        for i in range(n):
+            info = infos[i]
+            if dones[i]:
+                # s' is the terminal observation; the returned obs is the next episode's s_0.
+                terminal = info.get("terminal_observation")
+                next_rows.append(self._views_of(terminal, info.get(REWARD_VIEWS_KEY), info))
+                rinfo = reset_infos[i] or {}
+                reset_rows.append(self._views_of(self._obs_row(obs, i), rinfo.get(REWARD_VIEWS_KEY), rinfo))
+            else:
+                next_rows.append(self._views_of(self._obs_row(obs, i), info.get(REWARD_VIEWS_KEY), info))
+                reset_rows.append(next_rows[-1])  # placeholder row, ignored (not done)
+        if not dones.any():
+            return self._batch(next_rows), None, None
+        reset_tasks = [self._task(reset_infos[i] or {}) for i in np.flatnonzero(dones)]
+        return self._batch(next_rows), self._batch(reset_rows), reset_tasks
+
+    def reset(self) -> VecEnvObs:
+        obs = self.venv.reset()
+        start_obs, tasks = self._reset_batch(obs)
+        self._phi = np.asarray(self.potential.reset(start_obs, tasks), dtype=np.float64).copy()
         self._model_success[:] = False
         self._steps_since_query = 0
         self._ep_return[:] = 0.0
@@ -396,26 +463,8 @@ class ShapedRewardVecEnv(VecEnvWrapper):
         query = bool(dones.any()) or self._steps_since_query >= self.query_every
         if query:
             self._steps_since_query = 0
-            reset_infos = list(getattr(self.venv, "reset_infos", [{}] * n))
-            next_rows, reset_rows = [], []
-            for i in range(n):
-                info = infos[i]
-                if dones[i]:
-                    # s' is the terminal observation; the returned obs is the next episode's s_0.
-                    terminal = info.get("terminal_observation")
-                    next_rows.append(self._views_of(terminal, info.get(REWARD_VIEWS_KEY), info))
-                    rinfo = reset_infos[i] or {}
-                    reset_rows.append(self._views_of(self._obs_row(obs, i), rinfo.get(REWARD_VIEWS_KEY), rinfo))
-                else:
-                    next_rows.append(self._views_of(self._obs_row(obs, i), info.get(REWARD_VIEWS_KEY), info))
-                    reset_rows.append(next_rows[-1])  # placeholder row, ignored (not done)
-            reset_tasks = [self._task(reset_infos[i] or {}) for i in np.flatnonzero(dones)]
-            phi_next, phi_start, model_success = self.potential.step(
-                self._batch(next_rows),
-                dones,
-                self._batch(reset_rows) if dones.any() else None,
-                reset_tasks if dones.any() else None,
-            )
+            next_obs, reset_obs, reset_tasks = self._step_batches(obs, dones, infos)
+            phi_next, phi_start, model_success = self.potential.step(next_obs, dones, reset_obs, reset_tasks)
             phi_next = np.asarray(phi_next, dtype=np.float64)
             phi_start = np.asarray(phi_start, dtype=np.float64)
             self._model_success = np.asarray(model_success, dtype=bool)
@@ -506,4 +555,4 @@ def make_potential(
         from reward_models.tracker import FusionConfig
 
         fusion = FusionConfig(delta=delta)
-    return ModelPotential(model, n, cams, fusion)
+    return ModelPotential(model, n, cams, fusion, pessimism=spec.pessimism)

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from episodes.atomic import check_output_not_input, check_replaceable
+from episodes.camera_map import parse_cameras
 from episodes.cli_errors import one_line, run_cli
 from policies.configuration_train import TrainConfig, parse_train_config
+from reward_models.devices import resolve_device
 
 ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     # Fallback hyperparameters (tasks with a tuned preset get theirs from TASK_PRESETS) for 20 Hz
@@ -72,16 +74,6 @@ class RunResult:
     """Env steps of the expert demonstrations collected before learning (not in ``env_steps``)."""
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} requested but torch sees no CUDA device; use --device cpu")
-    return device
-
-
 def load_reward_model(config: TrainConfig, device: str):
     """The progress model behind ``config.reward`` (None for sparse/oracle/naive-delta)."""
     from policies.shaping import RewardSpec
@@ -103,7 +95,7 @@ def build_train_env(config: TrainConfig, device: str, reward_model: Any = None, 
     the :class:`ShapedRewardVecEnv` inside it (for its model-call counter)."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from policies.envs import make_vec_env, parse_cameras
+    from policies.envs import make_vec_env
     from policies.shaping import ShapedRewardVecEnv, make_potential
     from reward_models.tracker import FusionConfig
 
@@ -112,19 +104,35 @@ def build_train_env(config: TrainConfig, device: str, reward_model: Any = None, 
     reward_cams: tuple[str, ...] = ()
     if spec.potential == "model":
         reward_cams = parse_cameras(config.reward_cameras) or tuple(getattr(reward_model, "cameras", None) or ())
-    venv = make_vec_env(
-        config.n_envs, config.seed, vec_env=config.vec_env, task=config.task, obs_mode=config.obs,
-        cameras=parse_cameras(config.cameras), image_size=config.image_size, action_mode=config.action_mode,
-        max_episode_steps=config.max_episode_steps, reward_cameras=reward_cams,
-    )
+    env_kwargs = dict(task=config.task, obs_mode=config.obs, cameras=parse_cameras(config.cameras),
+                      image_size=config.image_size, action_mode=config.action_mode,
+                      max_episode_steps=config.max_episode_steps, reward_cameras=reward_cams)
+    if config.vec_env == "ray":
+        from policies.envs import make_env_fns
+        from policies.ray_rollouts import RayVecEnv, actor_cpu_share
+        from reward_models.serve import ensure_ray
+
+        ensure_ray(config.ray_address)
+        workers = min(config.ray_workers, config.n_envs)
+        venv = RayVecEnv(make_env_fns(config.n_envs, config.seed, **env_kwargs), n_workers=workers,
+                         worker_cpus=actor_cpu_share(workers + int(config.async_reward)))
+        venv.seed(config.seed)
+    else:
+        venv = make_vec_env(config.n_envs, config.seed, vec_env=config.vec_env, **env_kwargs)
     try:
+        import sim
+
+        if config.async_reward:  # the labeller actor scores the frames (policies/async_relabel.py)
+            from policies.async_relabel import AsyncShapedRewardVecEnv
+
+            shaped = AsyncShapedRewardVecEnv(venv, reward_cams, gamma=config.gamma,
+                                             default_task=sim.resolve_task(config.task))
+            return shaped, shaped
         potential = make_potential(
             spec, config.n_envs, device=device, cameras=reward_cams,
             fusion=FusionConfig(mode=config.fusion, delta=config.success_delta),
             delta=config.success_delta, model=reward_model,
         )
-        import sim
-
         shaped = ShapedRewardVecEnv(
             venv, potential, gamma=config.gamma, naive=spec.naive, success_source=config.success_source,
             success_reward=config.success_reward, query_every=config.query_every,
@@ -138,7 +146,7 @@ def build_train_env(config: TrainConfig, device: str, reward_model: Any = None, 
 
 
 def make_eval_env_fn(config: TrainConfig):
-    from policies.envs import make_sim_env, parse_cameras
+    from policies.envs import make_sim_env
 
     def make():
         return make_sim_env(
@@ -200,6 +208,22 @@ def build_model(config: TrainConfig, env, device: str):
     if config.obs == "pixels" and config.algo == "sac":
         hyper.setdefault("buffer_size", 50_000)
         hyper["buffer_size"] = min(int(hyper["buffer_size"]), 50_000)  # images are big
+    if config.async_reward:
+        import sim
+        from policies.async_relabel import async_buffer_class
+        from policies.ray_rollouts import actor_cpu_share
+        from reward_models.serve import ensure_ray
+
+        ensure_ray(config.ray_address)
+        rollout_actors = min(config.ray_workers, config.n_envs) if config.vec_env == "ray" else 0
+
+        hyper["replay_buffer_class"] = async_buffer_class(config.obs)
+        hyper["replay_buffer_kwargs"] = {"labeller": {
+            "reward": config.reward, "n_envs": config.n_envs, "gamma": config.gamma,
+            "cameras": tuple(env.potential.cameras), "success_source": config.success_source,
+            "success_reward": config.success_reward, "fusion": config.fusion, "delta": config.success_delta,
+            "device": device, "default_task": sim.resolve_task(config.task)},
+            "labeller_cpus": actor_cpu_share(rollout_actors + 1)}
     cls = _algo_class(config.algo, demos=config.demo_episodes > 0)
     try:
         return cls(policy, env, gamma=config.gamma, seed=config.seed, device=device, verbose=0,
@@ -268,6 +292,10 @@ def train(config: TrainConfig) -> RunResult:
     remove_stale_checkpoint_temporaries(out)
     atomic_write_text(out / "config.yaml", config.to_yaml())
 
+    if config.ray_address:  # join the cluster first: a serve:NAME reward is looked up in it
+        from reward_models.serve import ensure_ray
+
+        ensure_ray(config.ray_address)
     spec, reward_model = load_reward_model(config, device)
     env, shaped = build_train_env(config, device, reward_model, spec)
     eval_cb = bar_cb = None

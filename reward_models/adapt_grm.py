@@ -39,13 +39,13 @@ import torch
 from episodes.atomic import atomic_write_json, check_output_not_input, check_replaceable
 from episodes.camera_map import map_episode_cameras, parse_camera_map
 from episodes.cli_errors import check_numeric_fields, parse_config
+from reward_models.devices import resolve_device
 from reward_models.metrics import spearman
 from reward_models.modeling_grm import (
     GRM,
     ConvBackbone,
     GRMProgressModel,
     load_grm_module,
-    resolve_device,
     save_grm,
 )
 from reward_models.registry import resolve_grm_checkpoint
@@ -316,7 +316,7 @@ def adapt_grm(cfg: AdaptConfig, demo_episode: Any | None = None, unlabelled_epis
         check_videos.append((rewound(demo_episode, checked), task))
         held_out["demo"] = checked.tolist()
     unlabelled: list[TrainEpisode] = []
-    for i, ep in enumerate(unlabelled_episodes):
+    for ep in unlabelled_episodes:
         ep = replace(ep, task=cfg.task or ep.task or task, outcome="success",
                      progress=np.linspace(0.0, 1.0, ep.length, dtype=np.float32))  # time order (signs only)
         trained, checked = split_held_out(ep.length, cfg.holdout_every)

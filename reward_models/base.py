@@ -2,9 +2,9 @@
 
 A *progress model* scores **hops** between states: H(before -> after) in [-1, 1], the fraction of
 the *remaining* distance covered (progress) or of the *completed* distance lost (regress)
-(DESIGN.md §3). A :class:`ProgressTracker` turns hops into per-episode progress Φ_t in [0, 1] by
-incremental, forward-anchored and backward-anchored reconstruction, fused with a consistency
-weight -- for N parallel episodes at once, with **one** encoder forward per step.
+(docs/method.md § Progress and hops). A :class:`ProgressTracker` turns hops into per-episode
+progress Φ_t in [0, 1] by incremental, forward-anchored and backward-anchored reconstruction, fused
+with a consistency weight -- for N parallel episodes at once, with **one** encoder forward per step.
 
 Consumers (evaluation, the SB3 shaping wrapper, the ROS reward monitor) only ever use
 :class:`ProgressModel` and :class:`ProgressTracker`; they never know which model is behind them.
@@ -29,7 +29,7 @@ NON_IMAGE_KEYS = frozenset({"progress", "state"})
 
 
 def hop_from_progress(phi_before: np.ndarray, phi_after: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Ground-truth hop between two absolute progress values (DESIGN.md §3).
+    """Ground-truth hop between two absolute progress values (docs/method.md § Progress and hops).
 
     H = (Φq − Φp)/(1 − Φp) if Φq ≥ Φp, else (Φq − Φp)/Φp; clipped to [-1, 1].
     """
@@ -64,6 +64,26 @@ class ProgressModel(abc.ABC):
     ) -> np.ndarray:
         """Hops (B,) in [-1, 1] from cached embeddings; ``start``/``goal`` are reference-state
         embeddings (B rows) or ``None`` when the context is unavailable."""
+
+    def hop_and_std_from_embeddings(
+        self,
+        before: Any,
+        after: Any,
+        tasks: Sequence[str],
+        start: Any | None = None,
+        goal: Any | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Hops (B,) and the model's own predictive std of each hop (B,). A model without a
+        predictive distribution (the oracle, the baselines) reports std 0 -- it claims nothing
+        about its uncertainty, and the tracker then measures only the disagreement of its
+        estimates (:mod:`reward_models.confidence`)."""
+        hops = np.asarray(self.hop_from_embeddings(before, after, tasks, start, goal), dtype=np.float64)
+        return hops, np.zeros_like(hops)
+
+    def state_features(self, embeddings: Any) -> np.ndarray | None:
+        """(B, F) float features of encoded states for out-of-distribution checks, or ``None`` when
+        the model has none (then no frame is ever flagged)."""
+        return None
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description (written into report/sidecar metadata)."""

@@ -33,6 +33,9 @@ from episodes.camera_map import (
     source_camera_names,
 )
 from episodes.cli_errors import parse_config
+from episodes.images import resize_frames, scaled_to_max_side
+from episodes.jsonable import jsonable
+from episodes.rabc import write_rabc_progress
 from reward_models.base import ProgressModel
 from reward_models.metrics import SUCCESS_DELTA, EpisodeScore, compute_metrics
 
@@ -245,13 +248,8 @@ def list_source_episodes(
 def _downscale(ep: Episode, max_side: int | None) -> Episode:
     if not max_side or max(ep.image_size) <= max_side:
         return ep
-    from PIL import Image
-
     for cam, frames in ep.frames.items():
-        h, w = frames.shape[1:3]
-        s = max_side / max(h, w)
-        size = (max(2, round(w * s)), max(2, round(h * s)))
-        ep.frames[cam] = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+        ep.frames[cam] = resize_frames(frames, *scaled_to_max_side(*frames.shape[1:3], max_side, minimum=2))
     return ep
 
 
@@ -283,8 +281,12 @@ class ModelRun:
     frames: int = 0
 
 
-def score_episode(model: ProgressModel, ep: Episode, cfg: EvalConfig) -> tuple[np.ndarray, float | None, dict[str, Any]]:
-    """Φ (T,), an optional 1–5 end score, diagnostics -- for one model on one episode."""
+def score_episode(
+    model: ProgressModel, ep: Episode, cfg: EvalConfig
+) -> tuple[np.ndarray, float | None, dict[str, Any], dict[str, Any]]:
+    """Φ (T,), an optional 1–5 end score, diagnostics and confidence (``phi_std``, ``ood``,
+    ``success_probability`` for :class:`EpisodeScore`; empty for whole-episode scorers) -- for one
+    model on one episode."""
     from reward_models.baselines.common import EpisodeScorer
     from reward_models.tracker import FusionConfig, track_episode
 
@@ -294,9 +296,15 @@ def score_episode(model: ProgressModel, ep: Episode, cfg: EvalConfig) -> tuple[n
         phi = np.asarray(res.progress, dtype=np.float64)
         if phi.shape != (ep.length,):
             raise ValueError(f"{model.model_id}: score_episode returned {phi.shape}, expected ({ep.length},)")
-        return phi, res.end_score, dict(res.extra)
+        return phi, res.end_score, dict(res.extra), {}
     trace = track_episode(model, ep, batch_size=cfg.batch_size, fusion=FusionConfig(mode=cfg.fusion, delta=cfg.delta))
-    return np.asarray(trace.phi, dtype=np.float64), None, {}
+    calibration = getattr(model, "confidence", None)
+    confidence = {
+        "phi_std": trace.phi_std,
+        "ood": trace.ood if trace.ood_distance is not None else None,
+        "success_probability": calibration.success_probability(trace.final) if calibration is not None else None,
+    }
+    return np.asarray(trace.phi, dtype=np.float64), None, {}, confidence
 
 
 def short_label(spec: str, taken: set[str]) -> str:
@@ -354,15 +362,18 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                     raise ValueError(f"episode has {ep.length} frame(s); progress needs at least 2")
             except Exception as exc:
                 if not cfg.skip_bad or isinstance(exc, CameraMapError):
-                    raise type(exc)(f"{item.name}: {exc}") if _reraisable(exc) else exc
+                    if _reraisable(exc):
+                        raise type(exc)(f"{item.name}: {exc}") from exc
+                    raise
                 skips.append(Skip(item.name, f"{type(exc).__name__}: {exc}"))
                 continue
             curves: dict[str, np.ndarray] = {}
+            spreads: dict[str, np.ndarray] = {}
             for r in runs:
                 check_cameras_match(r, ep)
                 t0 = time.time()
                 try:
-                    phi, end_score, extra = score_episode(r.model, ep, cfg)
+                    phi, end_score, extra, confidence = score_episode(r.model, ep, cfg)
                 except Exception as exc:
                     if not cfg.skip_bad:
                         raise RuntimeError(f"{item.name}: model {r.spec} failed: {type(exc).__name__}: {exc}") from exc
@@ -374,8 +385,10 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                 r.scores.append(EpisodeScore(
                     episode_index=ep.episode_index, progress=phi, success=episode_success_label(ep),
                     outcome=ep.outcome, true_progress=ep.progress, policy=ep.meta.get("policy"),
-                    end_score=end_score, source=item.name, extra=extra,
+                    end_score=end_score, source=item.name, extra=extra, **confidence,
                 ))
+                if confidence.get("phi_std") is not None:
+                    spreads[r.label] = confidence["phi_std"]
             frame_index = np.asarray(ep.meta["frame_index"], dtype=np.int64)
             offset = int(ep.meta.get("index_offset", next_offset))
             next_offset = offset + int(frame_index[-1]) + 1
@@ -385,9 +398,12 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             sidecar_rows["timestamp"].extend((np.arange(ep.length) / ep.fps).astype(np.float32).tolist())
             for r in runs:
                 sidecar_rows[f"phi.{r.label}"].extend(curves.get(r.label, np.full(ep.length, np.nan)).tolist())
+                if r.label in spreads or f"phi_std.{r.label}" in sidecar_rows:
+                    column = sidecar_rows.setdefault(f"phi_std.{r.label}", [np.nan] * (len(sidecar_rows["index"]) - ep.length))
+                    column.extend(spreads.get(r.label, np.full(ep.length, np.nan)).tolist())
             page = rep.write_episode_assets(
                 tmp / "episodes", ep, curves, name=f"episode_{ep.episode_index:05d}",
-                video=n_item < cfg.videos, delta=cfg.delta,
+                video=n_item < cfg.videos, delta=cfg.delta, spreads=spreads,
             )
             page.update({"source": item.name, "episode_index": ep.episode_index, "task": ep.task,
                          "n_frames": ep.length, "label_success": episode_success_label(ep), "outcome": ep.outcome,
@@ -399,7 +415,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             metrics = compute_metrics(r.scores, delta=cfg.delta) if r.scores else {"episodes": [], "error": "no episode scored"}
             models_out[r.label] = {
                 "spec": r.spec,
-                "config": _jsonable(r.model.config()),
+                "config": jsonable(r.model.config()),
                 "seconds": round(r.seconds, 3),
                 "frames": r.frames,
                 "frames_per_s": (r.frames / r.seconds) if r.seconds > 0 else None,
@@ -411,15 +427,18 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             "n_episodes": len(episode_pages),
             "n_items": len(items),
             "skipped": [asdict(s) for s in skips],
-            "eval_config": _jsonable(asdict(cfg)),
+            "eval_config": jsonable(asdict(cfg)),
             "elapsed_s": round(time.time() - started, 3),
             "models": models_out,
         }
         if not episode_pages:
             raise ValueError(f"{cfg.data}: every episode was skipped (--skip-bad), so there is nothing to "
                              f"report; first reasons: {'; '.join(s.reason for s in skips[:3])}")
-        rep.write_sidecar(tmp / "progress.parquet", sidecar_rows, {r.label: {"spec": r.spec, "config": _jsonable(r.model.config())} for r in runs})
-        (tmp / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False, default=_json_default))
+        rep.write_sidecar(tmp / "progress.parquet", sidecar_rows, {r.label: {"spec": r.spec, "config": jsonable(r.model.config())} for r in runs})
+        for r in runs:  # the same Φ as LeRobot's RA-BC weighting reads it (--rabc_progress_path)
+            write_rabc_progress(tmp / f"sarm_progress.{r.label}.parquet", sidecar_rows["index"], sidecar_rows["episode_index"],
+                                sidecar_rows["frame_index"], sidecar_rows[f"phi.{r.label}"], r.spec)
+        (tmp / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False, default=jsonable))
         rep.write_html(tmp / "report.html", result, episode_pages)
     return result
 
@@ -445,33 +464,6 @@ def _reraisable(exc: Exception) -> bool:
     return False
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Replace NaN/inf by None recursively (``metrics.json`` is strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    return _json_default(obj)
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Console entry for ``prism-reward eval``."""
     cfg = parse_config(EvalConfig, argv, description=__doc__)
@@ -481,13 +473,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _print_summary(result: dict[str, Any], out: str) -> None:
-    from reward_models.metrics import METRIC_KEYS
+    from reward_models.metrics import CONFIDENCE_METRIC_KEYS, METRIC_KEYS
 
     print(f"evaluated {result['n_episodes']} episode(s) from {result['data']} -> {out}/report.html")
     for label, m in result["models"].items():
         vals = []
-        for k in METRIC_KEYS:
+        for k in METRIC_KEYS + CONFIDENCE_METRIC_KEYS:
             v = m["metrics"].get(k, {}).get("value") if isinstance(m["metrics"].get(k), dict) else None
+            if v is None and k in CONFIDENCE_METRIC_KEYS:
+                continue  # confidence figures only where the model has them
             vals.append(f"{k}={'n/a' if v is None else f'{v:.3f}'}")
         print(f"  {label}: " + " ".join(vals))
     if result["skipped"]:

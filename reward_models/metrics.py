@@ -1,4 +1,4 @@
-"""How a reward model is judged on recorded episodes (DESIGN.md §5).
+"""How a reward model is judged on recorded episodes (docs/method.md § Metrics).
 
 Every metric is computed from per-episode progress curves Φ_t plus whatever labels the episodes
 carry. A metric whose labels are missing (no failed episodes, no policy ids, ...) is reported as
@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from episodes.episode import tail_progress, unfinished_outcome
+
 SUCCESS_DELTA = 0.05
-"""Default δ: a model "detects success" when Φ_final ≥ 1 − δ (DESIGN.md §3)."""
+"""Default δ: a model "detects success" when Φ_final ≥ 1 − δ (docs/method.md § Success detection)."""
 
 
 # --------------------------------------------------------------------------- rank statistics
@@ -104,21 +106,35 @@ def voc(progress: Sequence[float]) -> float:
 
 
 def completion_class(progress: Sequence[float]) -> str:
-    """3-class completion from a progress curve (DESIGN.md §5).
+    """3-class completion from a progress curve (docs/method.md § Metrics).
 
-    ``success`` if Φ_final > 0.8 and mean Φ over the last third > 0.6; ``partial`` if that mean
-    ≥ 0.4; else ``fail``.
+    ``success`` if Φ_final > 0.8 and mean Φ over the last third > 0.6; otherwise the rule that
+    labels recorded episodes (:func:`episodes.episode.unfinished_outcome`): ``partial`` if that
+    mean ≥ 0.4, else ``fail``.
     """
     phi = np.asarray(progress, dtype=np.float64).ravel()
     if len(phi) == 0:
         raise ValueError("completion_class: empty progress curve")
-    last_third = phi[-max(1, int(np.ceil(len(phi) / 3))):]
-    tail_mean = float(last_third.mean())
-    if phi[-1] > 0.8 and tail_mean > 0.6:
+    if phi[-1] > 0.8 and tail_progress(phi) > 0.6:
         return "success"
-    if tail_mean >= 0.4:
-        return "partial"
-    return "fail"
+    return unfinished_outcome(phi)
+
+
+def expected_calibration_error(probability: Sequence[float], label: Sequence[bool], n_bins: int = 10) -> float:
+    """ECE: Σ_b (n_b / N)·|mean label_b − mean probability_b| over ``n_bins`` equal-width bins of
+    [0, 1] (a probability of exactly 1 falls in the last bin); NaN for no samples."""
+    p = np.clip(np.asarray(probability, dtype=np.float64).ravel(), 0.0, 1.0)
+    y = np.asarray(label, dtype=np.float64).ravel()
+    if len(p) != len(y):
+        raise ValueError(f"expected_calibration_error: {len(p)} probabilities for {len(y)} labels")
+    if len(p) == 0:
+        return float("nan")
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        m = bins == b
+        ece += m.mean() * abs(y[m].mean() - p[m].mean())
+    return float(ece)
 
 
 def progress_to_rubric(phi_final: float) -> int:
@@ -170,11 +186,25 @@ class EpisodeScore:
     """Where the episode came from (file / dataset path), for the report."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Model-specific diagnostics (e.g. parse failures)."""
+    phi_std: np.ndarray | None = None
+    """Spread of Φ_t per frame (hop models; :mod:`reward_models.confidence`)."""
+    ood: np.ndarray | None = None
+    """bool per frame: out of the calibration data's distribution (models with a calibration)."""
+    success_probability: float | None = None
+    """Calibrated P(success) from Φ_final (models with a calibration)."""
 
     def __post_init__(self) -> None:
         self.progress = np.asarray(self.progress, dtype=np.float64).ravel()
         if len(self.progress) == 0:
             raise ValueError(f"episode {self.episode_index}: empty progress curve")
+        for name in ("phi_std", "ood"):
+            value = getattr(self, name)
+            if value is not None:
+                value = np.asarray(value, dtype=bool if name == "ood" else np.float64).ravel()
+                if len(value) != len(self.progress):
+                    raise ValueError(f"episode {self.episode_index}: {name} has {len(value)} values but progress has "
+                                     f"{len(self.progress)}")
+                setattr(self, name, value)
         if self.true_progress is not None:
             self.true_progress = np.asarray(self.true_progress, dtype=np.float64).ravel()
             if len(self.true_progress) != len(self.progress):
@@ -233,6 +263,9 @@ class EpisodeScore:
             "label_outcome": self.label_class,
             "label_end_score": self.label_rubric,
             "policy": self.policy,
+            "mean_phi_std": None if self.phi_std is None else float(self.phi_std.mean()),
+            "ood_fraction": None if self.ood is None else float(self.ood.mean()),
+            "success_probability": self.success_probability,
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -247,7 +280,7 @@ def _mean_finite(values: list[float]) -> tuple[float | None, int]:
 
 
 def compute_metrics(scores: Sequence[EpisodeScore], delta: float = SUCCESS_DELTA) -> dict[str, Any]:
-    """All DESIGN.md §5 metrics for one model over a set of episodes.
+    """All the metrics of docs/method.md § Metrics for one model over a set of episodes.
 
     Returns ``{"voc_plus": {...}, "voc_minus": {...}, "completion_accuracy": {...},
     "success_auroc": {...}, "end_score_mae": {...}, "kendall_tau": {...}, "episodes": [...]}``;
@@ -335,9 +368,48 @@ def compute_metrics(scores: Sequence[EpisodeScore], delta: float = SUCCESS_DELTA
             n=len(groups),
         )
 
+    out.update(confidence_metrics(scores))
     out["episodes"] = [s.summary(delta) for s in scores]
     return out
 
+
+def confidence_metrics(scores: Sequence[EpisodeScore]) -> dict[str, Any]:
+    """How far to trust the model (:data:`CONFIDENCE_METRIC_KEYS`): ECE of the calibrated P(success)
+    and, for comparison, of Φ_final read as a probability; Spearman correlation of the per-frame
+    error |Φ − true Φ| with the predicted spread (positive: the spread points at the errors);
+    mean spread and OOD fraction over all frames."""
+    out: dict[str, Any] = {}
+    labelled = [s for s in scores if s.label_success is not None]
+    y = [bool(s.label_success) for s in labelled]
+    with_p = [s for s in labelled if s.success_probability is not None]
+    if with_p:
+        out["success_ece"] = {"value": expected_calibration_error([s.success_probability for s in with_p],
+                                                                  [bool(s.label_success) for s in with_p]),
+                              "n": len(with_p), "bins": 10}
+    else:
+        out["success_ece"] = _missing("needs a calibrated model (prism-reward calibrate) and success labels")
+    out["raw_phi_ece"] = ({"value": expected_calibration_error([s.final for s in labelled], y), "n": len(labelled), "bins": 10}
+                          if labelled else _missing("no episode carries a success label"))
+    pairs = [s for s in scores if s.phi_std is not None and s.true_progress is not None]
+    if pairs:
+        err = np.concatenate([np.abs(s.progress - s.true_progress) for s in pairs])
+        std = np.concatenate([s.phi_std for s in pairs])
+        rho = spearman(err, std)
+        out["spread_error_corr"] = ({"value": rho, "n": int(err.size)} if np.isfinite(rho)
+                                    else _missing("the spread or the error is constant", n=int(err.size)))
+    else:
+        out["spread_error_corr"] = _missing("needs a model with a spread and episodes with true progress")
+    with_std = [s.phi_std for s in scores if s.phi_std is not None]
+    out["mean_phi_std"] = ({"value": float(np.concatenate(with_std).mean()), "n": len(with_std)} if with_std
+                           else _missing("the model reports no spread"))
+    with_ood = [s.ood for s in scores if s.ood is not None]
+    out["ood_fraction"] = ({"value": float(np.concatenate(with_ood).mean()), "n": len(with_ood)} if with_ood
+                           else _missing("needs a calibrated model (prism-reward calibrate)"))
+    return out
+
+
+CONFIDENCE_METRIC_KEYS = ("success_ece", "raw_phi_ece", "spread_error_corr", "mean_phi_std", "ood_fraction")
+"""Confidence metrics (:func:`confidence_metrics`), in report order."""
 
 METRIC_KEYS = ("voc_plus", "voc_minus", "completion_accuracy", "success_auroc", "end_score_mae", "kendall_tau")
 """The headline metrics, in report order."""

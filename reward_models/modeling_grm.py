@@ -40,23 +40,11 @@ from torch import nn
 
 from reward_models.base import NON_IMAGE_KEYS, Observation, ProgressModel
 from reward_models.configuration_grm import GRMConfig, build_vocabulary, parse_backbone
+from reward_models.devices import resolve_device
 from reward_models.text_encoders import load_sentence_encoder
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} requested but CUDA is not available; use --device cpu or auto")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    return torch.device(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,6 +475,15 @@ class GRM(nn.Module):
     def hop_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return (logits.softmax(-1) * self.bin_centers).sum(-1)
 
+    def hop_std_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Std of the hop under the head's own bin distribution: sqrt(Σ p·(c − E[c])²). One more
+        reduction over logits already computed; a post-hoc uncertainty that needs no retraining
+        (the head was trained with a two-hot cross-entropy, so a spread-out distribution means
+        the training pairs near this input disagreed)."""
+        p = logits.softmax(-1)
+        mean = (p * self.bin_centers).sum(-1, keepdim=True)
+        return (p * (self.bin_centers - mean) ** 2).sum(-1).clamp_min(0.0).sqrt()
+
 
 # --------------------------------------------------------------------------------------------
 # The ProgressModel wrapper: numpy observations in, hops out; checkpoints.
@@ -538,6 +535,8 @@ class GRMProgressModel(ProgressModel):
         self.model_id = model.config.model_id
         self.cameras = tuple(model.config.cameras)
         self._text_cache: dict[str, torch.Tensor] = {}
+        self.confidence: Any = None
+        """:class:`reward_models.confidence.ConfidenceCalibration` or None (see ``from_pretrained``)."""
 
     @property
     def grm_config(self) -> GRMConfig:
@@ -545,7 +544,13 @@ class GRMProgressModel(ProgressModel):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> GRMProgressModel:
-        return cls(load_grm_module(path, map_location="cpu"), device=device)
+        from reward_models.confidence import load_confidence
+
+        model = cls(load_grm_module(path, map_location="cpu"), device=device)
+        # Post-hoc confidence statistics written by `prism-reward calibrate` beside the weights
+        # (None when absent or written for other weights).
+        model.confidence = load_confidence(path)
+        return model
 
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
         return save_grm(self.model, path, overwrite=overwrite)
@@ -578,6 +583,31 @@ class GRMProgressModel(ProgressModel):
 
     @torch.no_grad()
     def hop_from_embeddings(self, before, after, tasks, start=None, goal=None) -> np.ndarray:
+        logits = self._hop_logits(before, after, tasks, start, goal)
+        return self.model.hop_from_logits(logits).double().cpu().numpy()
+
+    @torch.no_grad()
+    def hop_and_std_from_embeddings(self, before, after, tasks, start=None, goal=None) -> tuple[np.ndarray, np.ndarray]:
+        logits = self._hop_logits(before, after, tasks, start, goal)
+        return (self.model.hop_from_logits(logits).double().cpu().numpy(),
+                self.model.hop_std_from_logits(logits).double().cpu().numpy())
+
+    @torch.no_grad()
+    def state_features(self, embeddings: Any) -> np.ndarray:
+        """(B, F) task-independent features of ``encode`` output for out-of-distribution checks.
+        ``pooled``: the state embedding itself (what the head reads). ``spatial``: the mean and
+        std of each state's present tokens -- a fixed size whatever the views, and sensitive to
+        both what the tokens encode and how varied they are (a new background shifts both)."""
+        emb = torch.as_tensor(embeddings, device=self.device).float()
+        if not self.model.spatial:
+            return emb.double().cpu().numpy()
+        tokens, present = emb[..., :-1], (emb[..., -1:] > 0.5).float()
+        count = present.sum(1).clamp_min(1.0)
+        mean = (tokens * present).sum(1) / count
+        var = (((tokens - mean.unsqueeze(1)) ** 2) * present).sum(1) / count
+        return torch.cat([mean, var.sqrt()], dim=-1).double().cpu().numpy()
+
+    def _hop_logits(self, before, after, tasks, start=None, goal=None) -> torch.Tensor:
         before, after = torch.as_tensor(before, device=self.device), torch.as_tensor(after, device=self.device)
         if len(tasks) != before.shape[0] or after.shape[0] != before.shape[0]:
             raise ValueError(f"hop batch mismatch: {before.shape[0]} before, {after.shape[0]} after, {len(tasks)} tasks")
@@ -589,10 +619,9 @@ class GRMProgressModel(ProgressModel):
         def cond(states):
             return self.model.condition_states(states, text, exchanged)
 
-        logits = self.model.hop_logits(cond(before), cond(after), text,
-                                       None if start is None else cond(start),
-                                       None if goal is None else cond(goal))
-        return self.model.hop_from_logits(logits).double().cpu().numpy()
+        return self.model.hop_logits(cond(before), cond(after), text,
+                                     None if start is None else cond(start),
+                                     None if goal is None else cond(goal))
 
 
 # -- checkpoints ------------------------------------------------------------------------------
@@ -652,7 +681,6 @@ __all__ = [
     "load_grm",
     "load_grm_module",
     "save_grm",
-    "resolve_device",
     "two_hot",
     "observation_to_views",
 ]

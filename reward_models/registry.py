@@ -13,6 +13,8 @@ Spec forms (weights always come from local paths; nothing is downloaded):
 ``vlm-rubric:DIR``             RoboReward-style 1–5 rubric on the clip (transformers VLM dir)
 ``vlm-grm:DIR``                generative hop scorer in Robo-Dopamine's released prompt format
 ``oracle``                     ground-truth progress (needs episodes with a ``progress`` column)
+``serve:NAME[@ADDRESS]``       a running reward service (``prism-reward serve``, Ray Serve; the
+                               client keeps the tracker state, :mod:`reward_models.serve`)
 =============================  =================================================================
 """
 
@@ -34,6 +36,7 @@ SPEC_FORMS = (
     "vlm-rubric:DIR (RoboReward-style 1-5 rubric, local transformers VLM)",
     "vlm-grm:DIR (Robo-Dopamine-format generative GRM, local transformers VLM)",
     "oracle (ground-truth progress)",
+    "serve:NAME[@RAY_ADDRESS] (a running `prism-reward serve` reward service)",
 )
 
 
@@ -57,7 +60,7 @@ def _split_clip(rest: str) -> tuple[str, str | None]:
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``(kind, argument)`` of a spec; kind in grm/clip/vlm/vlm-rubric/vlm-grm/oracle."""
+    """``(kind, argument)`` of a spec; kind in grm/clip/vlm/vlm-rubric/vlm-grm/oracle/serve."""
     spec = spec.strip()
     if not spec:
         raise UnknownModelSpecError(spec, "empty spec")
@@ -65,7 +68,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
         return "oracle", None
     if spec == "grm":
         return "grm", str(pretrained_grm_path())
-    for kind in ("vlm-rubric", "vlm-grm", "vlm", "clip", "grm"):
+    for kind in ("vlm-rubric", "vlm-grm", "vlm", "clip", "grm", "serve"):
         if spec.startswith(kind + ":"):
             arg = spec[len(kind) + 1 :]
             if not arg:
@@ -125,6 +128,10 @@ def load_progress_model(spec: str, device: str = "auto", **options: Any) -> Prog
         from reward_models.baselines.vlm import RubricConfig, RubricProgressModel
 
         model = RubricProgressModel(arg, device=device, config=RubricConfig(**options))
+    elif kind == "serve":
+        from reward_models.serve import load_served_progress_model
+
+        model = load_served_progress_model(spec, **options)
     elif kind == "vlm-grm":
         from reward_models.baselines.vlm_grm import VLMGRMConfig, VLMGRMProgressModel
 

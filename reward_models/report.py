@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from reward_models.metrics import METRIC_KEYS
+from reward_models.metrics import CONFIDENCE_METRIC_KEYS, METRIC_KEYS
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 METRIC_TITLES = {
@@ -22,6 +22,11 @@ METRIC_TITLES = {
     "success_auroc": "Success detection AUROC",
     "end_score_mae": "End-score MAE (1–5 rubric)",
     "kendall_tau": "Policy ranking Kendall τ",
+    "success_ece": "ECE of calibrated P(success) (10 bins)",
+    "raw_phi_ece": "ECE of Φ_final read as P(success)",
+    "spread_error_corr": "Spearman(|Φ − true Φ|, spread)",
+    "mean_phi_std": "Mean spread of Φ",
+    "ood_fraction": "Out-of-distribution frames",
 }
 
 
@@ -45,10 +50,16 @@ def _thumb_strip(ep: Any, n: int = 6, height: int = 72) -> tuple[np.ndarray, np.
     return np.concatenate(rows, axis=0), idx
 
 
-def plot_curves(ax: Any, ep: Any, curves: Mapping[str, np.ndarray], delta: float, cursor: int | None = None) -> None:
+def plot_curves(ax: Any, ep: Any, curves: Mapping[str, np.ndarray], delta: float, cursor: int | None = None,
+                spreads: Mapping[str, np.ndarray] | None = None) -> None:
+    """Φ per model (a ±spread band where ``spreads`` has the model), true progress, the δ line."""
     x = np.arange(ep.length)
     for k, (label, phi) in enumerate(curves.items()):
         ax.plot(x, phi, color=_COLORS[k % len(_COLORS)], lw=2, label=label)
+        if spreads and label in spreads:
+            std = np.asarray(spreads[label])
+            ax.fill_between(x, np.clip(phi - std, 0, 1), np.clip(phi + std, 0, 1), color=_COLORS[k % len(_COLORS)],
+                            alpha=0.15, lw=0)
     if ep.progress is not None:
         ax.plot(x, ep.progress, color="black", lw=1.2, ls="--", label="true progress")
     ax.axhline(1.0 - delta, color="grey", lw=0.8, ls=":")
@@ -62,7 +73,8 @@ def plot_curves(ax: Any, ep: Any, curves: Mapping[str, np.ndarray], delta: float
 
 
 def write_episode_assets(
-    folder: Path, ep: Any, curves: Mapping[str, np.ndarray], name: str, video: bool = True, delta: float = 0.05
+    folder: Path, ep: Any, curves: Mapping[str, np.ndarray], name: str, video: bool = True, delta: float = 0.05,
+    spreads: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """``<name>.png`` (curves over thumbnails) and optionally ``<name>.mp4`` (curve overlay)."""
     import matplotlib
@@ -78,7 +90,7 @@ def write_episode_assets(
     ax_img.set_axis_off()
     ax_img.set_title(f"{name} — {ep.task}  (frames {', '.join(map(str, idx))}; views: {', '.join(ep.cameras)})", fontsize=9)
     ax = fig.add_subplot(gs[1])
-    plot_curves(ax, ep, curves, delta)
+    plot_curves(ax, ep, curves, delta, spreads=spreads)
     for i in idx:
         ax.axvline(i, color="#cccccc", lw=0.6, zorder=0)
     fig.tight_layout()
@@ -150,7 +162,8 @@ def write_overlay_video(path: Path, ep: Any, curves: Mapping[str, np.ndarray], d
 
 def write_sidecar(path: Path, rows: Mapping[str, list], models: Mapping[str, Any]) -> Path:
     """``progress.parquet``: one row per evaluated frame keyed by (index, episode_index,
-    frame_index); ``phi.<label>`` per model; model ids + configs in the schema metadata."""
+    frame_index); ``phi.<label>`` per model (and ``phi_std.<label>``, its spread, for models that
+    have one); model ids + configs in the schema metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -161,7 +174,7 @@ def write_sidecar(path: Path, rows: Mapping[str, list], models: Mapping[str, Any
         "timestamp": pa.array(rows["timestamp"], pa.float32()),
     }
     for k, v in rows.items():
-        if k.startswith("phi."):
+        if k.startswith(("phi.", "phi_std.")):
             arrays[k] = pa.array(v, pa.float32())
     table = pa.table(arrays)
     meta = {
@@ -211,7 +224,11 @@ th{background:#f4f6f8} td.l,th.l{text-align:left} .na{color:#999;font-size:11px;
     parts.append("</table>")
 
     parts.append("<h2>Metrics</h2><table><tr><th class='l'>metric</th>" + "".join(f"<th>{e(lb)}</th>" for lb in labels) + "</tr>")
-    for key in METRIC_KEYS:
+    for key in METRIC_KEYS + CONFIDENCE_METRIC_KEYS:
+        if key in CONFIDENCE_METRIC_KEYS and not any(
+                isinstance(models[lb]["metrics"].get(key), dict) and models[lb]["metrics"][key].get("value") is not None
+                for lb in labels):
+            continue  # no model has this confidence figure: no row of n/a's
         row = [f"<td class='l'>{e(METRIC_TITLES[key])}</td>"]
         for lb in labels:
             m = models[lb]["metrics"].get(key)
@@ -243,16 +260,22 @@ th{background:#f4f6f8} td.l,th.l{text-align:left} .na{color:#999;font-size:11px;
             parts.append(f"<tr><td class='l'>{e(s['source'])}</td><td class='l'>{e(s.get('model') or 'all')}</td><td class='l'>{e(s['reason'])}</td></tr>")
         parts.append("</table>")
 
-    parts.append("<h2>Episodes</h2><table><tr><th class='l'>episode</th><th class='l'>task</th><th>frames</th><th>label</th><th class='l'>policy</th>"
-                 + "".join(f"<th>{e(lb)} Φ_final</th><th>{e(lb)} class</th>" for lb in labels) + "</tr>")
     per_ep = {lb: {r["source"]: r for r in models[lb]["metrics"].get("episodes", [])} for lb in labels}
+    # Confidence columns only for models that report them: mean spread, OOD fraction, P(success).
+    conf_cols = {lb: [k for k in ("mean_phi_std", "ood_fraction", "success_probability")
+                      if any(r.get(k) is not None for r in per_ep[lb].values())] for lb in labels}
+    col_titles = {"mean_phi_std": "mean spread", "ood_fraction": "OOD frames", "success_probability": "P(success)"}
+    parts.append("<h2>Episodes</h2><table><tr><th class='l'>episode</th><th class='l'>task</th><th>frames</th><th>label</th><th class='l'>policy</th>"
+                 + "".join(f"<th>{e(lb)} Φ_final</th><th>{e(lb)} class</th>" + "".join(f"<th>{e(lb)} {col_titles[k]}</th>" for k in conf_cols[lb])
+                           for lb in labels) + "</tr>")
     for p in pages:
         label = p.get("outcome") or ({True: "success", False: "fail"}.get(p.get("label_success")) if p.get("label_success") is not None else None)
         cls = "ok" if label == "success" else "bad" if label in ("fail", "partial") else ""
         cells = []
         for lb in labels:
             r = per_ep[lb].get(p["source"])
-            cells.append(f"<td>{_fmt(r['final_progress']) if r else '—'}</td><td>{e(r['predicted_class']) if r else '—'}</td>")
+            cells.append(f"<td>{_fmt(r['final_progress']) if r else '—'}</td><td>{e(r['predicted_class']) if r else '—'}</td>"
+                         + "".join(f"<td>{_fmt(r.get(k)) if r else '—'}</td>" for k in conf_cols[lb]))
         parts.append(f"<tr><td class='l'><a href='#ep{p['episode_index']}'>{p['episode_index']}</a> <span class='meta'>{e(Path(p['source']).name)}</span></td>"
                      f"<td class='l'>{e(p['task'])}</td><td>{p['n_frames']}</td><td class='{cls}'>{e(label or '—')}</td><td class='l'>{e(str(p.get('policy') or '—'))}</td>{''.join(cells)}</tr>")
     parts.append("</table>")

@@ -5,7 +5,8 @@ per :meth:`~ProgressTracker.step`, references cached as embeddings, all 3N hops 
 :meth:`ProgressModel.hop_from_embeddings` call). :func:`track_episode` does the same offline for a
 whole video, batched.
 
-Reconstruction (DESIGN.md §3), per episode with start state s_0 and optional goal state s_g:
+Reconstruction (docs/method.md § From hops to progress), per episode with start state s_0 and
+optional goal state s_g:
 
 * incremental  Φ_I(t) = Φ_I(t−1) + (1 − Φ_I(t−1))·H  if H ≥ 0 else Φ_I(t−1)·(1 + H),  H = H(s_{t−1}, s_t)
 * forward      Φ_F(t) = H(s_0, s_t)           (clipped to [0, 1])
@@ -33,6 +34,17 @@ the check (measured: H ≤ 0 for goal = start frame, H ≥ 0.69 for real goal fr
 episodes); such an episode gets no goal context at all (the reference would tell the model
 "nothing is left to do", which collapsed every hop on push) and Φ* = Φ_I for it -- the
 estimate that never compares against a reference.
+
+Spread (``phi_std``, post-hoc, no retraining): every hop comes with the std of the model's own
+hop distribution (:meth:`ProgressModel.hop_and_std_from_embeddings`; 0 for models without one).
+The incremental chain propagates it to first order (:func:`incremental_variance`: the variances
+add, shrunk by how much each hop overwrites the past). Φ* is then read as a *mixture* of the
+estimates with the fusion's own coefficients a_j (Σ a_j = 1, Φ* = Σ a_j Φ_j), and the law of total
+variance gives Var Φ* = Σ a_j Var Φ_j + Σ a_j (Φ_j − Φ*)²: the estimates' own uncertainty plus
+their disagreement (:func:`fused_spread`). Both are capped at 0.25, the largest variance any
+quantity in [0, 1] can have. The cost is one reduction over logits the model computes anyway.
+With a ``confidence`` calibration on the model (:mod:`reward_models.confidence`) each frame also
+gets an out-of-distribution distance of its state embedding (``ood_distance``; NaN without one).
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from reward_models.base import NON_IMAGE_KEYS, Observation, ProgressModel
+from reward_models.confidence import MAX_PHI_VARIANCE, ood_distance
 
 FUSION_MODES = ("fused", "mean", "incremental", "forward", "backward")
 
@@ -148,6 +161,52 @@ def fuse(
     return np.clip(phi, 0.0, 1.0), weight
 
 
+def incremental_variance(var_prev: np.ndarray, phi_prev: np.ndarray, hop: np.ndarray, hop_std: np.ndarray) -> np.ndarray:
+    """Variance of Φ_I after one :func:`incremental_update`, to first order (delta method):
+    Var = (∂Φ/∂Φ_prev)²·Var_prev + (∂Φ/∂H)²·σ_H², with ∂Φ/∂Φ_prev = 1 − |H| and ∂Φ/∂H = 1 − Φ_prev
+    (progress) or Φ_prev (regress). Capped at :data:`MAX_PHI_VARIANCE`."""
+    phi_prev = np.clip(np.asarray(phi_prev, dtype=np.float64), 0.0, 1.0)
+    hop = np.clip(np.asarray(hop, dtype=np.float64), -1.0, 1.0)
+    d_hop = np.where(hop >= 0, 1.0 - phi_prev, phi_prev)
+    var = (1.0 - np.abs(hop)) ** 2 * np.asarray(var_prev, dtype=np.float64) + d_hop**2 * np.asarray(hop_std, dtype=np.float64) ** 2
+    return np.minimum(var, MAX_PHI_VARIANCE)
+
+
+def fusion_coefficients(weight: np.ndarray, has_goal: np.ndarray, config: FusionConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a_I, a_F, a_B): Φ* = a_I·Φ_I + a_F·Φ_F + a_B·Φ_B before clipping, as :func:`fuse` computes it."""
+    w = np.asarray(weight, dtype=np.float64)
+    k = np.where(has_goal, 3.0, 2.0)
+    zero, one = np.zeros_like(w), np.ones_like(w)
+    if config.mode == "fused":
+        return w / k + (1.0 - w), w / k, np.where(has_goal, w / k, 0.0)
+    if config.mode == "mean":
+        return one / k, one / k, np.where(has_goal, one / k, 0.0)
+    if config.mode == "incremental":
+        return one, zero, zero
+    if config.mode == "forward":
+        return zero, one, zero
+    return zero, zero, one
+
+
+def fused_spread(
+    phi: np.ndarray,
+    estimates: tuple[np.ndarray, np.ndarray, np.ndarray],
+    variances: tuple[np.ndarray, np.ndarray, np.ndarray],
+    weight: np.ndarray,
+    config: FusionConfig,
+) -> np.ndarray:
+    """Std of Φ* by the law of total variance over the fusion's mixture (module docstring).
+    ``estimates``/``variances`` are (Φ_I, Φ_F, Φ_B) and their variances; NaN Φ_B = no goal."""
+    inc, fwd, bwd = (np.asarray(e, dtype=np.float64) for e in estimates)
+    has_goal = ~np.isnan(bwd)
+    coeffs = fusion_coefficients(weight, has_goal, config)
+    mix = sum(a * np.nan_to_num(e) for a, e in zip(coeffs, (inc, fwd, bwd)))
+    var = np.zeros_like(mix)
+    for a, e, v in zip(coeffs, (inc, fwd, bwd), variances):
+        var = var + a * (np.nan_to_num(np.asarray(v, dtype=np.float64)) + (np.nan_to_num(e) - mix) ** 2)
+    return np.sqrt(np.minimum(var, MAX_PHI_VARIANCE))
+
+
 # --------------------------------------------------------------------------------------------
 # Embedding containers: numpy arrays, torch tensors, or dicts of either (model-defined).
 # --------------------------------------------------------------------------------------------
@@ -227,6 +286,22 @@ def obs_concat(parts: Sequence[Observation]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([np.asarray(p[k]) for p in parts], axis=0) for k in keys}
 
 
+def _hops_and_std(model: ProgressModel, before: Any, after: Any, tasks: list, start: Any, goal: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`ProgressModel.hop_and_std_from_embeddings` as float64 arrays (duck-typed models
+    without it give std 0)."""
+    call = getattr(model, "hop_and_std_from_embeddings", None)
+    if call is None:
+        hops = np.asarray(model.hop_from_embeddings(before, after, tasks, start, goal), dtype=np.float64)
+        return hops, np.zeros_like(hops)
+    hops, std = call(before, after, tasks, start, goal)
+    return np.asarray(hops, dtype=np.float64), np.asarray(std, dtype=np.float64)
+
+
+def _ood_or_nan(model: ProgressModel, embeddings: Any, rows: int) -> np.ndarray:
+    dist = ood_distance(model, embeddings)
+    return np.full(rows, np.nan) if dist is None else dist
+
+
 # --------------------------------------------------------------------------------------------
 # Online tracker for N parallel episodes.
 # --------------------------------------------------------------------------------------------
@@ -270,6 +345,12 @@ class ProgressTracker:
         self._goal_ok = np.ones(self.n, dtype=bool)  # goal reference passed the start -> goal check
         self.phi = np.zeros(self.n)
         """(n,) fused Φ of the last observation of each episode."""
+        self._chain_var = np.zeros(self.n)  # variance of the incremental chain the next step builds on
+        self._hop_std = np.zeros((3, self.n))  # (incremental, forward, backward) hop stds of the last step
+        self.phi_std = np.zeros(self.n)
+        """(n,) spread of ``phi`` (module docstring § Spread); 0 at an episode's start."""
+        self.ood_distance = np.full(self.n, np.nan)
+        """(n,) out-of-distribution distance of the last observation (NaN: no calibration)."""
 
     # -- public state -------------------------------------------------------------------------
 
@@ -289,7 +370,16 @@ class ProgressTracker:
             "backward": self._bwd.copy(),
             "weight": self._weight.copy(),
             "goal_used": self._goal_ok & bool(self._has_goal),
+            "phi_std": self.phi_std.copy(),
         }
+
+    @property
+    def ood(self) -> np.ndarray:
+        """(n,) bool: the last observation is out of the calibration data's distribution."""
+        cal = getattr(self.model, "confidence", None)
+        if cal is None or cal.ood is None:
+            return np.zeros(self.n, dtype=bool)
+        return cal.ood.is_out(self.ood_distance)
 
     @property
     def tasks(self) -> list[str | None]:
@@ -368,6 +458,9 @@ class ProgressTracker:
         self._bwd[idx] = np.where(self._goal_ok[idx], 0.0, np.nan) if self._has_goal else np.nan
         self._weight[idx] = 1.0
         self.phi[idx] = 0.0
+        self._chain_var[idx] = 0.0
+        self.phi_std[idx] = 0.0
+        self.ood_distance[idx] = _ood_or_nan(self.model, start, idx.size)
 
     def step(
         self,
@@ -421,6 +514,7 @@ class ProgressTracker:
         check_rows = ridx.size if (reset_goal_obs is not None and self.fusion.checks_goals) else 0
         tasks_arr = np.array(self._tasks, dtype=object)
         inc_h, fwd_h, bwd_h = np.zeros(n), np.zeros(n), np.full(n, np.nan)
+        hop_std = np.zeros((3, n))
         check_h = np.zeros(0)
         if g_idx.size or check_rows:
             prev, start, goal, now = (self._rows(e, g_idx) for e in (self._prev, self._start, self._goal, cur))
@@ -432,22 +526,29 @@ class ProgressTracker:
                 before, after = before + [new_start], after + [new_goal]
                 s_ctx, g_ctx = s_ctx + [new_start], g_ctx + [new_goal]
                 tasks += list(reset_tasks) if reset_tasks is not None else list(tasks_arr[ridx])
-            h = self._hop_call(emb_concat(before), emb_concat(after), tasks, emb_concat(s_ctx), emb_concat(g_ctx))
+            h, sd = self._hop_call(emb_concat(before), emb_concat(after), tasks, emb_concat(s_ctx), emb_concat(g_ctx))
             m = g_idx.size
             inc_h[g_idx], fwd_h[g_idx], bwd_h[g_idx] = h[:m], h[m:2 * m], h[2 * m:3 * m]
+            hop_std[:, g_idx] = sd[:3 * m].reshape(3, m)
             check_h = h[3 * m:]
         if u_idx.size:
             prev, start, now = (self._rows(e, u_idx) for e in (self._prev, self._start, cur))
-            h = self._hop_call(emb_concat([prev, start]), emb_concat([now, now]), list(tasks_arr[u_idx]) * 2,
-                               emb_concat([start, start]), None)
+            h, sd = self._hop_call(emb_concat([prev, start]), emb_concat([now, now]), list(tasks_arr[u_idx]) * 2,
+                                   emb_concat([start, start]), None)
             inc_h[u_idx], fwd_h[u_idx] = h[:u_idx.size], h[u_idx.size:]
+            hop_std[:2, u_idx] = sd.reshape(2, u_idx.size)
 
+        inc_var = incremental_variance(self._chain_var, self._chain, inc_h, hop_std[0])
         self._inc = incremental_update(self._chain, inc_h)
         self._fwd = forward_progress(fwd_h)
         self._bwd = backward_progress(bwd_h)  # NaN stays NaN where no goal is used
         uninformative = (~self._goal_ok) if self._has_goal else None
         self.phi, self._weight = fuse(self._inc, self._fwd, self._bwd, self.fusion, uninformative)
+        self.phi_std = fused_spread(self.phi, (self._inc, self._fwd, self._bwd),
+                                    (inc_var, hop_std[1] ** 2, hop_std[2] ** 2), self._weight, self.fusion)
+        self.ood_distance = _ood_or_nan(self.model, cur, n)
         self._chain = self._inc.copy()
+        self._chain_var = inc_var
         self._prev = cur
 
         if ridx.size:
@@ -464,23 +565,25 @@ class ProgressTracker:
             # The new episodes start at Φ = 0; ``phi``/``components`` keep reporting the
             # terminal values of the finished ones until the next step.
             self._chain[ridx] = 0.0
+            self._chain_var[ridx] = 0.0
         return self.phi.copy()
 
     def _rows(self, emb: Any, idx: np.ndarray) -> Any:
         """Rows ``idx`` of a per-episode cache; no copy in the usual case of all episodes."""
         return emb if idx.size == self.n else emb_take(emb, idx)
 
-    def _hop_call(self, before: Any, after: Any, tasks: list, start: Any, goal: Any) -> np.ndarray:
+    def _hop_call(self, before: Any, after: Any, tasks: list, start: Any, goal: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Hops and their stds (rows,), one model call."""
         rows = emb_len(before)
-        hops = np.asarray(self.model.hop_from_embeddings(before, after, tasks, start, goal), dtype=np.float64)
+        hops, std = _hops_and_std(self.model, before, after, tasks, start, goal)
         self.n_hop_calls += 1
-        if hops.shape != (rows,):
+        if hops.shape != (rows,) or std.shape != (rows,):
             raise ValueError(f"{type(self.model).__name__}.hop_from_embeddings returned shape {hops.shape}, expected ({rows},)")
-        return hops
+        return hops, std
 
     def _goal_check(self, start: Any, goal: Any, tasks: Sequence[str]) -> np.ndarray:
         """(rows,) bool: the model reads start -> goal as progress (the goal is informative)."""
-        return self._hop_call(start, goal, list(tasks), start, goal) >= self.fusion.goal_min_hop
+        return self._hop_call(start, goal, list(tasks), start, goal)[0] >= self.fusion.goal_min_hop
 
     def _select_reset_rows(self, reset_obs: Observation, ridx: np.ndarray, what: str) -> dict[str, np.ndarray]:
         b = obs_batch_size(reset_obs)
@@ -515,6 +618,21 @@ class ProgressTrace:
     delta: float = 0.05
     """Success tolerance used for ``success``."""
     meta: dict[str, Any] = field(default_factory=dict)
+    phi_std: np.ndarray | None = None
+    """(T,) spread of ``phi`` (module docstring § Spread); 0 at the start frame."""
+    ood_distance: np.ndarray | None = None
+    """(T,) out-of-distribution distance of each frame's state embedding (None: no calibration)."""
+    ood_threshold: float | None = None
+    """Distance above which a frame counts as out of distribution (None: no calibration)."""
+    state_features: np.ndarray | None = None
+    """(T, F) :meth:`ProgressModel.state_features` of every frame (``return_features=True``)."""
+
+    @property
+    def ood(self) -> np.ndarray:
+        """(T,) bool: frames unlike the calibration data (all False without a calibration)."""
+        if self.ood_distance is None or self.ood_threshold is None:
+            return np.zeros(len(self), dtype=bool)
+        return self.ood_distance > self.ood_threshold
 
     @property
     def success(self) -> np.ndarray:
@@ -558,6 +676,7 @@ def track_episode(
     fusion: FusionConfig | None = None,
     batch_size: int = 64,
     cameras: Sequence[str] | None = None,
+    return_features: bool = False,
 ) -> ProgressTrace:
     """Φ for every frame of one video, batched (each frame encoded exactly once).
 
@@ -565,6 +684,7 @@ def track_episode(
     privileged models) or an observation mapping of (T, ...) arrays. ``task`` defaults to the
     episode's instruction. The start reference defaults to frame 0; ``goal_obs`` (one row)
     enables the backward anchor. ``cameras`` restricts the views given to the model.
+    ``return_features`` keeps every frame's state features in the trace (for calibration).
     """
     fusion = fusion or FusionConfig()
     if isinstance(episode, Mapping):
@@ -600,6 +720,7 @@ def track_episode(
     hops_inc = np.zeros(T)
     hops_fwd = np.zeros(T)
     hops_bwd = np.full(T, np.nan)
+    std_h = np.zeros((3, T))  # hop stds: incremental, forward, backward
     if start_obs is not None:
         first = 0  # an external start reference: frame 0 also gets anchored estimates
     else:
@@ -616,31 +737,36 @@ def track_episode(
         if goal is not None:
             goals = emb_take(goal, np.zeros(b, dtype=np.int64))
             parts_before.append(goals)
-        h = np.asarray(
-            model.hop_from_embeddings(
-                emb_concat(parts_before),
-                emb_concat([cur] * k),
-                [task] * (k * b),
-                emb_concat([starts] * k),
-                emb_concat([goals] * k) if goals is not None else None,
-            ),
-            dtype=np.float64,
+        h, sd = _hops_and_std(
+            model,
+            emb_concat(parts_before),
+            emb_concat([cur] * k),
+            [task] * (k * b),
+            emb_concat([starts] * k),
+            emb_concat([goals] * k) if goals is not None else None,
         )
         hops_inc[t] = np.where(t > 0, h[:b], 0.0)
         hops_fwd[t] = h[b : 2 * b]
+        std_h[0, t] = np.where(t > 0, sd[:b], 0.0)
+        std_h[1, t] = sd[b : 2 * b]
         if goal is not None:
             hops_bwd[t] = h[2 * b :]
+            std_h[2, t] = sd[2 * b :]
 
     inc = np.zeros(T)
+    inc_var = np.zeros(T)
     for t in range(1, T):
         inc[t] = incremental_update(inc[t - 1], hops_inc[t])
+        inc_var[t] = incremental_variance(inc_var[t - 1], inc[t - 1], hops_inc[t], std_h[0, t])
     fwd = forward_progress(hops_fwd)
     bwd = backward_progress(hops_bwd) if goal is not None else np.full(T, np.nan)
     if goal is not None and first == 1:
         bwd[0] = 0.0  # the start frame is Φ = 0 by definition, as in the online tracker
     phi, weight = fuse(inc, fwd, bwd if goal is not None else None, fusion, uninformative_goal or None)
+    phi_std = fused_spread(phi, (inc, fwd, bwd), (inc_var, std_h[1] ** 2, std_h[2] ** 2), weight, fusion)
     if first == 1:
-        phi[0], weight[0] = 0.0, 1.0
+        phi[0], weight[0], phi_std[0] = 0.0, 1.0, 0.0
+    cal = getattr(model, "confidence", None)
     return ProgressTrace(
         phi=phi,
         incremental=inc,
@@ -651,4 +777,8 @@ def track_episode(
         delta=fusion.delta,
         meta={"task": task, "model_id": model.model_id, "fusion": fusion.mode,
               "goal_check_hop": goal_check_hop, "goal_used": goal is not None},
+        phi_std=phi_std,
+        ood_distance=ood_distance(model, emb),
+        ood_threshold=cal.ood.threshold if cal is not None and cal.ood is not None else None,
+        state_features=model.state_features(emb) if return_features else None,
     )

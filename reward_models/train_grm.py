@@ -57,26 +57,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from episodes.atomic import check_output_not_input, check_replaceable
-from episodes.camera_map import apply_camera_map, map_episode_cameras, parse_camera_map
+from episodes.camera_map import apply_camera_map, map_episode_cameras, parse_camera_map, parse_cameras
 from episodes.cli_errors import check_numeric_fields, parse_config
 from reward_models.base import hop_from_progress
 from reward_models.configuration_grm import GRMConfig, build_vocabulary, tokenize
-from reward_models.modeling_grm import GRM, load_grm_module, resolve_device, save_grm, two_hot
+from reward_models.devices import resolve_device
+from reward_models.modeling_grm import GRM, load_grm_module, save_grm, two_hot
 from reward_models.registry import resolve_grm_checkpoint
 
 HOP_STRATA = np.linspace(-1.0, 1.0, 11)
 GAP_STRATA = np.array([0.0, 0.1, 0.25, 0.5, 1.0 + 1e-9])
-
-
-def parse_cameras(cameras: Sequence[str] | str | None) -> tuple[str, ...] | None:
-    """``"front,wrist"`` or ``["front", "wrist"]`` or ``["front,wrist"]`` -> ("front", "wrist")."""
-    if cameras is None:
-        return None
-    items = [cameras] if isinstance(cameras, str) else list(cameras)
-    out = tuple(c.strip() for item in items for c in item.split(",") if c.strip())
-    if not out:
-        raise ValueError("cameras must name at least one camera")
-    return out
 
 
 def parse_swap_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
@@ -242,7 +232,10 @@ class TrainConfig:
         self.out = Path(self.out)
         self.run_dir = Path(self.run_dir) if self.run_dir is not None else None
         self.data = tuple(Path(d) for d in ((self.data,) if isinstance(self.data, (str, Path)) else self.data))
-        self.cameras = parse_cameras(self.cameras)
+        if self.cameras is not None:  # None: every camera of the data
+            self.cameras = parse_cameras(self.cameras)
+            if not self.cameras:
+                raise ValueError("cameras must name at least one camera")
         self.camera_map = tuple(self.camera_map)
         parse_camera_map(self.camera_map)  # a malformed map fails here, before any data is decoded
         self.swap_words = tuple(self.swap_words)

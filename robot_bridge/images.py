@@ -6,7 +6,8 @@ Pure numpy/Pillow (no ROS import) so the conversions are unit-tested without ROS
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image as PILImage
+
+from episodes.images import resize_frames
 
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC3": 3, "8UC1": 1}
 """8-bit encodings accepted from cameras (``sensor_msgs/image_encodings``)."""
@@ -47,4 +48,4 @@ def fit_square(image: np.ndarray, size: int) -> np.ndarray:
     crop = image[top: top + side, left: left + side]
     if side == size:
         return np.ascontiguousarray(crop)
-    return np.asarray(PILImage.fromarray(crop).resize((size, size), PILImage.BILINEAR))
+    return resize_frames(crop, size, size)

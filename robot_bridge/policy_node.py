@@ -51,8 +51,8 @@ class PolicyNodeConfig:
     """Parameters of ``prism-policy``."""
 
     policy: str = ""
-    """A prism-train run directory, ``expert:<task>[:<behaviour>]`` (SIM-ONLY scripted expert) or
-    ``python:<module>:<factory>``."""
+    """A prism-train run directory, a prism-vla checkpoint folder (instruction from episode/start),
+    ``expert:<task>[:<behaviour>]`` (SIM-ONLY scripted expert) or ``python:<module>:<factory>``."""
     device: str = "auto"
     """Torch device for learned policies: auto, cpu, cuda."""
     control_rate_hz: float = 20.0

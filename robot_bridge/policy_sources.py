@@ -7,6 +7,9 @@
   privileged state. It mirrors the twin in a camera-less shadow env: the twin's episode seed
   (``sim/episode``) reproduces the task layout and its MuJoCo state (``sim/mj_state``) is copied in
   every tick. Useful to test the closed loop before a policy is trained;
+* ``<vla checkpoint dir>`` (or ``vla:<dir>``) -- a ``prism-vla`` policy (``policies.vla``): camera
+  views, the episode's instruction (``episode/start``) and joint positions + gripper width only, so
+  it runs on a real arm;
 * ``python:<module>:<factory>`` -- ``factory(**options)`` returning an object with
   ``act(obs) -> action`` (and optionally ``reset(episode)``, ``cameras``, ``image_size``,
   ``action_mode``, ``needs_state``) -- your own controller, or a fault injector in tests.
@@ -134,6 +137,9 @@ def load_bridge_policy(spec: str, device: str = "auto", options: Mapping[str, An
             action_mode=str(getattr(obj, "action_mode", "ee_delta")), state_dim=state_dim,
             needs_privileged=bool(getattr(obj, "needs_privileged", state_dim > PROPRIO_DIM)),
         )
+    vla = _load_vla_policy(spec, device)
+    if vla is not None:
+        return vla
     run_dir = Path(spec[4:] if spec.startswith("run:") else spec).expanduser()
     if not run_dir.is_dir():
         raise ValueError(f"policy run directory {str(run_dir)!r} does not exist (forms: <run dir>, "
@@ -153,6 +159,25 @@ def load_bridge_policy(spec: str, device: str = "auto", options: Mapping[str, An
         # SB3 policies are stateless (nothing to reset); whether the state they need exists on the
         # robot is checked by the node (state_dim > PROPRIO_DIM needs use_privileged_state, sim only)
         extra={"task": getattr(loaded, "task", None), "obs_mode": obs_mode},
+    )
+
+
+def _load_vla_policy(spec: str, device: str) -> BridgePolicy | None:
+    """A ``vla:<dir>`` spec or a folder holding a VLA checkpoint as a :class:`BridgePolicy`; None otherwise."""
+    from policies.vla.configuration_vla import is_vla_checkpoint
+
+    path = Path(spec[4:] if spec.startswith("vla:") else spec).expanduser()
+    if not spec.startswith("vla:") and not is_vla_checkpoint(path):
+        return None
+    from policies.vla.modeling_vla import load_vla
+
+    policy = load_vla(path, device=device)
+    return BridgePolicy(
+        name=str(path), act_fn=policy.act, cameras=policy.cameras, image_size=policy.image_size,
+        action_mode="ee_delta", state_dim=policy.state_dim, needs_privileged=False,
+        # each episode starts a fresh chunk under the instruction episode/start carried
+        reset_fn=lambda episode: policy.start_episode(episode.get("instruction", "")),
+        extra={"vla": policy},
     )
 
 

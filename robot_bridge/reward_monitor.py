@@ -5,6 +5,12 @@ Subscribes to the camera topics, runs any reward model through the common interf
 update), publishes progress (``std_msgs/Float32``) and success (``std_msgs/Bool``) and logs them.
 Episodes start with each ``episode/start`` message (its text is the task instruction); the first
 complete set of frames after it is the start reference.
+
+It also publishes its confidence in Φ (``std_msgs/Float32`` on ``reward/confidence``):
+1 − 2·spread, where the spread is the tracker's ``phi_std`` (at most 0.5 for anything in [0, 1]),
+so 1 is "no doubt" and 0 is "could be anything". With a calibrated GRM (``prism-reward
+calibrate``) frames unlike the calibration data are flagged, and a throttled warning says so:
+Φ of such frames is an extrapolation.
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ class RewardMonitorConfig:
     """std_msgs/Float32 progress output."""
     success_topic: str = topics.REWARD_SUCCESS
     """std_msgs/Bool success output."""
+    confidence_topic: str = topics.REWARD_CONFIDENCE
+    """std_msgs/Float32 confidence output: 1 − 2·spread of Φ (1: certain, 0: no idea)."""
+    ood_warn_period_s: float = 5.0
+    """At most one out-of-distribution warning per this many seconds (calibrated GRMs only)."""
     log_csv: str = ""
     """Append one row per update (time, episode, task, progress, success, components) to this CSV."""
     stale_timeout_s: float = 1.0
@@ -73,6 +83,7 @@ class RewardMonitorConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, "rate_hz")
+        require_positive(self, "ood_warn_period_s")
 
 
 SUMMARY = __doc__
@@ -106,6 +117,11 @@ def load_model(spec: str, device: str):
     return load_progress_model(spec, device=device)
 
 
+def confidence_from_spread(phi_std: float) -> float:
+    """1 − 2·spread, clipped to [0, 1]: the spread of anything in [0, 1] is at most 0.5."""
+    return float(np.clip(1.0 - 2.0 * phi_std, 0.0, 1.0))
+
+
 class RewardMonitorNode:
     def __init__(self, config: RewardMonitorConfig | None = None, node=None) -> None:
         import rclpy.node
@@ -137,6 +153,10 @@ class RewardMonitorNode:
         n.create_subscription(String, topics.EPISODE_START, self._on_episode_start, latched_qos())
         self.progress_pub = n.create_publisher(Float32, cfg.progress_topic, 10)
         self.success_pub = n.create_publisher(Bool, cfg.success_topic, 10)
+        self.confidence_pub = n.create_publisher(Float32, cfg.confidence_topic, 10)
+        self.n_ood_updates = 0
+        calibration = getattr(self.model, "confidence", None)
+        self.has_ood = calibration is not None and calibration.ood is not None
         self.task = cfg.task
         self.episode = -1
         self._started = False
@@ -152,11 +172,12 @@ class RewardMonitorNode:
             self._csv = csv.writer(self._csv_file)
             if new:
                 self._csv.writerow(["time", "episode", "task", "progress", "success", "incremental", "forward",
-                                    "backward", "weight"])
+                                    "backward", "weight", "phi_std", "ood_distance"])
         n.create_timer(1.0 / cfg.rate_hz, self._tick)
         n.get_logger().info(
             f"reward model {getattr(self.model, 'model_id', cfg.model)} on cameras {list(self.cameras)} "
-            f"at {cfg.rate_hz:g} Hz -> {cfg.progress_topic}, {cfg.success_topic}")
+            f"at {cfg.rate_hz:g} Hz -> {cfg.progress_topic}, {cfg.success_topic}, {cfg.confidence_topic}"
+            + ("" if self.has_ood else " (no OOD check: the model has no calibration; see prism-reward calibrate)"))
 
     # -- inputs -----------------------------------------------------------------------------------
     def _on_image(self, cam: str, msg) -> None:
@@ -215,12 +236,22 @@ class RewardMonitorNode:
         self.update_seconds.append(time.perf_counter() - t0)
         self.n_updates += 1
         progress, success = float(phi[0]), bool(self.tracker.success[0])
+        spread = float(self.tracker.phi_std[0])
         self.progress_pub.publish(self._msgs["Float32"](data=progress))
         self.success_pub.publish(self._msgs["Bool"](data=success))
+        self.confidence_pub.publish(self._msgs["Float32"](data=confidence_from_spread(spread)))
+        if bool(self.tracker.ood[0]):
+            self.n_ood_updates += 1
+            self.node.get_logger().warning(
+                f"episode {self.episode}: frames unlike the reward model's calibration data (OOD distance "
+                f"{float(self.tracker.ood_distance[0]):.1f} > {self.model.confidence.ood.threshold:.1f}); "
+                f"progress {progress:.3f} is an extrapolation ({self.n_ood_updates} OOD update(s) so far)",
+                throttle_duration_sec=self.config.ood_warn_period_s)
         if self._csv is not None:
             comp = self.tracker.components
             self._csv.writerow([f"{time.time():.3f}", self.episode, self.task, f"{progress:.4f}", int(success)]
-                               + [f"{float(comp[k][0]):.4f}" for k in ("incremental", "forward", "backward", "weight")])
+                               + [f"{float(comp[k][0]):.4f}" for k in ("incremental", "forward", "backward", "weight")]
+                               + [f"{spread:.4f}", f"{float(self.tracker.ood_distance[0]):.3f}"])
             self._csv_file.flush()
         if self.n_updates % max(1, int(self.config.rate_hz * 2)) == 0:
             self.node.get_logger().info(f"episode {self.episode} progress {progress:.3f} success {success}")

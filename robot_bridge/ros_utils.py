@@ -60,7 +60,7 @@ def declare_config(node, cls: type):
     from rcl_interfaces.msg import ParameterDescriptor
 
     values: dict[str, Any] = {}
-    for name, kind, default, doc in parameter_specs(cls):
+    for name, _kind, default, doc in parameter_specs(cls):
         # dynamic typing: `-p rate:=20` must work for a float field; we coerce (and check) ourselves.
         descriptor = ParameterDescriptor(description=doc, dynamic_typing=True)
         ros_default = list(default) if isinstance(default, tuple) else default

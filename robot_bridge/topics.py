@@ -32,6 +32,8 @@ REWARD_PROGRESS = "reward/progress"
 """``std_msgs/Float32``: the reward monitor's progress estimate Φ in [0, 1]."""
 REWARD_SUCCESS = "reward/success"
 """``std_msgs/Bool``: the reward monitor's success estimate (Φ >= 1 - δ)."""
+REWARD_CONFIDENCE = "reward/confidence"
+"""``std_msgs/Float32``: the reward monitor's confidence in Φ, 1 − 2·spread in [0, 1]."""
 
 # -- sim-only (published by the MuJoCo twin; a real robot has none of these) -------------------
 SIM_PRIVILEGED_STATE = "sim/privileged_state"

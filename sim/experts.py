@@ -19,7 +19,16 @@ import gymnasium as gym
 import numpy as np
 
 from .env import EE_STEP_M
-from .tasks import (DRAWER_OPEN, LIFT_HEIGHT, PUSH_EE_HEIGHT, PandaDrawerOpenEnv, PandaEnv, PandaPickPlaceEnv, PandaPushEnv, PandaReachEnv)
+from .tasks import (
+    DRAWER_OPEN,
+    LIFT_HEIGHT,
+    PUSH_EE_HEIGHT,
+    PandaDrawerOpenEnv,
+    PandaEnv,
+    PandaPickPlaceEnv,
+    PandaPushEnv,
+    PandaReachEnv,
+)
 
 POLICIES = ("expert", "noisy", "random", "partial", "stall", "wrong-object", "wrong-target", "rewind",
             "failure-mix")

@@ -7,15 +7,21 @@ a function of the *current* state (so undoing work lowers it).
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import mujoco
 import numpy as np
 
 from .env import PandaEnv
 from .scene import FINGER_MAX, Scene
-from .world import (BLOCK_BODY, MARKER_NOUNS, OTHER_BLOCK_BODY, SHAPE_NOUNS, TARGET_NOUNS, horizontal_radius,
-                    instruction_variants, segment_distance)
+from .world import (
+    BLOCK_BODY,
+    MARKER_NOUNS,
+    OTHER_BLOCK_BODY,
+    SHAPE_NOUNS,
+    TARGET_NOUNS,
+    horizontal_radius,
+    instruction_variants,
+    segment_distance,
+)
 
 BLOCK_HALF = 0.02
 """Half edge of the cubes (m)."""

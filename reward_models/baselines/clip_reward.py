@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from reward_models.base import Observation, ProgressModel, hop_from_progress
-from reward_models.baselines.common import EpisodeProgress, EpisodeScorer, image_views, resolve_device
+from reward_models.baselines.common import EpisodeProgress, EpisodeScorer, image_views
+from reward_models.devices import resolve_device
 
 
 @dataclass

@@ -35,17 +35,6 @@ class EpisodeScorer:
         raise NotImplementedError
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is passed through."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
-    return device
-
-
 def image_views(obs: Mapping[str, Any], cameras: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """The camera entries of an observation (non-image keys dropped), optionally selected."""
     views = {k: np.asarray(v) for k, v in obs.items() if k not in NON_IMAGE_KEYS}

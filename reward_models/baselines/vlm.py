@@ -30,9 +30,9 @@ from reward_models.baselines.common import (
     even_indices,
     image_views,
     interpolate_missing,
-    resolve_device,
 )
 from reward_models.baselines.parsing import ParseStats, parse_frame_percents, parse_percent, parse_rubric
+from reward_models.devices import resolve_device
 
 Content = list[dict[str, str]]
 """A chat message content list: ``{"type": "text", "text": ...}`` / ``{"type": "image"}``."""
@@ -70,7 +70,7 @@ class VLMBackend:
         self.max_pixels = max_pixels
         try:
             self.processor = AutoProcessor.from_pretrained(str(self.path), local_files_only=True)
-            dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
             self.model = AutoModelForImageTextToText.from_pretrained(str(self.path), local_files_only=True, dtype=dtype)
         except Exception as exc:
             raise ValueError(f"cannot load a transformers image-text-to-text model from {self.path}: {exc}") from exc

@@ -53,10 +53,10 @@ def test_critic_layer_norm_is_for_sac_only(tmp_path):
 
 @pytest.mark.parametrize("obs_mode", ["state", "pixels"])
 def test_prism_train_builds_layer_norm_critics_and_resumes_them(tmp_path, obs_mode):
-    from test_train_cli import tiny_config  # tests/policies is on sys.path (conftest.py)
-
     from policies.run import load_policy
     from policies.train import train
+
+    from test_train_cli import tiny_config  # tests/policies is on sys.path (conftest.py)
 
     out = tmp_path / "run"
     pixels = {"obs": "pixels", "cameras": "front", "image_size": 48} if obs_mode == "pixels" else {}

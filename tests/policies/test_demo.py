@@ -15,6 +15,9 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
                  "grm/config.json", "eval/reach/report.html", "eval/reach/metrics.json", "policy/grm/model.zip",
                  "policy/oracle/model.zip"):
         assert (out / name).is_file(), name
+    config = json.loads((out / "summary.json").read_text())["config"]  # JSON types, not strings
+    assert config["episodes"] == 3 and config["size"] == 32 and config["force"] is False
+    assert config["out"] == str(out) and config["tasks"] == "reach"
     assert summary["expert_success"]["reach"] >= 2 / 3
     assert sum(summary["record"]["reach"]["outcomes"].values()) == 3
     assert set(summary["eval"]["reach"]["metrics"]) >= {"oracle"} and len(summary["eval"]["reach"]["metrics"]) == 2
@@ -36,3 +39,12 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
 def test_demo_rejects_unknown_task(tmp_path, capsys):
     assert demo_main(["--out", str(tmp_path / "d"), "--tasks", "juggle"]) == 2
     assert "juggle" in capsys.readouterr().err
+
+
+def test_demo_starts_from_the_pretrained_grm(tmp_path):
+    args = DemoArgs(out=tmp_path / "demo", tasks="reach", episodes=2, heldout_episodes=2, expert_seeds=2,
+                    size=32, cameras="front,wrist", policy_steps=0)
+    summary = run_demo(args)
+    assert summary["grm"] == "grm" and not (tmp_path / "demo" / "grm").exists()
+    assert set(summary["eval"]["reach"]["metrics"]) == {"grm", "oracle"}
+    assert "pretrained GRM shipped with prism-rl" in (tmp_path / "demo" / "report.html").read_text()

@@ -89,6 +89,7 @@ def test_a_trained_policy_with_relative_features_reloads_and_acts_the_same(tmp_p
 
     from policies.run import load_policy
     from policies.train import train
+
     from test_train_cli import tiny_config
 
     cfg = tiny_config(tmp_path / "run", task="push", policy_features="relative", obs_stats_steps=200,

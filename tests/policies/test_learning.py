@@ -9,6 +9,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from policies.shaping import ProgressInfoPotential, ShapedRewardVecEnv
+
 from toy_envs import ChainEnv
 
 
@@ -49,7 +50,7 @@ def test_task_presets_are_the_cli_defaults_and_match_the_shipped_configs():
     from policies.configuration_train import TASK_PRESETS, TrainConfig, parse_train_config, task_preset
 
     configs = Path(__file__).resolve().parents[2] / "configs"
-    for (task, algo), preset in TASK_PRESETS.items():
+    for task, algo in TASK_PRESETS:
         shipped = TrainConfig.from_yaml(configs / f"{algo}_{task}.yaml")
         assert shipped.to_dict() | {"config": None, "out": None} == (
             TrainConfig.for_task(task, algo).to_dict() | {"config": None, "out": None}), (task, algo)

@@ -46,7 +46,7 @@ def test_plot_draws_each_reward_in_its_own_colour_with_the_target_lines(tmp_path
 
     def spy(fig, fname, **kw):
         ax = fig.axes[0]
-        drawn["lines"] = {l.get_label(): l for l in ax.get_lines()}
+        drawn["lines"] = {line.get_label(): line for line in ax.get_lines()}
         return real_savefig(fig, fname, **kw)
 
     monkeypatch.setattr(plt.Figure, "savefig", spy)
@@ -55,7 +55,7 @@ def test_plot_draws_each_reward_in_its_own_colour_with_the_target_lines(tmp_path
     curves = {k: v for k, v in drawn["lines"].items() if not k.startswith("_")}
     assert curves["grm (n=1)"].get_color() == bench.REWARD_COLORS["grm"]
     assert curves["sparse (n=1)"].get_color() == bench.REWARD_COLORS["sparse"]
-    levels = sorted(l.get_ydata()[0] for k, l in drawn["lines"].items() if k.startswith("_"))
+    levels = sorted(line.get_ydata()[0] for k, line in drawn["lines"].items() if k.startswith("_"))
     assert levels == [0.2, 0.8]
 
 

@@ -6,6 +6,7 @@ import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from policies.shaping import ProgressInfoPotential, ShapedRewardVecEnv, ZeroPotential
+
 from toy_envs import GraphEnv
 
 

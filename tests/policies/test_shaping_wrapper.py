@@ -17,6 +17,7 @@ from policies.shaping import (
     make_potential,
 )
 from reward_models.base import ProgressModel, hop_from_progress
+
 from toy_envs import ChainEnv, state_from_frame
 
 PHI = np.array([0.2, 0.1, 0.5, 0.7, 0.9])  # Φ(s_0) ≠ 0 and non-monotone on purpose

@@ -64,10 +64,12 @@ def test_wilson_interval():
 
 
 def test_device_choice(tmp_path, capsys):
-    from policies.train import resolve_device
+    from reward_models.devices import resolve_device
 
-    assert resolve_device("cpu") == "cpu"
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="--device must be 'auto', 'cpu' or 'cuda"):
+        resolve_device("gpu")
     if torch.cuda.is_available():
         return
     # Asking for a GPU that is not there is an error before anything is written, not a silent CPU run.
@@ -111,7 +113,7 @@ def test_train_resume_load_and_eval(tmp_path):
     # Resume from the newest checkpoint up to a larger budget: the curve continues.
     assert train_main(["--out", str(out), "--resume", "--steps", "360"]) == 0
     resumed = (out / "eval" / "curve.csv").read_text().splitlines()
-    assert [int(l.split(",")[0]) for l in resumed[1:]] == [120, 240, 360]
+    assert [int(row.split(",")[0]) for row in resumed[1:]] == [120, 240, 360]
 
     tags = set()
     for ev in (out / "tb").rglob("events.out.tfevents*"):

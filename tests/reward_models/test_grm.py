@@ -258,7 +258,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
 def test_device_errors():
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
             GRMProgressModel(GRM(tiny_config()), device="cuda")
     with pytest.raises(ValueError, match="device"):
         GRMProgressModel(GRM(tiny_config()), device="tpu")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -268,7 +267,7 @@ def test_one_encode_call_per_step_including_resets():
     assert model.encode_calls == 1 and tracker.n_encode_calls == 1  # start + goal in one batch
     assert model.hop_calls == 1  # the goals' start -> goal check, one call for all
     rng = np.random.default_rng(6)
-    for step in range(1, 31):
+    for _step in range(1, 31):
         done = rng.random(n) < 0.3
         before = model.encode_calls, model.hop_calls, model.encoded_rows, model.hop_rows
         tracker.step(progress_obs(rng.random(n)), reset_mask=done, reset_obs=progress_obs(np.zeros(n)))

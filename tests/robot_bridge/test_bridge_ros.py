@@ -80,7 +80,6 @@ def test_closed_loop_reach_monitor_and_recorder(processes, probe, tmp_path):
     assert any(success) and not all(success), f"monitor success never flipped: {success}"
 
     import episodes
-
     import sim
 
     ds = episodes.open_dataset(dataset)

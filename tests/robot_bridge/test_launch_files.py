@@ -13,11 +13,11 @@ from __future__ import annotations
 import ast
 import importlib.util
 import sys
-import tomllib
 import types
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from robot_bridge.node_config import build_config, parameter_specs

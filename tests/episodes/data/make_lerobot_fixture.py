@@ -16,8 +16,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from conftest import make_episode  # noqa: E402
 from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: E402
+
+from conftest import make_episode  # noqa: E402
 
 ROOT = HERE / "lerobot_0.4.4_written"
 FEATURES = {

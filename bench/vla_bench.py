@@ -1,0 +1,101 @@
+"""VLA bench: behaviour cloning from scripted-expert demonstrations, and RA-BC vs plain BC.
+
+    .venv/bin/python bench/vla_bench.py --out outputs/vla_bench
+
+1. Records ``--demos`` expert episodes per task (``--tasks``, views front + wrist at 64 px) and trains
+   one multi-task VLA on all of them (``prism-vla bc``); true success per task on
+   ``--eval-episodes`` fresh seeds (``prism-eval``'s rollout, seeds from 20000).
+2. Records ``--mixed`` ``failure-mix`` episodes of ``--mixed-task`` (successes, partial runs and
+   failures) and trains plain BC and RA-BC (weights from the dataset's ground-truth progress) with the
+   same settings and seed; true success of each on the same fresh seeds.
+
+Finished stages (datasets, trained checkpoints) in ``--out`` are reused. The figures go to
+``bench/results/vla_bench.json`` (``bench/results_io.write_bench_result``). Everything runs on the
+CPU, single-threaded torch (faster than two contending threads on a shared 2-core machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from episodes import open_dataset
+from policies.evaluate import EvalArgs
+from policies.record import record_episodes
+from policies.vla.rollout import evaluate_vla
+from policies.vla.train_bc import BCConfig, train_bc
+
+from results_io import write_bench_result  # bench/ is the script's own folder, first on sys.path
+
+CAMERAS = ("front", "wrist")
+
+
+def record(out: Path, task: str, policy: str, episodes: int, seed: int) -> dict:
+    if not (out / "meta" / "info.json").is_file():
+        record_episodes(out, task, policy, episodes=episodes, seed=seed, cameras=CAMERAS, size=64, progress_bar=False)
+    ds = open_dataset(out)
+    outcomes: dict[str, int] = {}
+    for i in range(ds.num_episodes):
+        outcome = ds.episode_table.iloc[i].get("outcome", None)
+        outcomes[str(outcome)] = outcomes.get(str(outcome), 0) + 1
+    return {"path": str(out), "episodes": ds.num_episodes, "frames": ds.num_frames, "outcomes": outcomes}
+
+
+def train(out: Path, data: list[Path], steps: int, weighting: str = "none") -> dict:
+    summary_path = out / "train_summary.json"
+    if not summary_path.is_file():
+        t0 = time.time()
+        summary = train_bc(BCConfig(data=tuple(map(str, data)), out=out, cameras=",".join(CAMERAS), steps=steps,
+                                    weighting=weighting, device="cpu", progress_bar=False, overwrite=True))
+        summary["train_seconds"] = round(time.time() - t0, 1)
+        return summary
+    return json.loads(summary_path.read_text())
+
+
+def success(checkpoint: Path, task: str, episodes: int) -> dict:
+    report = evaluate_vla(EvalArgs(run=checkpoint, task=task, episodes=episodes, seed=20_000, device="cpu"))
+    return {k: report[k] for k in ("success_rate", "ci_low", "ci_high", "successes", "episodes",
+                                   "mean_final_progress", "mean_length")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("outputs/vla_bench"))
+    parser.add_argument("--tasks", nargs="+", default=["reach", "push"])
+    parser.add_argument("--demos", type=int, default=40, help="expert demonstrations per task")
+    parser.add_argument("--mixed-task", default="push")
+    parser.add_argument("--mixed", type=int, default=60, help="failure-mix episodes for RA-BC vs BC")
+    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps of every training")
+    parser.add_argument("--eval-episodes", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.time()
+    results: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                     "cameras": list(CAMERAS), "image_size": 64}
+
+    demos = {t: record(args.out / "data" / f"{t}_expert", t, "expert", args.demos, seed=0) for t in args.tasks}
+    bc = train(args.out / "bc_multitask", [Path(d["path"]) for d in demos.values()], args.steps)
+    results["multitask_bc"] = {"data": demos, "training": bc,
+                               "success": {t: success(args.out / "bc_multitask", t, args.eval_episodes)
+                                           for t in args.tasks}}
+    print("multi-task BC:", {t: r["success_rate"] for t, r in results["multitask_bc"]["success"].items()}, flush=True)
+
+    mixed = record(args.out / "data" / f"{args.mixed_task}_mixed", args.mixed_task, "failure-mix", args.mixed,
+                   seed=1000)
+    comparison = {"data": mixed}
+    for name, weighting in (("bc", "none"), ("rabc_oracle_progress", "progress")):
+        ckpt = args.out / f"mixed_{name}"
+        comparison[name] = {"training": train(ckpt, [Path(mixed["path"])], args.steps, weighting),
+                            "success": success(ckpt, args.mixed_task, args.eval_episodes)}
+        print(f"{name} on mixed {args.mixed_task}:", comparison[name]["success"]["success_rate"], flush=True)
+    results["mixed_rabc_vs_bc"] = comparison
+    results["elapsed_s"] = round(time.time() - started, 1)
+    print("wrote", write_bench_result("vla_bench", results))
+
+
+if __name__ == "__main__":
+    main()

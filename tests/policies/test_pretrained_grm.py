@@ -1,0 +1,37 @@
+"""The pretrained GRM shipped in the package: present, small, named ``grm`` everywhere, and it still
+reproduces the figures on its model card (re-recorded from the same held-out-split seeds)."""
+
+import json
+
+import pytest
+
+from policies.pretrain_grm import quick_check
+from policies.shaping import RewardSpec
+from reward_models.registry import PRETRAINED_GRM_DIR, load_progress_model, parse_spec, resolve_grm_checkpoint
+
+
+def test_shipped_checkpoint_is_complete_and_small():
+    for name in ("config.json", "model.safetensors", "MODEL_CARD.md", "model_card.json"):
+        assert (PRETRAINED_GRM_DIR / name).is_file(), name
+    assert (PRETRAINED_GRM_DIR / "model.safetensors").stat().st_size <= 5 * 2**20
+
+
+def test_grm_names_the_shipped_model_everywhere():
+    assert parse_spec("grm") == ("grm", str(PRETRAINED_GRM_DIR))
+    assert resolve_grm_checkpoint("grm") == PRETRAINED_GRM_DIR
+    assert RewardSpec.parse("grm").model_spec == "grm"
+    model = load_progress_model("grm", device="cpu")
+    assert set(model.cameras) == {"front", "side", "wrist"}
+
+
+def test_shipped_model_reproduces_its_model_card():
+    card = json.loads((PRETRAINED_GRM_DIR / "model_card.json").read_text())["quick_check"]
+    fresh = quick_check("grm", episodes=card["episodes_per_task"], seed=card["seed"])
+    for task, want in card["results"].items():
+        got = fresh[task]
+        assert got["outcomes"] == want["outcomes"], task  # the same episodes were recorded
+        for key in ("voc_plus", "completion_accuracy", "success_auroc"):
+            if want[key] is None:
+                assert got[key] is None
+            else:
+                assert got[key] == pytest.approx(want[key], abs=0.05), (task, key)
