@@ -10,7 +10,8 @@ states early RL visits). Reported per task, for the GRM and the ground-truth ora
 * zero-shot VOC (Spearman of Φ with time on successes), 3-class completion accuracy, success
   AUROC (score: final Φ) -- multi-view (all cameras) and single-view (front only);
 * random-rollout rank: Spearman of Φ with the true progress on the random rollouts;
-* calibration: expected calibration error (10 bins) of the final Φ read as P(success);
+* calibration: expected calibration error (10 bins) of P(success): the calibrated one where the
+  checkpoint has ``prism-reward calibrate``'s file, else the final Φ read as a probability;
 * one-shot adaptation (``prism-reward adapt`` on the first successful held-out episode), scored on
   the other held-out episodes of that task, beside the zero-shot figures;
 * cost: encoder images/s, and the RL-loop overhead ratio (env steps/s without a reward model over
@@ -34,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from episodes.cli_errors import parse_config  # noqa: E402
+from reward_models.metrics import expected_calibration_error  # noqa: E402
 
 from grm_report import evaluate, progress_rank  # noqa: E402
 from results_io import write_bench_result  # noqa: E402
@@ -85,17 +87,6 @@ def load(path: Path) -> list:
 
     ds = open_dataset(path)
     return [ds.load_episode(i) for i in range(len(ds))]
-
-
-def expected_calibration_error(prob: np.ndarray, label: np.ndarray, bins: int = 10) -> float:
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
-    err = 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            err += m.mean() * abs(prob[m].mean() - label[m].mean())
-    return float(err)
 
 
 def encoder_images_per_s(model, size: int = 96, batch: int = 32, repeats: int = 5) -> float:
@@ -158,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             row[part].pop("episodes", None)
         finals = np.array([track_final(model, ep) for ep in mix])
         labels = np.array([ep.outcome == "success" for ep in mix], dtype=float)
-        row["ece"] = expected_calibration_error(np.clip(finals, 0, 1), labels)
+        calibration = getattr(model, "confidence", None)  # prism-reward calibrate's Platt map, if fitted
+        prob = [calibration.success_probability(f) for f in finals] if calibration is not None else np.clip(finals, 0, 1)
+        row["ece"] = expected_calibration_error(prob, labels)
+        row["ece_source"] = "calibrated P(success)" if calibration is not None else "final Φ read as P(success)"
         row["adaptation"] = adapt_and_score(args, ckpt, task, mix_path, mix)
         results["tasks"][task] = row
         mv = row["multi_view"]

@@ -298,7 +298,7 @@ def measure_overhead(args: BenchArgs) -> dict:
     finally:
         env.close()
     return {
-        "task": args.overhead_task, "n_envs": n, "cameras": list(cams), "device": device, "model": model_desc,
+        "task": args.overhead_task, "n_envs": n, "cameras": list(cams), "device": str(device), "model": model_desc,
         "steps_per_s_with_model": with_model, "steps_per_s_without_model": without_model,
         "overhead_ratio": without_model / with_model, "model_calls_per_vec_step": calls / args.overhead_steps,
     }

@@ -9,7 +9,8 @@
    side (``sentence:minilm``) -> ``OUT/grm`` (checkpointed every ``--save-every`` steps in
    ``OUT/grm.run``).
 
-3. **card** a quick check (a few held-out-split episodes per task, fixed seeds, recorded in memory)
+3. **calibrate** the post-hoc confidence (``prism-reward calibrate`` on a share of the training data);
+4. **card** a quick check (a few held-out-split episodes per task, fixed seeds, recorded in memory)
    and ``MODEL_CARD.md`` + ``model_card.json`` written into the checkpoint. The test suite re-runs
    the quick check on the shipped checkpoint and compares it with the card.
 
@@ -43,7 +44,7 @@ RECIPE: dict[str, dict[str, int]] = {
     "varied": {"failure-mix": 40, "random": 12, "noisy": 12},
     "default": {"failure-mix": 16, "random": 6, "noisy": 6},
 }
-"""Episodes per world, task and behaviour at ``--scale 1``. The default world is in the mix because
+"""Episodes per world, task and behaviour at ``--scale 1`` (the shipped GRM used ``--scale 2``). The default world is in the mix because
 it is the scene ``prism-train`` and ``prism-demo`` run in; the varied world is what makes the model
 general (its held-out split stays out of training)."""
 
@@ -59,7 +60,7 @@ class PretrainArgs:
     """Working directory: recorded datasets under data/, the checkpoint at grm/."""
     tasks: str = "reach,push,pickplace,drawer"
     """Comma-separated tasks."""
-    scale: float = 1.0
+    scale: float = 2.0
     """Multiplies the episodes per task and behaviour (see RECIPE)."""
     seed: int = 10_000
     """First seed of the recordings (held-out evaluations use other seeds and the heldout split)."""
@@ -67,13 +68,13 @@ class PretrainArgs:
     """Recorded image size (px); the GRM trains at --image-size."""
     cameras: str = "front,side,wrist"
     """Cameras to record and train on."""
-    steps: int = 4000
+    steps: int = 5000
     """GRM optimisation steps."""
     image_size: int = 64
     """GRM input resolution."""
     text_encoder: str = "sentence:minilm"
     """Instruction encoder (see ``prism-reward train --help``)."""
-    batch_episodes: int = 12
+    batch_episodes: int = 8
     """Episodes per GRM batch."""
     save_every: int = 250
     """Checkpoint the training state every N steps (what a resumed run continues from)."""
@@ -120,6 +121,20 @@ def train_stage(args: PretrainArgs, datasets: list[Path]) -> Path:
     t0 = time.perf_counter()
     path = train_grm(cfg)
     print(f"[pretrain] trained {args.steps} steps in {time.perf_counter() - t0:.0f}s -> {path}", flush=True)
+    return path
+
+
+CALIBRATION_EPISODES = 8
+"""Episodes per training dataset that ``prism-reward calibrate`` fits the confidence on."""
+
+
+def calibrate_stage(args: PretrainArgs, ckpt: Path, datasets: list[Path]) -> Path:
+    """The post-hoc confidence (OOD statistics, calibrated P(success)) on a share of the training data."""
+    from reward_models.confidence import CalibrateConfig, calibrate
+
+    path, _ = calibrate(CalibrateConfig(model=str(ckpt), data=[str(d) for d in datasets],
+                                        max_episodes=CALIBRATION_EPISODES, device=args.device))
+    print(f"[pretrain] confidence calibration: {path}", flush=True)
     return path
 
 
@@ -217,6 +232,7 @@ def pretrain(args: PretrainArgs) -> Path:
         raise ValueError(f"--scale must be > 0, got {args.scale}")
     datasets = record_stage(args)
     ckpt = train_stage(args, datasets)
+    calibrate_stage(args, ckpt, datasets)
     check = quick_check(str(ckpt))
     print(f"[pretrain] quick check: {json.dumps(check)}", flush=True)
     print(f"[pretrain] model card: {write_model_card(ckpt, args, datasets, check)}", flush=True)
