@@ -142,8 +142,49 @@ def render_grm_generalisation(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_scale_bench(results: dict[str, Any]) -> list[str]:
+    """``bench/scale_bench.py``: reward-service throughput by batch size x clients beside in-process
+    calls, the RL-loop overhead (sync vs async relabelling), rollout throughput, and the modelled curve."""
+    measured = results.get("measured", {})
+    lines: list[str] = [f"Model: {fmt(results.get('model'))}", ""]
+    in_process = measured.get("reward_service", {}).get("in_process_frames_per_s", {})
+    if in_process:
+        lines += ["**In-process encode** (frames/s by batch size): "
+                  + ", ".join(f"{b}: {fmt(v)}" for b, v in in_process.items()), ""]
+    service = measured.get("reward_service", {}).get("service", [])
+    if service:
+        lines += ["**Reward service** (Ray Serve, dynamic batching, one replica)", ""]
+        lines += table(["max batch", "clients", "frames/s", "p50 ms", "p99 ms"],
+                       [[fmt(r.get("max_batch_size")), fmt(r.get("clients")), fmt(r.get("frames_per_s")),
+                         fmt(r.get("latency_ms_p50")), fmt(r.get("latency_ms_p99"))] for r in service]) + [""]
+    loop = measured.get("rl_loop_overhead", {})
+    if loop:
+        lines += ["**RL-loop overhead** (env steps/s without a reward model over with it; same envs and renders)", ""]
+        lines += table(["without model", "synchronous", "asynchronous", "overhead sync", "overhead async",
+                        "labels pending at loop end", "drain s"],
+                       [[fmt(loop.get("steps_per_s_without_model")), fmt(loop.get("steps_per_s_sync")),
+                         fmt(loop.get("steps_per_s_async")), fmt(loop.get("overhead_sync")),
+                         fmt(loop.get("overhead_async")), fmt(loop.get("async_pending_steps_at_loop_end")),
+                         fmt(loop.get("async_drain_s"))]]) + [""]
+    rollouts = measured.get("rollouts", {})
+    if rollouts:
+        lines += ["**Rollouts** (env steps/s): " + ", ".join(
+            f"{name} {fmt(rollouts.get(key))}" for name, key in (
+                ("in-process DummyVecEnv", "dummy_steps_per_s"), ("Ray, 1 worker", "ray_1_workers_steps_per_s"),
+                ("Ray, 2 workers", "ray_2_workers_steps_per_s")) if key in rollouts), ""]
+    modelled = results.get("modelled", {})
+    if modelled.get("scaling"):
+        lines += [f"**Modelled, not measured**: {fmt(modelled.get('assumptions'))}", ""]
+        lines += table(["workers", "envs", "rollout steps/s", "service cap", "steps/s", "bound by"],
+                       [[fmt(r.get("workers")), fmt(r.get("envs")), fmt(r.get("rollout_steps_per_s")),
+                         fmt(r.get("reward_service_cap_frames_per_s")), fmt(r.get("steps_per_s")),
+                         fmt(r.get("bound_by"))] for r in modelled["scaling"]]) + [""]
+    return lines
+
+
 KNOWN_BENCHES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "grm_generalisation": render_grm_generalisation,
+    "scale_bench": render_scale_bench,
 }
 
 
