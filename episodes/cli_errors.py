@@ -15,7 +15,9 @@ import collections.abc
 import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -57,6 +59,10 @@ def run_cli(prog: str, body: Callable[[list[str]], Any], argv: Sequence[str] | N
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(args)
+    if threading.current_thread() is threading.main_thread():
+        # A command started from a non-interactive shell in the background inherits SIGINT ignored;
+        # Ctrl-C (or a supervisor's SIGINT) must still stop it cleanly, as it does in a terminal.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = body(strip_debug(args))
     except KeyboardInterrupt:

@@ -188,12 +188,14 @@ def test_stale_temporaries_of_live_processes_are_kept(tmp_path):
 
 def test_ctrl_c_during_recording_is_one_line_and_leaves_nothing(tmp_path):
     out = tmp_path / "ds"
+    # SIGINT at its default even when the test run itself was started in the background (a
+    # non-interactive shell starts background jobs with SIGINT ignored, and children inherit that).
     proc = subprocess.Popen(_record_cmd(out, 200), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(lambda: any(p.name.startswith("ds.tmp-") for p in tmp_path.iterdir()), 60, "the recording to start")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "Traceback" not in err and err.rstrip().splitlines()[-1].endswith("prism-record: interrupted"), err
     assert list(tmp_path.iterdir()) == []
 

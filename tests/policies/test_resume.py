@@ -77,8 +77,10 @@ def test_checkpoint_is_one_unit_and_a_damaged_newest_falls_back(tmp_path, capsys
 
 
 def test_fresh_run_never_inherits_an_old_curve(tmp_path):
+    # A run that died before its first checkpoint: its config and a curve row, no checkpoints.
     out = tmp_path / "run"
     (out / "eval").mkdir(parents=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(TINY))
     (out / "eval" / "curve.csv").write_text(
         "timesteps,success_rate,mean_return,mean_length,mean_final_progress,episodes\n40,1.0,1.0,5,1.0,1\n")
     result = train(tiny(out, steps=80, eval_every=40))
@@ -92,8 +94,11 @@ def _write_config(tmp_path: Path, **kw) -> Path:
 
 
 def _start(args: list[str]) -> subprocess.Popen:
+    # SIGINT at its default even when the test run itself was started in the background (a
+    # non-interactive shell starts background jobs with SIGINT ignored, and children inherit that).
     return subprocess.Popen([sys.executable, "-m", "policies.train", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _signal_after_next_checkpoint(proc: subprocess.Popen, run: Path, sig: int, delay: float) -> tuple[int, str]:
