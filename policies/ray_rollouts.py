@@ -21,6 +21,7 @@ transition. A worker that cannot be brought back within its restarts raises a cl
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,6 +46,11 @@ def episode_seed(base_seed: int, env_index: int, episode: int, n_envs: int) -> i
     return int(base_seed + env_index + n_envs * episode) % (2**31 - 1)
 
 
+class WorkerRestarted(RuntimeError):
+    """A worker was asked to step envs it never reset: Ray restarted it after the facade last heard
+    from it (a kill that landed between two steps), so its envs must be restored first."""
+
+
 class RolloutWorker:
     """A Ray actor hosting envs ``env_indices`` of a :class:`RayVecEnv`; steps them with auto-reset."""
 
@@ -54,9 +60,14 @@ class RolloutWorker:
         self.n_envs = int(n_envs)
         self.base_seed = 0
         self.episodes = [0] * len(self.envs)
+        self.restored = False  # becomes True with the first reset/restore of this incarnation
 
     def ready(self) -> bool:
         return True
+
+    def pid(self) -> int:
+        """The worker process's id (a restart is a new process)."""
+        return os.getpid()
 
     def spaces(self) -> tuple[gym.Space, gym.Space]:
         return self.envs[0].observation_space, self.envs[0].action_space
@@ -68,6 +79,7 @@ class RolloutWorker:
         """Reset every env to episode ``episodes[j]``'s seed; returns ``(obs, info)`` per env."""
         self.base_seed = int(base_seed)
         self.episodes = list(episodes)
+        self.restored = True
         return [env.reset(seed=self._seed(j)) for j, env in enumerate(self.envs)]
 
     def restore(self, base_seed: int, episodes: Sequence[int], actions: Sequence[Sequence[Any]]) -> bool:
@@ -81,6 +93,8 @@ class RolloutWorker:
     def step(self, actions: Sequence[Any]) -> list[tuple[Any, float, bool, dict, dict | None]]:
         """One step of every env: ``(obs, reward, done, info, reset_info)``; finished envs are reset (their
         ``info`` holds ``terminal_observation``; ``reset_info`` is the new episode's, else None)."""
+        if not self.restored:
+            raise WorkerRestarted(f"rollout worker for envs {self.env_indices} was restarted; restore it first")
         out = []
         for j, (env, action) in enumerate(zip(self.envs, actions)):
             obs, reward, terminated, truncated, info = env.step(action)
@@ -220,7 +234,7 @@ class RayVecEnv(VecEnv):
         for w, future in enumerate(self._futures):
             try:
                 results.append(ray.get(future))
-            except ray.exceptions.RayActorError as exc:
+            except (ray.exceptions.RayActorError, WorkerRestarted) as exc:  # died mid-step, or since the last one
                 results.append(ray.get(self._recover(w, exc)))
         rows = [r for group in results for r in group]
         obs, rewards, dones, infos = [], np.zeros(self.num_envs, dtype=np.float32), np.zeros(self.num_envs, dtype=bool), []

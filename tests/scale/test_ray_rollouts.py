@@ -26,8 +26,10 @@ def rollout(venv, actions, kill_at=None):
         if t == kill_at:
             import ray
 
+            old_pid = ray.get(venv.workers[1].pid.remote())
             venv.step_async(action)
-            ray.kill(venv.workers[1], no_restart=False)  # mid-step: the in-flight batch is lost with it
+            ray.kill(venv.workers[1], no_restart=False)  # mid-step (or just after it, if the step won the race)
+            _wait_until_dead(old_pid)
             obs, rewards, dones, infos = venv.step_wait()
         else:
             obs, rewards, dones, infos = venv.step(action)
@@ -35,6 +37,21 @@ def rollout(venv, actions, kill_at=None):
         trace += [obs.copy(), rewards.copy(), dones.copy(), np.array(terminal),
                   np.array([bool(i.get("TimeLimit.truncated", False)) for i in infos])]
     return trace
+
+
+def _wait_until_dead(pid: int, timeout_s: float = 30.0) -> None:
+    """ray.kill is asynchronous: wait until the old worker process is really gone."""
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"worker process {pid} still alive {timeout_s} s after ray.kill")
 
 
 def test_killed_worker_restarts_and_the_run_is_identical(local_ray):
