@@ -8,11 +8,12 @@ backbone's own architecture config is copied into ``backbone_config`` when the m
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from episodes.config_io import dataclass_from_dict, read_json_object
 
 PAD, UNK = "<pad>", "<unk>"
 """Reserved vocabulary entries 0 and 1: padding and unknown words."""
@@ -198,24 +199,8 @@ class GRMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> GRMConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown GRMConfig field(s) {unknown}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ValueError(f"{source}: invalid GRMConfig: {exc}") from exc
+        return dataclass_from_dict(cls, data, source)
 
     @classmethod
     def from_json(cls, path: str | Path) -> GRMConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not a readable GRM config.json ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_object(path, "GRM config.json"), source=str(path))

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from episodes.config_io import require_checkpoint_files
 from reward_models.base import NON_IMAGE_KEYS, Observation, ProgressModel
 from reward_models.configuration_grm import GRMConfig, build_vocabulary, parse_backbone
 from reward_models.devices import resolve_device
@@ -645,14 +646,7 @@ def load_grm_module(path: str | os.PathLike, map_location: str = "cpu") -> GRM:
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no GRM checkpoint at {path}")
-    if not path.is_dir():
-        raise ValueError(f"{path} is not a GRM checkpoint directory (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"GRM checkpoint {path} is missing {name}")
+    path = require_checkpoint_files(path, "GRM", (CONFIG_NAME, WEIGHTS_NAME))
     config = GRMConfig.from_json(path / CONFIG_NAME)
     if config.backbone_kind != "conv" and config.backbone_config is None:
         raise ValueError(f"{path / CONFIG_NAME}: backbone {config.backbone!r} but no backbone_config")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from episodes.config_io import dataclass_from_dict, read_json_object
+
 POLICY_TYPE = "prism-vla"
 """Value of ``policy_type`` in every VLA ``config.json``: how loaders tell a VLA checkpoint from a
 GRM checkpoint or a prism-train run."""
@@ -145,27 +147,11 @@ class VLAConfig:
         if data.get("policy_type") != POLICY_TYPE:
             raise ValueError(f"{source}: not a VLA policy config (policy_type is {data.get('policy_type')!r}, "
                              f"expected {POLICY_TYPE!r})")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown VLAConfig field(s) {unknown}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ValueError(f"{source}: invalid VLAConfig: {exc}") from exc
+        return dataclass_from_dict(cls, data, source)
 
     @classmethod
     def from_json(cls, path: str | Path) -> VLAConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not a readable VLA config.json ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_object(path, "VLA config.json"), source=str(path))
 
 
 def is_vla_checkpoint(path: str | Path) -> bool:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from episodes.config_io import require_checkpoint_files
 from policies.vla.configuration_vla import VLAConfig, parse_vla_backbone
 from reward_models.devices import resolve_device
 from reward_models.modeling_grm import ConvBackbone, HFVisionBackbone, observation_to_views
@@ -312,15 +313,8 @@ def load_vla_module(path: str | os.PathLike, map_location: str = "cpu") -> VLA:
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no VLA checkpoint at {path}")
-    if not path.is_dir():
-        raise ValueError(f"{path} is not a VLA checkpoint directory (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (path / name).is_file():
-            hint = " (has training saved a checkpoint yet?)" if name == WEIGHTS_NAME else ""
-            raise FileNotFoundError(f"VLA checkpoint {path} is missing {name}{hint}")
+    path = require_checkpoint_files(path, "VLA", (CONFIG_NAME, WEIGHTS_NAME),
+                                    hints={WEIGHTS_NAME: " (has training saved a checkpoint yet?)"})
     config = VLAConfig.from_json(path / CONFIG_NAME)
     if config.backbone_kind != "conv" and config.backbone_config is None:
         raise ValueError(f"{path / CONFIG_NAME}: backbone {config.backbone!r} but no backbone_config")
