@@ -6,6 +6,8 @@ Examples::
     prism-vla rabc --data data/push_mixed --out ckpt/vla_rabc                 # ground-truth progress
     prism-vla rabc --data data/push_mixed --progress reports/push/progress.parquet --out ckpt/vla_rabc_grm
     prism-vla bc --data data/reach data/push --out ckpt/vla_bc --resume       # continue an interrupted run
+    prism-vla rl --init ckpt/vla_bc --task push --reward grm --out ckpt/vla_rl     # online RL, 300 episodes
+    prism-vla dpo --init ckpt/vla_bc --task push --reward grm --out ckpt/vla_dpo   # reward-ranked DPO
 
 The output folder is a policy checkpoint: ``prism-eval --run DIR --task push``,
 ``prism-record --policy vla:DIR`` and the ROS 2 node (``policy:=DIR``) run it.
@@ -21,6 +23,8 @@ from episodes.cli_errors import parse_config, run_cli
 COMMANDS = {
     "bc": "Behaviour cloning on LeRobot v3 datasets (--weighting progress: RA-BC).",
     "rabc": "RA-BC: behaviour cloning weighted by each chunk's progress gain (bc --weighting progress).",
+    "rl": "Online RL from a BC checkpoint with any reward spec (token-level PPO, KL anchor to the start).",
+    "dpo": "Reward-ranked DPO from a BC checkpoint: best vs worst rollout of each start state.",
 }
 
 
@@ -49,6 +53,21 @@ def _train(argv: list[str], command: str) -> int:
     return 0
 
 
+def _post_train(argv: list[str], command: str) -> int:
+    from policies.vla.train_online import DPOConfig, RLConfig, interrupted_message, train_online
+
+    cfg = parse_config(RLConfig if command == "rl" else DPOConfig, argv, description=COMMANDS[command])
+    try:
+        summary = train_online(cfg)
+    except KeyboardInterrupt:
+        print(f"prism-vla: {interrupted_message(cfg.out)}", file=sys.stderr)
+        return 130
+    print(f"{summary['episodes']} online episodes on {summary['task']} with reward {summary['reward']}: evaluation "
+          f"success {summary['start_eval_success']:.0%} -> {summary['final_eval_success']:.0%} "
+          f"(best {summary['best_eval_success']:.0%}) -> {cfg.out} (curve.csv, curve.png)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
@@ -58,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"prism-vla: error: unknown command {name!r} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    return run_cli(f"prism-vla {name}", lambda argv: _train(argv, name), rest)
+    run = _post_train if name in ("rl", "dpo") else _train
+    return run_cli(f"prism-vla {name}", lambda argv: run(argv, name), rest)
 
 
 if __name__ == "__main__":

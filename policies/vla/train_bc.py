@@ -233,8 +233,14 @@ def batch_loss(model: VLA, data: BCData, idx: torch.Tensor, sentences: torch.Ten
 
 
 def _save(model: VLA, optimizer: torch.optim.Optimizer, out: Path, step: int, losses: list[float]) -> None:
+    save_checkpoint(model, out, step, {"step": step, "optimizer": optimizer.state_dict(), "losses": losses})
+
+
+def save_checkpoint(model: VLA, out: Path, step: int, trainer_state: dict) -> None:
+    """``out/checkpoints/step_N`` (weights, config, ``trainer_state``) written atomically, the
+    top-level weights replaced, and all but the newest :data:`KEEP_CHECKPOINTS` removed."""
     buffer = io.BytesIO()
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "losses": losses}, buffer)
+    torch.save(trainer_state, buffer)
     save_vla(model, out / CHECKPOINTS_DIR / f"step_{step:08d}", overwrite=True,
              extra_files={TRAINER_STATE_NAME: buffer.getvalue()})
     from safetensors.torch import save
@@ -246,10 +252,11 @@ def _save(model: VLA, optimizer: torch.optim.Optimizer, out: Path, step: int, lo
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _restore(cfg: BCConfig, model_config: VLAConfig, device: torch.device) -> tuple[VLA, dict, int]:
-    """The newest readable checkpoint's model and trainer state; a damaged one falls back."""
+def restore_checkpoint(out: Path, model_config: VLAConfig, device: torch.device) -> tuple[VLA | None, dict, int]:
+    """The newest readable checkpoint's model and trainer state; a damaged one falls back. (None,
+    {}, 0) when the run was set up but interrupted before its first checkpoint."""
     errors = []
-    for step, folder in reversed(step_checkpoints(cfg.out)):
+    for step, folder in reversed(step_checkpoints(out)):
         try:
             model = load_vla_module(folder)
             state = torch.load(folder / TRAINER_STATE_NAME, map_location="cpu", weights_only=False)
@@ -261,7 +268,7 @@ def _restore(cfg: BCConfig, model_config: VLAConfig, device: torch.device) -> tu
             raise ValueError(f"--resume: {folder} holds a different model than the run's {CONFIG_NAME}")
         return model.to(device), state, step
     if errors:
-        raise ValueError(f"--resume: no readable checkpoint in {cfg.out / CHECKPOINTS_DIR} ({'; '.join(errors)})")
+        raise ValueError(f"--resume: no readable checkpoint in {out / CHECKPOINTS_DIR} ({'; '.join(errors)})")
     return None, {}, 0  # set up but interrupted before the first checkpoint: start at step 0
 
 
@@ -278,7 +285,7 @@ def train_bc(cfg: BCConfig) -> dict:
                         cfg.progress, cfg.progress_column, progress_bar=cfg.progress_bar)
     if cfg.resume:
         model_config = VLAConfig.from_json(out / CONFIG_NAME)
-        model, state, start = _restore(cfg, model_config, device)
+        model, state, start = restore_checkpoint(out, model_config, device)
     else:
         model, state, start = None, {}, 0
         model_config = _model_config(cfg, data)
@@ -345,4 +352,5 @@ def train_bc(cfg: BCConfig) -> dict:
     return summary
 
 
-__all__ = ["BCConfig", "batch_loss", "step_checkpoints", "train_bc", "validate"]
+__all__ = ["BCConfig", "batch_loss", "restore_checkpoint", "save_checkpoint", "step_checkpoints", "train_bc",
+           "validate"]

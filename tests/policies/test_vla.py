@@ -361,7 +361,7 @@ def test_bad_inputs_are_one_line_errors(synthetic_data, checkpoint, tmp_path, ca
     code, err = run_vla_cli(["rabc", "--data", str(synthetic_data), "--out", str(tmp_path / "o"),
                              "--progress", str(tmp_path / "nope.parquet")], capsys)
     assert code == 2 and len(err) == 1 and "nope.parquet" in err[0]
-    code, err = run_vla_cli(["dpo"], capsys)
+    code, err = run_vla_cli(["ppo"], capsys)
     assert code == 2 and len(err) == 1 and "unknown command" in err[0]
     assert not (tmp_path / "o").exists()
 

@@ -412,3 +412,76 @@ def test_recorder_records_only_episodes_it_saw_start(probe, tmp_path):
     ep = ds.load_episode(0)
     assert ep.progress[0] == 0.0 and ep.progress[-1] == 1.0 and ep.outcome == "success"
     np.testing.assert_allclose(ep.state[0, :7], 0.1, atol=1e-6)  # frame 0 of episode 2, not the idle arm
+
+
+def _instruction_following_vla(tmp_path: Path, forward: list[str], backward: list[str]) -> Path:
+    """A tiny VLA trained (seconds, in process) to move +x under the ``forward`` instructions and -x
+    under the ``backward`` ones, whatever the images: which way the arm goes tells which instruction
+    reached the model."""
+    import torch
+
+    from episodes import Episode, write_dataset
+    from policies.vla.modeling_vla import load_vla
+    from policies.vla.train_bc import BCConfig, train_bc
+
+    rng = np.random.default_rng(0)
+    names = [f"joint{i + 1}_pos" for i in range(7)] + [f"joint{i + 1}_vel" for i in range(7)] + ["gripper_width"]
+    episodes = []
+    for k, (text, sign) in enumerate([(t, 1.0) for t in forward] + [(t, -1.0) for t in backward]):
+        n = 6
+        action = np.tile(np.array([0.6 * sign, 0.0, 0.0, 0.0], dtype=np.float32), (n, 1))
+        frames = {c: rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8) for c in ("front", "wrist")}
+        episodes.append(Episode(task=text, frames=frames, fps=20.0, episode_index=k, action=action,
+                                state=rng.normal(size=(n, len(names))).astype(np.float32),
+                                progress=np.linspace(0, 1, n, dtype=np.float32)))
+    write_dataset(tmp_path / "vla_data", episodes, progress=False, state_names=names,
+                  action_names=["ee_dx", "ee_dy", "ee_dz", "gripper"])
+    torch.set_num_threads(1)
+    out = tmp_path / "vla"
+    train_bc(BCConfig(data=(str(tmp_path / "vla_data"),), out=out, cameras="front,wrist", image_size=32,
+                      embed_dim=32, hidden_dim=64, chunk_size=4, execute_steps=2, steps=150, batch_size=16,
+                      lr=2e-3, device="cpu", progress_bar=False))
+    policy = load_vla(out, device="cpu")
+    obs = {"state": np.zeros(15, np.float32), "pixels": {"front": frames["front"][0], "wrist": frames["wrist"][0]}}
+    for text, sign in [(forward[0], 1.0), (backward[0], -1.0)]:
+        assert np.sign(policy.predict_chunk({**obs, "task": text})[0, 0]) == sign  # the fixture itself works
+    return out
+
+
+def test_vla_policy_node_drives_the_twin_with_the_instruction_of_episode_start(processes, probe, tmp_path):
+    """A VLA checkpoint as the ROS 2 policy node's ``policy``, against the MuJoCo twin over DDS: the
+    node takes each episode's instruction from ``episode/start`` (the twin's own, paraphrased per
+    seed), and the arm moves the way the VLA was taught for that instruction; the reach episodes run
+    to their end and every command is clamped."""
+    import sim
+
+    m = _msgs()
+    seed, n_episodes = 3, 2
+    reach = sim.make("reach", cameras=())
+    try:
+        instructions = [reach.reset(seed=seed + k)[1]["task"] for k in range(n_episodes)]
+    finally:
+        reach.close()
+    checkpoint = _instruction_following_vla(tmp_path, forward=instructions,
+                                            backward=["push the red block onto the green target",
+                                                      "open the drawer by its handle"])
+    probe.watch(TWIST, m["TwistStamped"])
+    probe.watch(f"{NAMESPACE}/episode/start", m["String"])
+    twin = processes.start("twin", "prism-sim-robot", params_file=CONFIG / "sim.yaml",
+                           params={"seed": seed, "episodes": n_episodes, "max_episode_steps": 30,
+                                   "cameras": ["front", "wrist"], "image_size": 64, "wait_for_subscribers": 0,
+                                   "reset_delay_s": 0.3})
+    processes.start("policy", "prism-policy", params_file=CONFIG / "sim.yaml", params={"policy": str(checkpoint)})
+    assert probe.spin_until(lambda: twin.poll() is not None, timeout=150), (
+        "the twin did not finish its episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:])
+    assert twin.returncode == 0, processes.log("twin")[-3000:]
+    twin_log = processes.log("twin")
+    assert re.findall(r"episodes ended: (\d+)", twin_log) == [str(n_episodes)], twin_log[-2000:]
+    for k, text in enumerate(instructions):
+        assert f"episode {k} (seed {seed + k}): {text!r}" in twin_log, twin_log[-2000:]
+    twists = [msg.twist.linear for _, msg in probe.messages[TWIST]]
+    moving = [v for v in twists if abs(v.x) + abs(v.y) + abs(v.z) > 1e-9]
+    assert len(moving) >= 10, processes.log("policy")[-2000:]
+    assert np.mean([v.x > 0 for v in moving]) > 0.9, [round(v.x, 3) for v in moving][:40]
+    assert max(np.linalg.norm([v.x, v.y, v.z]) for v in twists) <= 0.5 + 1e-6  # sim.yaml max_linear_speed
+    assert all(np.isfinite([v.x, v.y, v.z]).all() for v in twists)

@@ -1,0 +1,422 @@
+"""Reward-driven post-training of a VLA policy: online RL (``prism-vla rl``) and reward-ranked DPO
+(``prism-vla dpo``), both starting from a BC checkpoint.
+
+Every iteration collects ``groups × group_size`` online episodes (:mod:`policies.vla.online`:
+``group_size`` episodes from each of ``groups`` start states, chunks sampled at ``temperature``,
+rewards from any ``--reward`` spec through the policy-invariant shaping wrapper), updates the
+policy, and every ``eval_every`` iterations runs the deterministic policy on fixed evaluation seeds.
+Training stops after ``--episodes`` online episodes (evaluation episodes are not counted).
+
+**rl** -- PPO-style, token level, no learned critic. Why this algorithm: the policy already has an
+exact log π per action token (so on-policy ratios are exact and cheap), and a critic on images would
+have to be learned from the few hundred episodes we can afford; instead the baseline is (a) the
+potential itself -- with shaping the reward-to-go from step t telescopes to (success to go) + γ^… Φ(s_T)
+− Φ(s_t), so Φ(s_t) is subtracted for free -- and (b) the mean over the episodes of the same start
+state at the same decision index (as GRPO does per prompt). The objective per executed token is the
+clipped surrogate min(ρA, clip(ρ, 1 ± ε)A) with ρ = π/π_old, plus ``kl_coef`` × KL(π ‖ π_BC), the
+exact categorical KL to the frozen starting policy over the executed tokens: the anchor that keeps
+the policy near the states the BC data and the reward model know.
+
+**dpo** -- NORA-1.5 style: within each start state's group, the episode with the highest shaped
+return (the reward model's judgement; with a shaped reward it is ≈ success + Φ_final − Φ_0) is
+*chosen* and the lowest *rejected* (ties are skipped); the loss is DPO's
+−log σ(β[(log π(τ_w) − log π_ref(τ_w)) − (log π(τ_l) − log π_ref(τ_l))]) with log π(τ) the sum over
+the episode's executed tokens and π_ref the frozen BC policy; several rounds of fresh rollouts.
+``--ranking random`` ranks the same rollouts at random (the control).
+
+Output ``--out`` is a loadable VLA checkpoint (as for ``prism-vla bc``) plus ``curve.csv`` (one row
+per iteration: online episodes so far, training success, evaluation success), ``curve.png``,
+``summary.json``, ``train_config.json`` and ``checkpoints/step_N`` (N = iteration; every iteration,
+atomically; ``--resume`` continues exactly: each iteration's seeds and sampling derive from
+(seed, iteration)). Ctrl-C saves at the last finished iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import sim
+from episodes.atomic import atomic_dir, atomic_write_json, atomic_write_text, check_output_not_input
+from episodes.cli_errors import check_numeric_fields
+from policies.shaping import RewardSpec
+from policies.vla.configuration_vla import is_vla_checkpoint
+from policies.vla.modeling_vla import CONFIG_NAME, WEIGHTS_NAME, VLAPolicy, load_vla_module
+from policies.vla.online import (
+    DecisionBatch,
+    Episode,
+    collect,
+    describe,
+    group_relative_advantages,
+    make_online_env,
+    masked_token_log_probs,
+    summarise,
+    to_batch,
+    token_kl,
+)
+from policies.vla.train_bc import restore_checkpoint, save_checkpoint, step_checkpoints
+from reward_models.devices import resolve_device
+
+TRAIN_CONFIG_NAME = "train_config.json"
+EVAL_SEED = 7_000_000
+"""First seed of the evaluation episodes (the same every evaluation, so the curve compares like
+with like; training seeds are below it)."""
+
+
+@dataclass
+class OnlineConfig:
+    """Options shared by ``prism-vla rl`` and ``prism-vla dpo``."""
+
+    init: Path
+    """The starting policy: a VLA checkpoint folder (``prism-vla bc --out``); also the frozen reference."""
+    out: Path
+    """Output folder: the post-trained policy checkpoint, its curve and training state."""
+    task: str = "push"
+    """Sim task to practise (reach, push, pickplace, drawer)."""
+    reward: str = "grm"
+    """Reward spec as for prism-train: sparse, oracle, grm, grm:CKPT, naive-delta, SPEC+pessimism=K."""
+    episodes: int = 300
+    """Online episodes to train on (evaluation episodes are not counted)."""
+    groups: int = 4
+    """Start states per iteration."""
+    group_size: int = 4
+    """Episodes from each start state (compared with each other: the baseline / the DPO pairs)."""
+    temperature: float = 1.0
+    """Sampling temperature of the action tokens while collecting."""
+    gamma: float = 0.99
+    """Discount of the shaping and of the reward-to-go (per env step)."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    success_reward: float = 1.0
+    """Reward paid on the success step (the shaping wrapper's r_success)."""
+    eval_every: int = 4
+    """Iterations between evaluations of the deterministic policy (one is always run first and last)."""
+    eval_episodes: int = 16
+    """Evaluation episodes (fixed seeds, deterministic chunks)."""
+    seed: int = 0
+    """Seed of the training start states and of the sampling."""
+    device: str = "auto"
+    """Torch device of the policy and the reward model: auto, cpu, cuda[:N]."""
+    vec_env: Literal["dummy", "subproc"] = "dummy"
+    """Vectorisation of the envs: in-process or one subprocess per env."""
+    resume: bool = False
+    """Continue the run in --out from its newest checkpoint (its options must match)."""
+    overwrite: bool = False
+    """Replace an existing --out that prism-vla wrote."""
+    progress_bar: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class RLConfig(OnlineConfig):
+    """Online RL from a BC checkpoint: token-level PPO with a KL anchor to the starting policy."""
+
+    epochs: int = 4
+    """Passes over each iteration's decisions."""
+    minibatch: int = 64
+    """Decisions per gradient step."""
+    clip: float = 0.2
+    """PPO ratio clip ε."""
+    kl_coef: float = 0.05
+    """Weight of KL(π ‖ π_BC) per token (the anchor); 0 turns it off."""
+
+
+@dataclass
+class DPOConfig(OnlineConfig):
+    """Reward-ranked DPO from a BC checkpoint (NORA-1.5 style), against the frozen BC policy."""
+
+    beta: float = 0.1
+    """DPO β (inverse temperature of the preference model)."""
+    dpo_steps: int = 8
+    """Gradient steps per round."""
+    pairs_per_step: int = 4
+    """Chosen/rejected pairs per gradient step."""
+    ranking: Literal["reward", "random"] = "reward"
+    """``reward``: best vs worst shaped return in a group; ``random``: the control."""
+
+
+NUMERIC_RANGES = {
+    "episodes": "[1, inf)", "groups": "[1, inf)", "group_size": "[2, inf)", "temperature": "(0, inf)",
+    "gamma": "(0, 1]", "lr": "(0, 1]", "success_reward": "[0, inf)", "eval_every": "[1, inf)",
+    "eval_episodes": "[1, inf)", "seed": "[0, 100000]", "epochs": "[1, inf)", "minibatch": "[1, inf)",
+    "clip": "(0, 1)", "kl_coef": "[0, inf)", "beta": "(0, inf)", "dpo_steps": "[1, inf)", "pairs_per_step": "[1, inf)",
+}
+RESUME_MAY_CHANGE = {"episodes", "resume", "overwrite", "progress_bar", "device", "vec_env", "eval_every"}
+
+
+def validate(cfg: OnlineConfig) -> None:
+    check_numeric_fields(cfg, {k: v for k, v in NUMERIC_RANGES.items() if hasattr(cfg, k)})
+    if not is_vla_checkpoint(cfg.init):
+        raise ValueError(f"--init {cfg.init} is not a VLA checkpoint folder (train one with prism-vla bc)")
+    sim.resolve_task(cfg.task)
+    RewardSpec.parse(cfg.reward)
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    check_output_not_input(cfg.out, [cfg.init])
+    resolve_device(cfg.device)
+
+
+def _config_json(cfg: OnlineConfig) -> dict:
+    d = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    d["algorithm"] = "dpo" if isinstance(cfg, DPOConfig) else "rl"
+    return d
+
+
+def _check_resumable(cfg: OnlineConfig) -> None:
+    path = cfg.out / TRAIN_CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: {cfg.out} is not a prism-vla training folder (no {TRAIN_CONFIG_NAME})")
+    saved = json.loads(path.read_text())
+    for key, value in _config_json(cfg).items():
+        if key not in RESUME_MAY_CHANGE and saved.get(key) != value:
+            raise ValueError(f"--resume: --{key.replace('_', '-')} is {value!r} but the run in {cfg.out} used "
+                             f"{saved.get(key)!r}; give the same options (only {sorted(RESUME_MAY_CHANGE)} may change)")
+
+
+# --------------------------------------------------------------------------------------------
+# The two updates
+# --------------------------------------------------------------------------------------------
+
+
+def _tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(x, device=device)
+
+
+def ppo_update(policy: VLAPolicy, reference: VLAPolicy, optimizer: torch.optim.Optimizer, batch: DecisionBatch,
+               advantages: np.ndarray, cfg: RLConfig, generator: torch.Generator) -> dict[str, float]:
+    """Token-level clipped surrogate + KL anchor over ``cfg.epochs`` passes (module docstring)."""
+    dev = policy.device
+    chunks, mask = _tensor(batch.chunks, dev), _tensor(batch.mask, dev)
+    adv = _tensor(advantages.astype(np.float32), dev)
+    rows_all = np.arange(len(batch))
+    with torch.no_grad():
+        old = torch.cat([masked_token_log_probs(policy.logits(batch.obs(r)), chunks[r], mask[r])
+                         for r in np.array_split(rows_all, max(1, math.ceil(len(batch) / cfg.minibatch)))])
+    stats: dict[str, list[float]] = {"policy_loss": [], "kl": [], "clip_fraction": []}
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(batch), generator=generator).numpy()
+        for start in range(0, len(batch), cfg.minibatch):
+            rows = order[start: start + cfg.minibatch]
+            obs = batch.obs(rows)
+            logits = policy.logits(obs)
+            logp = masked_token_log_probs(logits, chunks[rows], mask[rows])
+            ratio = (logp - old[rows]).exp()
+            a = adv[rows].view(-1, 1, 1)
+            surrogate = torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
+            m = mask[rows].unsqueeze(-1).expand_as(surrogate).to(surrogate.dtype)
+            policy_loss = -(surrogate * m).sum() / m.sum().clamp(min=1.0)
+            with torch.no_grad():
+                ref_logits = reference.logits(obs)
+            kl = token_kl(logits, ref_logits, mask[rows])
+            loss = policy_loss + cfg.kl_coef * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)
+            optimizer.step()
+            stats["policy_loss"].append(float(policy_loss.detach()))
+            stats["kl"].append(float(kl.detach()))
+            stats["clip_fraction"].append(float((((ratio - 1).abs() > cfg.clip).float() * m).sum() / m.sum().clamp(min=1)))
+    return {k: float(np.mean(v)) for k, v in stats.items()}
+
+
+def preference_pairs(episodes: list[Episode], ranking: str, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """(chosen, rejected) episode indices, one pair per start-state group: best vs worst shaped return
+    (``reward``; a group whose returns tie gives none) or two episodes in random order (``random``)."""
+    pairs = []
+    for g in sorted({ep.group for ep in episodes}):
+        members = [i for i, ep in enumerate(episodes) if ep.group == g]
+        if ranking == "random":
+            a, b = rng.choice(members, size=2, replace=False)
+            pairs.append((int(a), int(b)))
+            continue
+        scores = np.asarray([episodes[i].shaped_return for i in members])
+        best, worst = members[int(scores.argmax())], members[int(scores.argmin())]
+        if scores.max() - scores.min() > 1e-6:
+            pairs.append((best, worst))
+    return pairs
+
+
+def _episode_log_probs(policy: VLAPolicy, batch: DecisionBatch, episodes: np.ndarray, n_episodes: int) -> torch.Tensor:
+    """(n_episodes,) log π of each listed episode's executed tokens (others 0), differentiable."""
+    rows = np.flatnonzero(np.isin(batch.episode, episodes))
+    dev = policy.device
+    logp = masked_token_log_probs(policy.logits(batch.obs(rows)), _tensor(batch.chunks[rows], dev),
+                                  _tensor(batch.mask[rows], dev)).sum(dim=(1, 2))
+    out = torch.zeros(n_episodes, device=dev, dtype=logp.dtype)
+    return out.index_add(0, _tensor(batch.episode[rows], dev), logp)
+
+
+def dpo_update(policy: VLAPolicy, reference: VLAPolicy, optimizer: torch.optim.Optimizer, batch: DecisionBatch,
+               pairs: list[tuple[int, int]], n_episodes: int, cfg: DPOConfig, rng: np.random.Generator) -> dict[str, float]:
+    """``cfg.dpo_steps`` DPO steps on ``pairs`` of this round's episodes (module docstring)."""
+    if not pairs:
+        return {"dpo_loss": float("nan"), "reward_margin": float("nan"), "pairs": 0}
+    used = np.unique(np.asarray(pairs).ravel())
+    with torch.no_grad():
+        ref = _episode_log_probs(reference, batch, used, n_episodes)
+    losses, margins = [], []
+    for _ in range(cfg.dpo_steps):
+        pick = rng.choice(len(pairs), size=min(cfg.pairs_per_step, len(pairs)), replace=False)
+        chosen = torch.as_tensor([pairs[k][0] for k in pick], device=policy.device)
+        rejected = torch.as_tensor([pairs[k][1] for k in pick], device=policy.device)
+        logp = _episode_log_probs(policy, batch, np.union1d(chosen.cpu().numpy(), rejected.cpu().numpy()), n_episodes)
+        margin = (logp[chosen] - ref[chosen]) - (logp[rejected] - ref[rejected])
+        loss = -torch.nn.functional.logsigmoid(cfg.beta * margin).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        margins.append(float(margin.detach().mean()))
+    return {"dpo_loss": float(np.mean(losses)), "reward_margin": float(np.mean(margins)), "pairs": len(pairs)}
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate(venv, policy: VLAPolicy, cfg: OnlineConfig) -> dict[str, float]:
+    """Deterministic episodes from the fixed evaluation seeds, ``venv.num_envs`` at a time."""
+    n = venv.num_envs
+    episodes: list[Episode] = []
+    for first in range(0, cfg.eval_episodes, n):
+        seeds = [EVAL_SEED + first + k for k in range(n)]
+        episodes += collect(venv, policy, seeds, 1, temperature=0.0)[: cfg.eval_episodes - first]
+    return summarise(episodes)
+
+
+CURVE_FIELDS = ("iteration", "episodes", "env_steps", "train_success", "train_final_progress", "train_shaped_return",
+                "eval_success", "eval_final_progress", "seconds")
+
+
+def _write_curve(out: Path, curve: list[dict]) -> None:
+    lines = [",".join(CURVE_FIELDS)]
+    for row in curve:
+        lines.append(",".join("" if row.get(k) is None else f"{row[k]:.6g}" for k in CURVE_FIELDS))
+    atomic_write_text(out / "curve.csv", "\n".join(lines) + "\n")
+
+
+def _plot_curve(out: Path, curve: list[dict], title: str) -> None:
+    import matplotlib  # optional plotting dependency, imported only when a curve is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ev = [r for r in curve if r.get("eval_success") is not None]
+    ax.plot([r["episodes"] for r in ev], [100 * r["eval_success"] for r in ev], "o-", label="evaluation (deterministic)")
+    tr = [r for r in curve if r.get("train_success") is not None]
+    ax.plot([r["episodes"] for r in tr], [100 * r["train_success"] for r in tr], ".--", alpha=0.6,
+            label="training rollouts (sampled)")
+    ax.set(xlabel="online episodes", ylabel="true success (%)", ylim=(-2, 102), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    tmp = out / ".curve.png.tmp"
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    tmp.replace(out / "curve.png")
+
+
+def train_online(cfg: OnlineConfig) -> dict:
+    """Run (or resume) ``prism-vla rl`` / ``prism-vla dpo``; returns the summary (also ``OUT/summary.json``)."""
+    validate(cfg)
+    out = Path(cfg.out)
+    algorithm = "dpo" if isinstance(cfg, DPOConfig) else "rl"
+    if cfg.resume:
+        _check_resumable(cfg)
+    elif out.exists() and not cfg.overwrite:
+        raise FileExistsError(f"--out {out} already exists; pass --resume to continue it or --overwrite to replace it")
+    device = resolve_device(cfg.device)
+    reference = VLAPolicy(load_vla_module(cfg.init).requires_grad_(False), device=device, path=cfg.init)
+    model, state, iteration = (restore_checkpoint(out, reference.config, device) if cfg.resume else (None, {}, 0))
+    if model is None:
+        model = load_vla_module(cfg.init)
+    policy = VLAPolicy(model, device=device, path=out)
+    per_iteration = cfg.groups * cfg.group_size
+    # The envs (and the reward model they load) before anything is written: a bad spec leaves no folder.
+    venv = make_online_env(policy, sim.resolve_task(cfg.task), cfg.reward, per_iteration, cfg.gamma,
+                           device=str(device), vec_env=cfg.vec_env, success_reward=cfg.success_reward)
+    if not cfg.resume:
+        with atomic_dir(out, overwrite=cfg.overwrite, kind="checkpoint") as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+            (tmp / WEIGHTS_NAME).write_bytes((Path(cfg.init) / WEIGHTS_NAME).read_bytes())
+            atomic_write_json(tmp / TRAIN_CONFIG_NAME, _config_json(cfg))
+    optimizer = torch.optim.Adam([p for p in policy.model.parameters() if p.requires_grad], lr=cfg.lr)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+    curve: list[dict] = list(state.get("curve", []))
+    done = int(state.get("episodes", 0))
+    env_steps = int(curve[-1].get("env_steps", 0)) if curve else 0
+    bar = tqdm(total=cfg.episodes, initial=min(done, cfg.episodes), desc=f"prism-vla {algorithm}", unit="episode",
+               disable=not cfg.progress_bar)
+    started = time.time()
+    earlier_seconds = float(curve[-1]["seconds"]) if curve else 0.0  # wall time of the sessions before a resume
+    try:
+        if not curve:
+            first = evaluate(venv, policy, cfg)
+            curve.append({"iteration": 0, "episodes": 0, "eval_success": first["success_rate"],
+                          "eval_final_progress": first["final_progress"], "seconds": 0.0})
+            bar.write(f"[{algorithm}] start: evaluation {describe(first)}")
+        while done < cfg.episodes:
+            iteration += 1
+            torch.manual_seed(cfg.seed * 1_000_003 + iteration)
+            rng = np.random.default_rng([cfg.seed, iteration])
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
+            seeds = [cfg.seed * 100_000 + iteration * cfg.groups + g for g in range(cfg.groups)]
+            episodes = collect(venv, policy, seeds, cfg.group_size, cfg.temperature)
+            batch = to_batch(episodes, cfg.gamma, policy.config.chunk_size)
+            if isinstance(cfg, RLConfig):
+                update = ppo_update(policy, reference, optimizer, batch, group_relative_advantages(batch, episodes),
+                                    cfg, generator)
+            else:
+                pairs = preference_pairs(episodes, cfg.ranking, rng)
+                update = dpo_update(policy, reference, optimizer, batch, pairs, len(episodes), cfg, rng)
+            done += len(episodes)
+            env_steps += sum(ep.length for ep in episodes)
+            stats = summarise(episodes)
+            row = {"iteration": iteration, "episodes": done, "env_steps": env_steps, "train_success": stats["success_rate"],
+                   "train_final_progress": stats["final_progress"], "train_shaped_return": stats["shaped_return"],
+                   "seconds": round(earlier_seconds + time.time() - started, 1), **update}
+            if iteration % cfg.eval_every == 0 or done >= cfg.episodes:
+                ev = evaluate(venv, policy, cfg)
+                row.update(eval_success=ev["success_rate"], eval_final_progress=ev["final_progress"])
+            curve.append(row)
+            save_checkpoint(policy.model, out, iteration, {"optimizer": optimizer.state_dict(), "curve": curve,
+                                                           "episodes": done})
+            _write_curve(out, curve)
+            bar.update(min(len(episodes), cfg.episodes - bar.n))
+            bar.set_postfix(train=f"{stats['success_rate']:.0%}",
+                            eval=f"{row['eval_success']:.0%}" if "eval_success" in row else "-")
+    finally:
+        bar.close()
+        venv.close()
+    _plot_curve(out, curve, f"prism-vla {algorithm}: {cfg.task}, reward {cfg.reward}")
+    evals = [r for r in curve if r.get("eval_success") is not None]
+    summary = {"algorithm": algorithm, "task": sim.resolve_task(cfg.task), "reward": cfg.reward,
+               "episodes": done, "iterations": iteration, "start_eval_success": evals[0]["eval_success"],
+               "final_eval_success": evals[-1]["eval_success"], "best_eval_success": max(r["eval_success"] for r in evals),
+               "eval_episodes": cfg.eval_episodes, "env_steps": env_steps,
+               "seconds": curve[-1]["seconds"] if curve else 0.0, "curve": curve}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def interrupted_message(out: Path) -> str:
+    saved = step_checkpoints(out)
+    return (f"interrupted; iteration {saved[-1][0]} is saved in {saved[-1][1]}; resume with the same command plus "
+            "--resume") if saved else "interrupted before the first iteration finished; nothing to resume"
+
+
+__all__ = ["DPOConfig", "OnlineConfig", "RLConfig", "dpo_update", "interrupted_message", "ppo_update",
+           "preference_pairs", "train_online"]
