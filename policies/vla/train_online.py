@@ -128,6 +128,9 @@ class RLConfig(OnlineConfig):
     """PPO ratio clip ε."""
     kl_coef: float = 0.05
     """Weight of KL(π ‖ π_BC) per token (the anchor); 0 turns it off."""
+    target_kl: float = 0.02
+    """Stop an iteration's epochs once the per-token KL between the policy and the one that collected
+    the data exceeds 1.5 × this (as SB3's PPO ``target_kl``); 0 turns it off."""
 
 
 @dataclass
@@ -148,7 +151,7 @@ NUMERIC_RANGES = {
     "episodes": "[1, inf)", "groups": "[1, inf)", "group_size": "[2, inf)", "temperature": "(0, inf)",
     "gamma": "(0, 1]", "lr": "(0, 1]", "success_reward": "[0, inf)", "eval_every": "[1, inf)",
     "eval_episodes": "[1, inf)", "seed": "[0, 100000]", "epochs": "[1, inf)", "minibatch": "[1, inf)",
-    "clip": "(0, 1)", "kl_coef": "[0, inf)", "beta": "(0, inf)", "dpo_steps": "[1, inf)", "pairs_per_step": "[1, inf)",
+    "clip": "(0, 1)", "kl_coef": "[0, inf)", "target_kl": "[0, inf)", "beta": "(0, inf)", "dpo_steps": "[1, inf)", "pairs_per_step": "[1, inf)",
 }
 RESUME_MAY_CHANGE = {"episodes", "resume", "overwrite", "progress_bar", "device", "vec_env", "eval_every"}
 
@@ -201,8 +204,12 @@ def ppo_update(policy: VLAPolicy, reference: VLAPolicy, optimizer: torch.optim.O
     with torch.no_grad():
         old = torch.cat([masked_token_log_probs(policy.logits(batch.obs(r)), chunks[r], mask[r])
                          for r in np.array_split(rows_all, max(1, math.ceil(len(batch) / cfg.minibatch)))])
-    stats: dict[str, list[float]] = {"policy_loss": [], "kl": [], "clip_fraction": []}
+    stats: dict[str, list[float]] = {"policy_loss": [], "kl": [], "clip_fraction": [], "approx_kl": []}
+    epochs = 0
     for _ in range(cfg.epochs):
+        if cfg.target_kl > 0 and stats["approx_kl"] and np.mean(stats["approx_kl"][-3:]) > 1.5 * cfg.target_kl:
+            break  # the policy has moved far enough from the one that collected the data
+        epochs += 1
         order = torch.randperm(len(batch), generator=generator).numpy()
         for start in range(0, len(batch), cfg.minibatch):
             rows = order[start: start + cfg.minibatch]
@@ -224,8 +231,11 @@ def ppo_update(policy: VLAPolicy, reference: VLAPolicy, optimizer: torch.optim.O
             optimizer.step()
             stats["policy_loss"].append(float(policy_loss.detach()))
             stats["kl"].append(float(kl.detach()))
+            with torch.no_grad():  # (ρ − 1) − log ρ: a low-variance, non-negative estimate of KL(π_old ‖ π)
+                log_ratio = (logp - old[rows]) * m
+                stats["approx_kl"].append(float(((log_ratio.exp() - 1 - log_ratio) * m).sum() / m.sum().clamp(min=1)))
             stats["clip_fraction"].append(float((((ratio - 1).abs() > cfg.clip).float() * m).sum() / m.sum().clamp(min=1)))
-    return {k: float(np.mean(v)) for k, v in stats.items()}
+    return {**{k: float(np.mean(v)) for k, v in stats.items()}, "epochs": epochs}
 
 
 def preference_pairs(episodes: list[Episode], ranking: str, rng: np.random.Generator) -> list[tuple[int, int]]:
