@@ -69,7 +69,11 @@ from reward_models.devices import resolve_device
 TRAIN_CONFIG_NAME = "train_config.json"
 EVAL_SEED = 7_000_000
 """First seed of the evaluation episodes (the same every evaluation, so the curve compares like
-with like; training seeds are below it)."""
+with like)."""
+TRAIN_SEED = 3_000_000
+"""Base of the training start-state seeds: far from the small seeds demonstrations are usually
+recorded from (a BC policy replays the start states it was trained on much better than new ones),
+and below the evaluation seeds."""
 
 
 @dataclass
@@ -383,7 +387,7 @@ def train_online(cfg: OnlineConfig) -> dict:
             torch.manual_seed(cfg.seed * 1_000_003 + iteration)
             rng = np.random.default_rng([cfg.seed, iteration])
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
-            seeds = [cfg.seed * 100_000 + iteration * cfg.groups + g for g in range(cfg.groups)]
+            seeds = [TRAIN_SEED + cfg.seed * 100_000 + iteration * cfg.groups + g for g in range(cfg.groups)]
             episodes = collect(venv, policy, seeds, cfg.group_size, cfg.temperature)
             batch = to_batch(episodes, cfg.gamma, policy.config.chunk_size)
             if isinstance(cfg, RLConfig):
