@@ -203,6 +203,13 @@ def bc_config(data, out, **kw) -> BCConfig:
     return BCConfig(**base)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bc_trains_on_cuda_and_the_checkpoint_loads_on_cpu(synthetic_data, tmp_path):
+    summary = train_bc(bc_config([synthetic_data], tmp_path / "bc", steps=20, device="cuda"))
+    assert summary["final_loss"] < summary["first_loss"]
+    assert load_vla(tmp_path / "bc", device="cpu").device.type == "cpu"
+
+
 def test_bc_learns_the_demonstrated_actions(synthetic_data, tmp_path):
     summary = train_bc(bc_config([synthetic_data], tmp_path / "bc"))
     assert summary["final_loss"] < 0.35 * summary["first_loss"], summary

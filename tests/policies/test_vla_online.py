@@ -193,3 +193,20 @@ def test_bad_options_are_one_line_errors(checkpoint, tmp_path, capsys, extra, ne
 def test_init_must_be_a_vla_checkpoint(tmp_path, capsys):
     code, _, err = run(["dpo", "--init", str(tmp_path), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "not a VLA checkpoint" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_rl_and_dpo_updates():
+    """The VLA post-trains on a GPU: a PPO update and a DPO update on cuda."""
+    episodes = [synthetic_episode(g, [[1.0, 0.0]] * 2, seed=g) for g in (0, 0)]
+    batch = to_batch(episodes, gamma=0.99, chunk_size=4)
+    torch.manual_seed(0)
+    policy, reference = (VLAPolicy(VLA(VLAConfig(**TINY)), device="cuda") for _ in range(2))
+    assert policy.device.type == "cuda"
+    optimizer = torch.optim.Adam(policy.model.parameters(), lr=1e-3)
+    stats = ppo_update(policy, reference, optimizer, batch, np.array([1.0, -1.0, 1.0, -1.0]),
+                       RLConfig(init=None, out=None, epochs=1), torch.Generator().manual_seed(0))
+    assert np.isfinite(stats["policy_loss"])
+    out = dpo_update(policy, reference, optimizer, batch, [(0, 1)], 2, DPOConfig(init=None, out=None, dpo_steps=1),
+                     np.random.default_rng(0))
+    assert np.isfinite(out["dpo_loss"])
