@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 from episodes import Episode, LeRobotWriter
 from reward_models.adapt_grm import AdaptConfig, adapt_grm
 from reward_models.modeling_grm import load_grm_module
-from reward_models.train_grm import TrainConfig, train_grm
+from reward_models.train_grm import GRMTrainConfig, train_grm
 
 TASK = "slide the red block to the green marker"
 SCENE_A, SCENE_B = (190, 185, 170), (200, 120, 110)
@@ -64,7 +64,7 @@ def scene_a_grm(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     eps = [episode(SCENE_A, rng, success=i % 3 != 2) for i in range(12)]
     out = tmp_path_factory.mktemp("pretrain") / "grm"
-    cfg = TrainConfig(out=out, steps=250, image_size=SIZE, batch_episodes=6, frames_per_episode=5, embed_dim=48,
+    cfg = GRMTrainConfig(out=out, steps=250, image_size=SIZE, batch_episodes=6, frames_per_episode=5, embed_dim=48,
                       warmup_steps=20, device="cpu", num_threads=1, progress_bar=False, save_every=0, seed=0)
     return train_grm(cfg, episodes=eps)
 
@@ -100,7 +100,9 @@ def test_adaptation_to_a_shifted_scene_never_loses_held_out_scores(scene_a_grm, 
     steps = [c["step"] for c in record["self_check"]]
     assert steps[0] == 0 and steps[-1] == 120 and record["selected_step"] in steps
     best = max(c["score"] for c in record["self_check"])
-    assert next(c["score"] for c in record["self_check"] if c["step"] == record["selected_step"]) >= best - 0.01
+    selected = next(c for c in record["self_check"] if c["step"] == record["selected_step"])
+    assert selected["score"] >= best - 0.01
+    assert selected["negative_end_progress"] < 0.5 < selected["end_progress"]  # the demo's negatives are not success
 
 
 def test_self_check_keeps_step_0_when_the_demo_labels_are_wrong(scene_a_grm, tmp_path):
@@ -129,6 +131,49 @@ def test_l2_sp_keeps_the_weights_near_the_pretrained_ones(scene_a_grm, tmp_path)
     plain, anchored = last_step_distance("plain", 0.0), last_step_distance("l2sp", 1.0)
     print({"plain": plain, "l2sp": anchored})
     assert anchored < 0.7 * plain, (plain, anchored)
+
+
+def test_guard_rejects_steps_that_lose_the_rehearsal_metrics(monkeypatch):
+    """The self-check keeps rising, but from step 2 on the rehearsal episodes lose 3-class
+    accuracy: those steps are never kept; a drop within the tolerance is allowed."""
+    import reward_models.adapt_grm as adapt_module
+
+    scores, accuracies = iter([0.0, 0.1, 0.2, 0.3]), iter([0.75, 0.74, 0.70, 0.60])  # steps 0..3
+    monkeypatch.setattr(adapt_module, "self_check", lambda model, videos, device, negatives=(): {"score": next(scores)})
+    monkeypatch.setattr(adapt_module, "rehearsal_metrics", lambda model, episodes, device: {
+        "success_auroc": 0.9, "completion_accuracy": next(accuracies), "voc_plus": 0.8})
+    model = torch.nn.Linear(2, 1)
+    keeper = adapt_module.BestStepKeeper(model, [], torch.device("cpu"), every=1, last=3, min_gain=0.0,
+                                         guard=["episode"], tolerance=0.02)
+    for step in (1, 2, 3):
+        keeper(step, model)
+    assert [c["guard_holds"] for c in keeper.curve] == [True, True, False, False]
+    assert keeper.best_step == 1
+
+
+def test_guard_keeps_failures_of_the_rehearsal_data_apart(scene_a_grm, tmp_path):
+    """Rehearsal that teaches scene-A failures to read as successes (mislabelled) pulls the
+    held-out half of the rehearsal data down; the guard refuses those steps."""
+    rng = np.random.default_rng(5)
+    rehearse = []
+    for i in range(8):
+        success = i % 4 < 2
+        ep = episode(SCENE_A, rng, success=success)
+        if i % 2 == 0 and not success:  # trained half: failures labelled as successes
+            ep.progress, ep.outcome = np.linspace(0, 1, T, dtype=np.float32), "success"
+        rehearse.append(ep)
+    demo = episode(SCENE_B, np.random.default_rng(7))
+    out = adapt_grm(adapt(scene_a_grm, tmp_path / "adapted", anchor_weight=0.0, freeze="none", steps=60,
+                          check_every=10), demo_episode=demo, rehearse_episodes=rehearse)
+    record = entry(out)
+    curve = record["self_check"]
+    print([(c["step"], round(c["score"], 3), c["rehearsal"], c["guard_holds"]) for c in curve])
+    assert record["method"]["guard_episodes"] == 4 and record["method"]["rehearse_episodes_used"] == 4
+    assert not all(c["guard_holds"] for c in curve), "the mislabelled rehearsal never hurt the guard episodes"
+    selected = next(c for c in curve if c["step"] == record["selected_step"])
+    assert selected["guard_holds"]
+    for key, value in selected["rehearsal"].items():
+        assert value >= curve[0]["rehearsal"][key] - 0.02, (key, selected, curve[0])
 
 
 def test_unlabelled_videos_alone_adapt_by_time_order(scene_a_grm, scene_b_held_out, tmp_path):
