@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_bridge.command_mapping import PANDA_JOINT_NAMES
+from robot_bridge.ros_utils import numpy_to_image, sensor_qos
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
@@ -46,12 +49,9 @@ class BenchPolicy:
 
 def camera_driver(namespace: str, rate: float, size: int) -> None:
     """Child process: a robot driver stand-in (3 cameras, joint states, EE pose)."""
-    import rclpy
+    import rclpy  # ROS (optional): only the node processes need it
     from geometry_msgs.msg import PoseStamped
     from sensor_msgs.msg import Image, JointState
-
-    from robot_bridge.command_mapping import PANDA_JOINT_NAMES
-    from robot_bridge.ros_utils import numpy_to_image, sensor_qos
 
     rclpy.init()
     node = rclpy.create_node("bench_driver", namespace=namespace)
@@ -83,7 +83,7 @@ def camera_driver(namespace: str, rate: float, size: int) -> None:
 
 
 def run_case(policy: str, control_rate: float, camera_rate: float, size: int, seconds: float, device: str) -> dict:
-    import rclpy
+    import rclpy  # ROS (optional): only the node processes need it
     from geometry_msgs.msg import TwistStamped
     from std_msgs.msg import String
 
@@ -110,7 +110,7 @@ def run_case(policy: str, control_rate: float, camera_rate: float, size: int, se
             latencies.append(status["obs_to_command_ms"])
 
     listener.create_subscription(String, f"{ns}/policy/status", on_status, 100)
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor  # ROS (optional): only the node processes need it
 
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(listener)

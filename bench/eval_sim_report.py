@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from policies.record import record_episodes
+from reward_models.baselines.testing import build_tiny_clip
 from reward_models.evaluate import EvalConfig, run_eval
 
 
@@ -49,8 +50,6 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     clip = args.clip
     if clip is None:
-        from reward_models.baselines.testing import build_tiny_clip
-
         cfg, weights = build_tiny_clip(out / "clip_random")
         clip = f"clip:{cfg}:{weights}"
     rows, grm_rate = [], []

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from episodes import open_dataset
+from episodes.atomic import atomic_write_json
 from episodes.cli_errors import parse_config
+from reward_models.adapt_grm import AdaptConfig, adapt_grm
+from reward_models.metrics import auroc, completion_class, spearman, voc
+from reward_models.modeling_grm import load_grm
+from reward_models.tracker import FusionConfig, track_episode
+from reward_models.train_grm import GRMTrainConfig, parse_swap_pairs, swap_instruction, train_grm
 
 
 @dataclass
@@ -85,18 +92,18 @@ class ReportConfig:
     seed: int = 0
     """Training seed."""
     swap_counterfactual: float = 0.0
-    """TrainConfig.swap_counterfactual: probability of colour-swapped instructions (hop 0) on
+    """GRMTrainConfig.swap_counterfactual: probability of colour-swapped instructions (hop 0) on
     successful episodes (0: off; the wrong-object episodes carry the colour supervision)."""
     swap_weight: float = 0.15
-    """TrainConfig.swap_weight: loss share of the colour-swap pairs."""
+    """GRMTrainConfig.swap_weight: loss share of the colour-swap pairs."""
     anchor_weight: float | None = None
-    """TrainConfig.anchor_weight: loss share of start/goal-anchored pairs (None: the default)."""
+    """GRMTrainConfig.anchor_weight: loss share of start/goal-anchored pairs (None: the default)."""
     state_weight: float | None = None
-    """TrainConfig.state_weight: weight of the auxiliary instruction-conditioned state probe (None: the default)."""
+    """GRMTrainConfig.state_weight: weight of the auxiliary instruction-conditioned state probe (None: the default)."""
     zero_hop_weight: float | None = None
-    """TrainConfig.zero_hop_weight: loss share of zero-hop pairs (None: the TrainConfig default)."""
+    """GRMTrainConfig.zero_hop_weight: loss share of zero-hop pairs (None: the GRMTrainConfig default)."""
     canonical_colors: str | None = "red:blue"
-    """TrainConfig.canonical_colors (None: off, the colour-blind recipe of earlier reports)."""
+    """GRMTrainConfig.canonical_colors (None: off, the colour-blind recipe of earlier reports)."""
     fusion: str = "fused"
     """Tracker fusion mode for the multi-/single-view rows (see reward_models.tracker.FusionConfig)."""
     gate_forward: bool = True
@@ -121,16 +128,11 @@ def record(out: Path, task: str, policy: str, n: int, seed: int, size: int, nois
 
 def _fusion(fusion):
     """A FusionConfig from a mode name (or the config itself)."""
-    from reward_models.tracker import FusionConfig
-
     return fusion if isinstance(fusion, FusionConfig) else FusionConfig(mode=fusion)
 
 
 def evaluate(model, episodes, cameras=None, goal_mode: str | None = None, fusion: str = "fused") -> dict:
     """Metrics over held-out episodes, plus one row per episode (behaviour, label, final Φ, class)."""
-    from reward_models.metrics import auroc, completion_class, voc
-    from reward_models.tracker import track_episode
-
     vocs, correct, finals, labels, detected, rows = [], 0, [], [], [], []
     for ep in episodes:
         goal = None
@@ -164,9 +166,6 @@ def evaluate(model, episodes, cameras=None, goal_mode: str | None = None, fusion
 def progress_rank(model, episodes, fusion: str = "fused") -> dict:
     """Spearman of Φ with the true progress, per episode (episodes whose true progress is constant
     are skipped: nothing to rank; a constant Φ counts 0), and the mean |Φ − true| over all frames."""
-    from reward_models.metrics import spearman
-    from reward_models.tracker import track_episode
-
     ranks, errors = [], []
     for ep in episodes:
         trace = track_episode(model, ep, fusion=_fusion(fusion))
@@ -183,10 +182,7 @@ def colour_binding(model, episodes, fusion: str = "fused") -> dict | None:
     instruction with the colour word swapped (the other block named, which did not move). A model
     that grounds the colour word reads the swapped one as little progress; a colour-blind one gives
     the same Φ to both. None when no successful episode names a swappable colour."""
-    from reward_models.tracker import track_episode
-    from reward_models.train_grm import TrainConfig, parse_swap_pairs, swap_instruction
-
-    pairs = parse_swap_pairs(TrainConfig.swap_words)  # the trainer's interchangeable-object words
+    pairs = parse_swap_pairs(GRMTrainConfig.swap_words)  # the trainer's interchangeable-object words
     config = _fusion(fusion)
     own, swapped = [], []
     for ep in episodes:
@@ -202,12 +198,6 @@ def colour_binding(model, episodes, fusion: str = "fused") -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(ReportConfig, argv)
-    from episodes import open_dataset
-    from episodes.atomic import atomic_write_json
-    from reward_models.adapt_grm import AdaptConfig, adapt_grm
-    from reward_models.modeling_grm import load_grm
-    from reward_models.tracker import FusionConfig
-    from reward_models.train_grm import TrainConfig, train_grm
 
     t_start = time.time()
     data = cfg.data_dir or cfg.out / "data"
@@ -254,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     def train(out: Path, dirs, steps: int) -> Path:
         if cfg.reuse_checkpoints and (out / "config.json").is_file():
             return out
-        return train_grm(TrainConfig(data=tuple(dirs), out=out, steps=steps, **common))
+        return train_grm(GRMTrainConfig(data=tuple(dirs), out=out, steps=steps, **common))
 
     fusion = FusionConfig(mode=cfg.fusion, gate_forward=cfg.gate_forward)
     t0 = time.time()

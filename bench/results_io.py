@@ -62,7 +62,7 @@ def _cpu_model() -> str:
 def _gpu_name() -> str | None:
     """The CUDA device torch sees, if torch is installed and sees one (benches import torch anyway)."""
     try:
-        import torch
+        import torch  # optional: without torch no GPU is named
     except ImportError:
         return None
     try:

@@ -18,6 +18,9 @@ import numpy as np
 import torch
 
 from episodes.cli_errors import parse_config
+from reward_models.configuration_grm import GRMConfig, build_vocabulary
+from reward_models.modeling_grm import GRM, GRMProgressModel, load_grm
+from reward_models.tracker import ProgressTracker
 
 
 @dataclass
@@ -54,9 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(BenchConfig, argv)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    from reward_models.configuration_grm import GRMConfig, build_vocabulary
-    from reward_models.modeling_grm import GRM, GRMProgressModel, load_grm
-    from reward_models.tracker import ProgressTracker
 
     if cfg.checkpoint is not None:
         model = load_grm(cfg.checkpoint, device=cfg.device)

@@ -28,10 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import ray
+import torch
+from ray import serve
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from episodes.cli_errors import parse_config  # noqa: E402
+from policies.async_relabel import AsyncRelabelReplayBuffer, AsyncShapedRewardVecEnv  # noqa: E402
+from policies.envs import make_env_fns, make_vec_env  # noqa: E402
+from policies.ray_rollouts import RayVecEnv  # noqa: E402
+from policies.shaping import ModelPotential, ShapedRewardVecEnv, ZeroPotential  # noqa: E402
+from reward_models.configuration_grm import GRMConfig  # noqa: E402
+from reward_models.modeling_grm import GRM, GRMProgressModel  # noqa: E402
+from reward_models.registry import load_progress_model  # noqa: E402
+from reward_models.serve import ServedProgressModel, ensure_ray, start_reward_service  # noqa: E402
 
 from results_io import write_bench_result  # noqa: E402  (bench/ is the script's own folder, first on sys.path)
 
@@ -61,16 +73,9 @@ class ScaleBenchArgs:
 
 
 def make_model(spec: str | None):
-    import torch
-
     torch.set_num_threads(1)
     if spec:
-        from reward_models.registry import load_progress_model
-
         return load_progress_model(spec, device="cpu")
-    from reward_models.configuration_grm import GRMConfig
-    from reward_models.modeling_grm import GRM, GRMProgressModel
-
     torch.manual_seed(0)
     return GRMProgressModel(GRM(GRMConfig()), device="cpu")
 
@@ -91,10 +96,6 @@ def random_frames(cameras, rows: int, size: int, seed: int = 0) -> dict[str, np.
 
 
 def bench_service(args: ScaleBenchArgs, model) -> dict:
-    from ray import serve
-
-    from reward_models.serve import ServedProgressModel, start_reward_service
-
     cameras = model.cameras or ("front",)
     one = random_frames(cameras, 1, args.image_size)
     in_process = {}
@@ -139,15 +140,10 @@ def bench_service(args: ScaleBenchArgs, model) -> dict:
 
 
 def make_loop_env(args: ScaleBenchArgs, cameras):
-    from policies.envs import make_vec_env
-
     return make_vec_env(args.n_envs, 0, task=args.task, image_size=args.image_size, reward_cameras=tuple(cameras))
 
 
 def bench_overhead(args: ScaleBenchArgs, model) -> dict:
-    from policies.async_relabel import AsyncRelabelReplayBuffer, AsyncShapedRewardVecEnv
-    from policies.shaping import ModelPotential, ShapedRewardVecEnv, ZeroPotential
-
     cameras = tuple(model.cameras or ("front",))
     n = args.n_envs
     rng = np.random.default_rng(0)
@@ -178,8 +174,6 @@ def bench_overhead(args: ScaleBenchArgs, model) -> dict:
                                           model_factory=ModelFactory(args.grm), label_batch_steps=64,
                                           max_pending_chunks=1_000, labeller_cpus=1)
         buffer._labeller()  # start the actor (model load) before the clock runs
-        import ray
-
         ray.get(buffer._actor.stats.remote())
         t0 = time.perf_counter()
         asynchronous = timed(async_env, buffer)
@@ -202,9 +196,6 @@ def bench_overhead(args: ScaleBenchArgs, model) -> dict:
 
 
 def bench_rollouts(args: ScaleBenchArgs, cameras) -> dict:
-    from policies.envs import make_env_fns
-    from policies.ray_rollouts import RayVecEnv
-
     n = args.n_envs
     rng = np.random.default_rng(1)
     fns = make_env_fns(n, 0, task=args.task, image_size=args.image_size, reward_cameras=tuple(cameras))
@@ -219,8 +210,6 @@ def bench_rollouts(args: ScaleBenchArgs, cameras) -> dict:
             env.step(rng.uniform(-1, 1, (n, dim)).astype(np.float32))
         dt = time.perf_counter() - t0
         return n * args.loop_steps / dt, dt / args.loop_steps
-
-    from stable_baselines3.common.vec_env import DummyVecEnv
 
     dummy = DummyVecEnv(fns)
     dummy_sps, dummy_step_s = timed(dummy)
@@ -256,10 +245,6 @@ def modelled_scaling(rollouts: dict, service: dict, envs_per_worker: int = 4, re
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_config(ScaleBenchArgs, argv, description=__doc__.split("\n\n")[0])
-    import ray
-
-    from reward_models.serve import ensure_ray
-
     t_start = time.perf_counter()
     ensure_ray(num_cpus=2)
     model = make_model(args.grm)

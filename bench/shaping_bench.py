@@ -5,10 +5,11 @@ reward model's cost inside the training loop.
         --rewards sparse oracle naive-delta --grm outputs/grm_bench/ckpt --grm-tasks push \\
         --steps 8000 8000 --eval-every 2000 --eval-episodes 20 --out outputs/shaping_bench
 
-Each run starts from the task's tuned preset (``TrainConfig.for_task``; ``--config`` replaces it).
+Each run starts from the task's tuned preset (``RLTrainConfig.for_task``: ``policies/configs/<algo>_<task>.yaml``;
+``--config`` replaces it).
 Push from 100 expert demonstrations (the recipe that learns push on this budget)::
 
-    .venv/bin/python bench/shaping_bench.py --tasks push --config configs/sac_push_demos.yaml \
+    .venv/bin/python bench/shaping_bench.py --tasks push --config policies/configs/sac_push_demos.yaml \
         --rewards sparse oracle naive-delta --grm outputs/grm_bench/ckpt_canonical --seeds 0 1 \
         --steps 30000 --eval-every 5000 --eval-episodes 20 --out outputs/shaping_bench_demos
 
@@ -36,10 +37,22 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import torch
 
+from episodes.atomic import atomic_write_json, atomic_write_text
 from episodes.cli_errors import parse_config
+from policies.callbacks import read_eval_curve
+from policies.configuration_train import RLTrainConfig
+from policies.shaping import ModelPotential, RewardSpec, ZeroPotential
+from policies.train import build_train_env, train
+from reward_models.configuration_grm import GRMConfig
+from reward_models.devices import resolve_device
+from reward_models.modeling_grm import GRM, GRMProgressModel
+from reward_models.registry import load_progress_model
+from reward_models.tracker import FusionConfig
 
 REWARD_LABELS = {"sparse": "sparse", "oracle": "oracle", "naive-delta": "naive-delta"}
 
@@ -62,27 +75,27 @@ class BenchArgs:
     """Tasks on which the grm variant runs (None: all of --tasks); the others report it as not run."""
     steps: tuple[int, ...] = (20_000,)
     """Env-step budget per task (one value for all tasks, or one per task)."""
-    algo: str = "sac"
-    """sac or ppo."""
+    algo: Literal["sac", "ppo"] = "sac"
+    """RL algorithm of every run."""
     config: Path | None = None
-    """Optional TrainConfig YAML used as the base of every run (default: each task's tuned preset,
-    policies.configuration_train.TASK_PRESETS; fields below override it)."""
+    """Optional RLTrainConfig YAML used as the base of every run (default: each task's tuned preset,
+    policies/configs/<algo>_<task>.yaml; the options below that are given override it)."""
     n_envs: int | None = None
-    """Parallel envs per run (None: the preset's)."""
+    """Parallel envs per run and in the overhead measurement (None: the base config's)."""
     gamma: float | None = None
-    """Learner (and shaping) discount (None: the preset's, 0.95 reach / 0.98 push)."""
+    """Learner (and shaping) discount (None: the base config's)."""
     max_episode_steps: int | None = None
     """Episode time limit (None: the task default)."""
     demo_episodes: int | None = None
     """Scripted-expert episodes given to every SAC run before learning, stepped through that run's
-    own shaped env (None: the config's, 0 in the presets). Their env steps are reported apart."""
+    own shaped env (None: the base config's). Their env steps are reported apart."""
     bc_weight: float | None = None
-    """Weight of the Q-filtered cloning term on those demonstrations (None: the config's, 1.0)."""
+    """Weight of the Q-filtered cloning term on those demonstrations (None: the base config's)."""
     demo_max_progress: float | None = None
     """< 1: partial demonstrations, each stored only until its true progress reaches this value
-    (None: the config's, 1.0 = whole episodes)."""
+    (None: the base config's)."""
     success_reward: float | None = None
-    """r_success paid on a successful transition, for every reward alike (None: the config's, 1.0)."""
+    """r_success paid on a successful transition, for every reward alike (None: the base config's)."""
     eval_every: int = 2_000
     """Env steps between true-success evaluations (the curve's resolution)."""
     eval_episodes: int = 10
@@ -103,25 +116,28 @@ class BenchArgs:
 CONFIG_OVERRIDES = ("n_envs", "gamma", "demo_episodes", "bc_weight", "demo_max_progress", "success_reward")
 
 
-def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> list[dict]:
-    from policies.callbacks import read_eval_curve
-    from policies.configuration_train import TrainConfig
-    from policies.train import train
+def base_settings(args: BenchArgs, task: str) -> dict:
+    """The settings every run on ``task`` starts from: --config's file, else the task's tuned preset, with the
+    CONFIG_OVERRIDES that were given on top."""
+    base = RLTrainConfig.from_yaml(args.config) if args.config else RLTrainConfig.for_task(task, args.algo)
+    settings = base.to_dict()
+    settings.update({key: getattr(args, key) for key in CONFIG_OVERRIDES if getattr(args, key) is not None})
+    return settings
 
+
+def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> list[dict]:
     name = "grm" if reward.startswith("grm:") else reward
     out = args.out / task / name / f"seed{seed}"
-    base = TrainConfig.from_yaml(args.config) if args.config else TrainConfig.for_task(task, args.algo)
-    cfg_dict = base.to_dict()
-    cfg_dict.update({key: getattr(args, key) for key in CONFIG_OVERRIDES if getattr(args, key) is not None})
+    cfg_dict = base_settings(args, task)
     cfg_dict.update(
         task=task, algo=args.algo, reward=reward, seed=seed, steps=steps,
         eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device, out=out,
         video_every=0, checkpoint_every=0, progress_bar=False, resume=(out / "checkpoints").is_dir(),
         max_episode_steps=args.max_episode_steps, config=None,
     )
-    cfg = TrainConfig.from_dict(cfg_dict)
+    cfg = RLTrainConfig.from_dict(cfg_dict)
     if (out / "config.yaml").is_file():
-        check_same_run(cfg, TrainConfig.from_yaml(out / "config.yaml"), out)
+        check_same_run(cfg, RLTrainConfig.from_yaml(out / "config.yaml"), out)
     curve_path = out / "eval" / "curve.csv"
     if (out / "model.zip").is_file() and curve_path.is_file():
         rows = read_eval_curve(curve_path)
@@ -219,7 +235,7 @@ REWARD_COLORS = {"grm": "tab:blue", "oracle": "tab:orange", "sparse": "tab:green
 
 
 def plot(table: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # ~1 s to import and a process-wide backend: only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -251,28 +267,20 @@ def plot(table: dict, path: Path) -> None:
 
 def measure_overhead(args: BenchArgs) -> dict:
     """Env-loop steps/s with the reward model vs without it, same envs and renders."""
-    import torch
-
-    from policies.configuration_train import TrainConfig
-    from policies.shaping import ModelPotential, RewardSpec, ZeroPotential
-    from policies.train import build_train_env
-    from reward_models.devices import resolve_device
-    from reward_models.tracker import FusionConfig
-
     device = resolve_device(args.device)
     if args.grm and Path(args.grm).exists():
-        from reward_models.registry import load_progress_model
-
         model = load_progress_model(f"grm:{args.grm}", device=device)
         model_desc = f"grm:{args.grm}"
     else:
-        from reward_models.configuration_grm import GRMConfig
-        from reward_models.modeling_grm import GRM, GRMProgressModel
-
         model = GRMProgressModel(GRM(GRMConfig()), device=device)
         model_desc = "untrained GRM, default GRMConfig (speed only)"
-    cfg = TrainConfig(task=args.overhead_task, reward="grm:bench", n_envs=args.n_envs or 4, out=args.out / "overhead",
-                      device=device, progress_bar=False)
+    # the envs the runs on that task train in (n_envs, cameras, image size), with a GRM's reward views and the
+    # in-loop potential that is timed below
+    settings = base_settings(args, args.overhead_task)
+    settings.update(task=args.overhead_task, algo=args.algo, reward="grm:bench", out=args.out / "overhead",
+                    device=str(device), progress_bar=False, max_episode_steps=args.max_episode_steps, config=None,
+                    async_reward=False)
+    cfg = RLTrainConfig.from_dict(settings)
     env, shaped = build_train_env(cfg, device, reward_model=model, spec=RewardSpec.parse("grm:bench"))
     rng = np.random.default_rng(0)
     n, dim = env.num_envs, env.action_space.shape[0]
@@ -306,7 +314,6 @@ def measure_overhead(args: BenchArgs) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_config(BenchArgs, argv, description=__doc__.split("\n\n")[0])
-    import torch
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -340,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     report = {"table": table, "overhead": overhead, "target": targets,
               "grm": grm_status or "pending (no checkpoint given)",
               "algo": args.algo, "n_envs": args.n_envs, "gamma": args.gamma, "seeds": list(args.seeds)}
-    from episodes.atomic import atomic_write_json, atomic_write_text
 
     atomic_write_json(args.out / "results.json", report)
     lines = ["| task | reward | seeds | env steps | final success (per seed) | best success | env steps to 80% | "

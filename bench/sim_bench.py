@@ -8,6 +8,7 @@ asserted.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,9 @@ import numpy as np  # noqa: E402
 
 import sim  # noqa: E402
 from episodes.cli_errors import parse_config  # noqa: E402
+from policies.record import record_episodes  # noqa: E402
 from sim.env import CONTROL_SUBSTEPS  # noqa: E402
+from sim.experts import make_policy  # noqa: E402
 
 
 @dataclass
@@ -81,8 +84,6 @@ def bench_camera(task: str, camera: str, size: int, seconds: float) -> float:
 
 
 def bench_experts(n_seeds: int) -> list[tuple[str, str, int, float]]:
-    from sim.experts import make_policy
-
     rows = []
     for task in sim.TASKS:
         env = sim.make(task, cameras=())
@@ -106,12 +107,6 @@ def bench_experts(n_seeds: int) -> list[tuple[str, str, int, float]]:
 
 def bench_recording(seconds: float, task: str = "push") -> str:
     """Episodes/min of ``prism-record`` (expert, 3 cameras at 128 px, H.264 encoding included)."""
-    try:
-        from policies.record import record_episodes  # lazy: sim must not depend on policies
-    except ImportError:
-        return "skipped (policies.record not available)"
-    import tempfile
-
     episodes = max(2, int(seconds))
     with tempfile.TemporaryDirectory() as tmp:
         s = record_episodes(Path(tmp) / "ds", task, "expert", episodes=episodes, cameras=sim.CAMERA_NAMES,

@@ -19,6 +19,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 OUTPUT_MARKERS: dict[str, str] = {
     "dataset": "meta/info.json",
     "report": "metrics.json",
@@ -153,9 +156,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 4)
 
 def atomic_write_parquet(path: str | os.PathLike, table: Any, **write_kwargs: Any) -> Path:
     """Write a ``pyarrow.Table`` (or a pandas DataFrame) to ``path`` atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     _check_parent_writable(path)
     if not isinstance(table, pa.Table):

@@ -23,6 +23,8 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import tyro
+
 T = TypeVar("T")
 
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, LookupError)
@@ -135,8 +137,6 @@ def merge_repeated_list_flags(config_cls: type, argv: Sequence[str]) -> list[str
 
 def parse_config(config_cls: type[T], argv: Sequence[str] | None = None, **tyro_kwargs: Any) -> T:
     """``tyro.cli(config_cls)`` over ``argv`` with repeated list options merged (see above)."""
-    import tyro
-
     args = list(sys.argv[1:] if argv is None else argv)
     return tyro.cli(config_cls, args=merge_repeated_list_flags(config_cls, args), **tyro_kwargs)
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     """uint8 frames (T, H, W, C) or one frame (H, W, C) resized to ``height`` x ``width``
     (bilinear); returned as given when already that size."""
-    from PIL import Image
-
     frames = np.asarray(frames)
     if frames.shape[-3:-1] == (height, width):
         return frames

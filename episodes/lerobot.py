@@ -24,6 +24,7 @@ columns -- are ordinary declared features / extra episode columns, so LeRobot lo
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -37,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from PIL import Image
 from tqdm.auto import tqdm
 
 from episodes.atomic import atomic_dir, atomic_write_json, atomic_write_parquet
@@ -995,10 +997,6 @@ def _column_to_numpy(column: pa.ChunkedArray, dtype: str) -> np.ndarray:
 
 def _decode_image_column(column: pa.ChunkedArray, key: str, root: Path) -> np.ndarray:
     """Frames of a LeRobot ``image`` feature: PNG/JPEG bytes stored in the parquet as {bytes, path}."""
-    import io
-
-    from PIL import Image
-
     out = []
     for item in column.to_pylist():
         data = item.get("bytes") if isinstance(item, dict) else item

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from episodes.atomic import atomic_write_parquet
 
@@ -34,8 +35,6 @@ def write_rabc_progress(
     """Write ``path`` atomically in SARM's progress schema. Our models have one progress head, so
     ``progress_sparse`` and ``progress_dense`` both hold Φ: either ``--rabc_head_mode`` reads it.
     NaN marks a frame without a value (RA-BC gives it its fallback weight)."""
-    import pyarrow as pa
-
     columns = {
         "index": np.asarray(index, dtype=np.int64),
         "episode_index": np.asarray(episode_index, dtype=np.int64),

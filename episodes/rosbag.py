@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image as PILImage
 
 from episodes.episode import Episode
 from episodes.images import resize_frames, scaled_to_max_side
+from episodes.lerobot import write_dataset
 from episodes.video_folder import EpisodeSourceError
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -84,8 +86,6 @@ def _stamp_ns(msg: Any, log_time: int) -> int:
 def decode_image_msg(msg: Any, msgtype: str) -> np.ndarray:
     """``sensor_msgs`` Image / CompressedImage -> uint8 (H, W, 3) RGB."""
     if msgtype.endswith("CompressedImage"):
-        from PIL import Image as PILImage
-
         img = PILImage.open(io.BytesIO(bytes(msg.data)))
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
     h, w, step, enc = int(msg.height), int(msg.width), int(msg.step), str(msg.encoding).lower()
@@ -128,7 +128,7 @@ class _open_reader:
         self.bag = bag
 
     def __enter__(self):
-        from rosbags.rosbag2 import Reader
+        from rosbags.rosbag2 import Reader  # optional: the bags extra
 
         if not self.bag.exists():
             raise BagError(self.bag, "bag does not exist")
@@ -160,7 +160,7 @@ def read_bag(
     topic, an undecodable message, timestamps going backwards, image sizes changing within a
     topic, or a common time window with fewer than 2 ticks.
     """
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.typesys import Stores, get_typestore  # optional: the bags extra
 
     bag = Path(bag)
     if fps <= 0:
@@ -284,8 +284,6 @@ def ingest_bags(
     become the ``observation.state`` names. The dataset is written atomically by
     ``episodes.write_dataset`` (a failed ingest leaves nothing at ``out``).
     """
-    from episodes.lerobot import write_dataset
-
     bags = list(bags)
     if not bags:
         raise ValueError("no bags given")

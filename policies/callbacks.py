@@ -1,5 +1,5 @@
 """SB3 callbacks of ``prism-train``: shaping/ground-truth logging, true-success evaluation with
-rollout videos, crash-safe checkpoints (one atomic directory per step) and a tqdm progress bar."""
+rollout videos, crash-safe checkpoints (one atomic directory per step) and a progress bar (SB3's)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
-from tqdm import tqdm
+import torch
+from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
+from stable_baselines3.common.logger import Image
 
 from episodes.atomic import (
     atomic_dir,
@@ -33,6 +34,7 @@ from episodes.atomic import (
     atomic_write_text,
     remove_stale_temporaries,
 )
+from episodes.video import write_video
 
 CHECKPOINT_DIR_RE = re.compile(r"^step_(\d+)$")
 LEGACY_CHECKPOINT_RE = re.compile(r"^step_(\d+)\.zip$")
@@ -157,6 +159,10 @@ def run_episodes(
 
     Success is the env's own ``info["is_success"]`` at the episode's end. With ``video_camera``,
     the first ``video_episodes`` episodes are rendered from that camera (frames concatenated).
+
+    Not SB3's ``evaluate_policy``: it seeds a VecEnv once (episode k's start then depends on the
+    episodes before it), auto-resets past the last frame and wants a ``model.predict``; here every
+    policy meets the same starts, ``act`` is any callable (VLA policies too) and the last frame counts.
     """
     results: list[EpisodeResult] = []
     frames: list[np.ndarray] = []
@@ -178,6 +184,16 @@ def run_episodes(
     return results, frames
 
 
+def write_rollout_video(path: Path, frames: list[np.ndarray], fps: float) -> np.ndarray:
+    """The frames of :func:`run_episodes` as an mp4, cropped to even height and width (H.264 needs
+    them); returns the cropped stack."""
+    stack = np.stack(frames)
+    h, w = stack.shape[1:3]
+    stack = stack[:, : h - h % 2, : w - w % 2]
+    write_video(path, stack, fps=fps)
+    return stack
+
+
 def read_eval_curve(path: Path) -> list[dict[str, float]]:
     """Rows of a run's ``eval/curve.csv`` (written by :class:`TrueSuccessEvalCallback`) as floats."""
     with open(path, newline="") as f:
@@ -191,7 +207,10 @@ class TrueSuccessEvalCallback(StatefulCallback):
     and a filmstrip image to TensorBoard.
 
     ``eval/curve.csv`` always mirrors ``curve``: a fresh run starts it empty, a resumed one with the
-    rows of its checkpoint (rows written after that checkpoint are dropped, never duplicated)."""
+    rows of its checkpoint (rows written after that checkpoint are dropped, never duplicated).
+
+    Not an ``EvalCallback`` subclass: that one counts callback calls (back to 0 on resume), ranks by
+    mean reward, saves non-atomically and runs ``evaluate_policy``, so every method would be replaced."""
 
     STATE = ("curve", "best", "last_eval_step", "n_evals")
     FIELDS = ("timesteps", "success_rate", "mean_return", "mean_length", "mean_final_progress", "episodes")
@@ -286,14 +305,7 @@ class TrueSuccessEvalCallback(StatefulCallback):
         atomic_write_text(self.eval_dir / "curve.csv", buf.getvalue())  # (creates eval_dir)
 
     def _write_video(self, frames: list[np.ndarray]) -> None:
-        from stable_baselines3.common.logger import Image
-
-        from episodes.video import write_video
-
-        stack = np.stack(frames)
-        h, w = stack.shape[1:3]
-        stack = stack[:, : h - h % 2, : w - w % 2]
-        write_video(self.eval_dir / "videos" / f"step_{self.num_timesteps:09d}.mp4", stack, fps=self.fps)
+        stack = write_rollout_video(self.eval_dir / "videos" / f"step_{self.num_timesteps:09d}.mp4", frames, self.fps)
         # TensorBoard video needs moviepy; a filmstrip of 8 frames carries the same story.
         picks = np.linspace(0, len(stack) - 1, num=min(8, len(stack))).astype(int)
         strip = np.concatenate(list(stack[picks]), axis=1)
@@ -387,8 +399,6 @@ def capture_training_state(model: Any, callbacks: dict[str, StatefulCallback]) -
     """Everything besides the model zip and the replay buffer that a resumed run needs to carry on as
     this one would: RNG states (python, numpy, torch, the action space's, each env's), the callbacks'
     bookkeeping and VecNormalize's running statistics."""
-    import torch
-
     rng: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
                            "torch": torch.get_rng_state(),
                            "action_space": model.action_space.np_random.bit_generator.state}
@@ -412,8 +422,6 @@ def restore_training_state(model: Any, state: dict[str, Any], callbacks: dict[st
     gets its saved generator back, and the reset SB3 does at ``learn`` (a loaded model has no last
     observation) draws the next episode from it.
     (An episode in progress at the checkpoint is not restored: the env restarts with a new one.)"""
-    import torch
-
     for key, cb in callbacks.items():
         if key in state.get("callbacks", {}):
             cb.load_state_dict(state["callbacks"][key])
@@ -513,8 +521,10 @@ class AtomicCheckpointCallback(BaseCallback):
 
     Checkpoints are taken at the start of a rollout, the one point of SB3's loop where the model,
     its replay buffer and ``num_timesteps`` agree: every transition of the steps counted is stored
-    and every gradient step due is done. (SB3's ``CheckpointCallback`` saves from ``on_step``, before
-    the step's transition is stored, and writes the model and the buffer as separate files.)"""
+    and every gradient step due is done.
+
+    Not a ``CheckpointCallback`` subclass: that one saves from ``on_step`` (before the step's
+    transition is stored), as separate files, without RNG or callback state, so nothing would be kept."""
 
     def __init__(self, run_dir: Path, every: int, keep: int = 3, every_seconds: float = 0.0,
                  eval_callback: TrueSuccessEvalCallback | None = None,
@@ -602,33 +612,25 @@ def stop_on_signals(callback: AtomicCheckpointCallback,
             signal.signal(s, old)
 
 
-class TqdmCallback(BaseCallback):
-    """A tqdm bar over env steps showing the rolling true success rate."""
+class SuccessProgressBarCallback(ProgressBarCallback):
+    """SB3's progress bar (over this session's env steps), labelled with the rolling true success
+    rate of ``log`` (the label: SB3's rich bar shows no tqdm postfix)."""
 
-    def __init__(self, total: int, log: ShapingLogCallback | None = None, disable: bool = False) -> None:
+    def __init__(self, log: ShapingLogCallback | None = None) -> None:
         super().__init__()
-        self.total = total
         self.log = log
-        self.disable = disable
-        self.bar = None
-
-    def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", desc="train", disable=self.disable)
 
     def _on_step(self) -> bool:
-        if self.bar is not None:
-            self.bar.update(self.num_timesteps - self.bar.n)
-            if self.log is not None and self.log.true_success and self.n_calls % 50 == 0:
-                self.bar.set_postfix(success=f"{np.mean(self.log.true_success):.2f}", refresh=False)
+        super()._on_step()
+        if self.log is not None and self.log.true_success and self.n_calls % 50 == 0:
+            self.pbar.set_description(f"success {np.mean(self.log.true_success):.2f}", refresh=False)
         return True
 
-    def _on_training_end(self) -> None:
-        self.close()
-
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        """Close the bar after an interrupt too (SB3 ends it only when ``learn`` returns; closing
+        twice is harmless)."""
+        if getattr(self, "pbar", None) is not None:
+            self.pbar.close()
 
 
 __all__ = [
@@ -636,7 +638,7 @@ __all__ = [
     "EpisodeResult",
     "ShapingLogCallback",
     "StatefulCallback",
-    "TqdmCallback",
+    "SuccessProgressBarCallback",
     "TrainingInterrupted",
     "TrueSuccessEvalCallback",
     "capture_training_state",
@@ -651,4 +653,5 @@ __all__ = [
     "stop_on_signals",
     "verify_checkpoint",
     "write_checkpoint",
+    "write_rollout_video",
 ]

@@ -1,10 +1,11 @@
 """The one config of ``prism-train``: a dataclass (tyro CLI) that also loads from rl_zoo3-style YAML.
 
-Precedence: dataclass defaults < the task preset (``TASK_PRESETS``, used when no ``--config`` is
-given) < ``--config FILE.yaml`` < explicit command-line flags. The presets are the tuned settings
-that ``configs/<algo>_<task>.yaml`` also ship (a test keeps them equal). The YAML
-holds any field of :class:`TrainConfig` at the top level; SB3 constructor arguments go under
-``hyperparams:`` (as in rl_zoo3's per-algo files), e.g.::
+Precedence: dataclass defaults < the task preset (``policies/configs/<algo>_<task>.yaml``, used when
+no ``--config`` is given) < ``--config FILE.yaml`` < explicit command-line flags. The YAML files in
+``policies/configs/`` (package data) are the one source of the shipped settings: the tuned task
+presets, the per-algo SB3 hyperparameters under every run (``<algo>_defaults.yaml``) and recipes
+for ``--config``. A YAML holds any field of :class:`RLTrainConfig` at the top level; SB3 constructor
+arguments go under ``hyperparams:`` (as in rl_zoo3's per-algo files), e.g.::
 
     algo: sac
     task: push
@@ -40,7 +41,7 @@ FIELD_RANGES: dict[str, str] = {
     "demo_episodes": "[0, inf)", "demo_fraction": "[0, 1)", "bc_weight": "[0, inf)", "demo_noise": "[0, inf)",
     "demo_max_progress": "(0, 1]", "torch_threads": "[0, inf)", "ray_workers": "[1, inf)",
 }
-"""Allowed interval of each numeric field of :class:`TrainConfig` (every one is also checked finite)."""
+"""Allowed interval of each numeric field of :class:`RLTrainConfig` (every one is also checked finite)."""
 
 INT_FIELDS = ("image_size", "max_episode_steps", "n_envs", "steps", "seed", "query_every", "obs_stats_steps",
               "eval_every", "eval_episodes", "video_every", "checkpoint_every", "demo_episodes", "torch_threads",
@@ -116,49 +117,50 @@ def check_hyperparams(hyperparams: dict[str, Any]) -> None:
                 raise ValueError(f"{name}: must be {meaning}, got {value}")
 
 
-# Tuned per-(task, algo) settings: what `prism-train --task T --algo A` uses without --config. Each is
-# mirrored by configs/<algo>_<task>.yaml. Measured on 2 shared CPU cores (bench/shaping_bench.py,
-# outputs/shaping_bench/results.md). Why these values:
-# * gradient_steps=-1: one gradient step per env step whatever n_envs is (SB3's train_freq=1,
-#   gradient_steps=1 with 4 envs is an update-to-data ratio of 1/4 -- the main reason 4k-step runs
-#   did not learn before);
-# * gamma 0.95 for 50-step reach (expert needs ~12 steps), 0.98 for 100-step push;
-# * ent_coef auto from 0.01: progress-shaped rewards are O(0.05) per step and SB3's α₀ = 1 drowns them.
-TASK_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    ("reach", "sac"): {
-        "task": "reach", "algo": "sac", "n_envs": 4, "steps": 20_000, "gamma": 0.95, "net_arch": [256, 256],
-        "eval_every": 2_000, "eval_episodes": 20,
-        "hyperparams": {"learning_rate": 0.001, "batch_size": 256, "buffer_size": 200_000, "learning_starts": 1_000,
-                        "tau": 0.02, "train_freq": 1, "gradient_steps": -1, "ent_coef": "auto_0.01"},
-    },
-    ("push", "sac"): {
-        "task": "push", "algo": "sac", "n_envs": 4, "steps": 100_000, "gamma": 0.98, "net_arch": [256, 256],
-        "eval_every": 5_000, "eval_episodes": 20,
-        "hyperparams": {"learning_rate": 0.001, "batch_size": 256, "buffer_size": 300_000, "learning_starts": 1_000,
-                        "tau": 0.02, "train_freq": 1, "gradient_steps": -1, "ent_coef": "auto_0.01"},
-    },
-    ("reach", "ppo"): {
-        "task": "reach", "algo": "ppo", "n_envs": 8, "steps": 100_000, "gamma": 0.95, "net_arch": [64, 64],
-        "eval_every": 8_192, "eval_episodes": 20,
-        "hyperparams": {"learning_rate": 0.0003, "n_steps": 256, "batch_size": 256, "n_epochs": 10,
-                        "gae_lambda": 0.95, "ent_coef": 0.0},
-    },
-}
+PRESET_DIR = Path(__file__).resolve().with_name("configs")
+"""The shipped YAML settings (package data, pyproject.toml): ``<algo>_<task>.yaml`` is a task's tuned
+preset, ``<algo>_defaults.yaml`` the SB3 hyperparameters under every run of that algo, and the others
+are recipes to pass as ``--config``. Why each value was chosen is said beside it there."""
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds (``{}`` for an empty file); a missing file is named relative
+    to the working directory, and invalid YAML or a non-mapping is a ``ValueError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        where = "" if path.is_absolute() else f" (relative to the current directory {Path.cwd()})"
+        what = "is not a file" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"config file {path} {what}{where}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of RLTrainConfig fields, got {type(data).__name__}")
+    return data
 
 
 def task_preset(task: str, algo: str = "sac") -> dict[str, Any]:
-    """The tuned preset of ``(task, algo)`` (a copy; ``{}`` when there is none). ``task`` may be a
-    short name (``reach``) or an env id (``prism/PandaReach-v0``)."""
-    import copy
+    """The tuned preset of ``(task, algo)`` read from ``PRESET_DIR/<algo>_<task>.yaml`` (``{}`` when there is
+    none). ``task`` may be any name ``sim.resolve_task`` accepts (``reach``, ``prism/PandaReach-v0``)."""
+    import sim
 
-    short = task.strip().lower()
-    if "/" in short:  # prism/PandaReach-v0 -> reach
-        short = short.split("/", 1)[1].removeprefix("panda").split("-", 1)[0]
-    return copy.deepcopy(TASK_PRESETS.get((short, algo), {}))
+    try:
+        short = sim.resolve_task(task)
+    except ValueError:
+        return {}  # an unknown task has no preset; building its env reports the valid names
+    path = PRESET_DIR / f"{algo}_{short}.yaml"
+    return read_yaml_mapping(path) if path.is_file() else {}
+
+
+def algo_hyperparams(algo: str) -> dict[str, Any]:
+    """The SB3 hyperparameters under every run of ``algo`` (``PRESET_DIR/<algo>_defaults.yaml``); a run's
+    own ``hyperparams`` override them key by key."""
+    return RLTrainConfig.from_yaml(PRESET_DIR / f"{algo}_defaults.yaml").hyperparams
 
 
 @dataclass
-class TrainConfig:
+class RLTrainConfig:
     """Train an SB3 policy in a prism sim task with a policy-invariant shaped reward."""
 
     task: str = "push"
@@ -246,13 +248,13 @@ class TrainConfig:
     """Show a tqdm progress bar."""
     demo_episodes: int = 0
     """SAC only: roll this many scripted-expert episodes (sim/experts.py) through the shaped training
-    env before learning and keep them in a demonstration buffer of their own (policies/demos.py).
+    env before learning and keep them in a demonstration buffer of their own (policies/expert_demos.py).
     0: none. Their env steps are reported apart (``demo_env_steps`` in train_summary.json)."""
     demo_fraction: float = 0.5
     """Share of every SAC batch drawn from the demonstrations (symmetric sampling, as in RLPD)."""
     bc_weight: float = 1.0
     """Weight of the Q-filtered behaviour-cloning term on the demonstrations in SAC's actor loss
-    (policies/demos.py DemoSAC; 0: demonstrations only feed the critics and the actor's Q)."""
+    (policies/expert_demos.py DemoSAC; 0: demonstrations only feed the critics and the actor's Q)."""
     demo_noise: float = 0.1
     """Std of Gaussian noise on the expert's actions (a little spread makes the critic generalise)."""
     demo_max_progress: float = 1.0
@@ -325,7 +327,7 @@ class TrainConfig:
     """Fields that change neither what a run learns nor how its curve is sampled: two configs that differ
     only in these (another checkpoint cadence, no progress bar, a longer budget) describe the same run."""
 
-    def learning_differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    def learning_differences(self, other: RLTrainConfig) -> dict[str, tuple[Any, Any]]:
         """``{field: (other's value, this one's)}`` for every field outside ``BOOKKEEPING_FIELDS`` that differs."""
         mine, theirs = self.to_dict(), other.to_dict()
         return {k: (theirs[k], mine[k]) for k in sorted(mine)
@@ -344,9 +346,9 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RLTrainConfig:
         if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping of TrainConfig fields, got {type(data).__name__}")
+            raise ValueError(f"{source}: expected a mapping of RLTrainConfig fields, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -362,8 +364,8 @@ class TrainConfig:
             raise ValueError(f"{source}: {exc}") from exc
 
     @classmethod
-    def for_task(cls, task: str, algo: str = "sac", **overrides: Any) -> TrainConfig:
-        """The task's tuned preset (``TASK_PRESETS``; plain defaults if it has none) with
+    def for_task(cls, task: str, algo: str = "sac", **overrides: Any) -> RLTrainConfig:
+        """The task's tuned preset (:func:`task_preset`; plain defaults if it has none) with
         ``overrides`` on top. ``hyperparams`` in ``overrides`` update the preset's, key by key."""
         data = task_preset(task, algo)
         data.update(task=task, algo=algo)
@@ -374,41 +376,36 @@ class TrainConfig:
         return cls.from_dict(data, source=f"preset {task}/{algo}")
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        if not path.is_file():
-            where = "" if path.is_absolute() else f" (relative to the current directory {Path.cwd()})"
-            what = "is not a file" if path.exists() else "does not exist"
-            raise FileNotFoundError(f"config file {path} {what}{where}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-        return cls.from_dict(data, source=str(path))
+    def from_yaml(cls, path: str | Path) -> RLTrainConfig:
+        return cls.from_dict(read_yaml_mapping(path), source=str(path))
 
 
-def _flag_value(argv: list[str], flag: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
+@dataclass
+class BaseConfigChoice:
+    """The options that choose what a ``prism-train`` command line is parsed onto (its first pass)."""
+
+    task: str = RLTrainConfig.task
+    algo: str = RLTrainConfig.algo  # an invalid one is left for the full parse to report, with the usage
+    config: Path | None = None
+    out: Path = RLTrainConfig.out
+    resume: bool = False
 
 
-def parse_train_config(argv: list[str] | None = None, description: str | None = None) -> TrainConfig:
-    """CLI parsing: the task's preset, then ``--config FILE`` (which replaces the preset), then
-    explicit flags."""
+def parse_train_config(argv: list[str] | None = None, description: str | None = None) -> RLTrainConfig:
+    """CLI parsing in two tyro passes: the first reads the options of :class:`BaseConfigChoice` and picks
+    the base -- the task's preset, replaced by ``--config FILE`` or, when resuming, by the run's own
+    ``config.yaml`` -- and the full parse puts every explicit flag on top of it."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    base = TrainConfig()
-    algo = _flag_value(argv, "--algo") or base.algo
-    # (an invalid --algo is left for tyro to report, with the usage text)
-    default = TrainConfig.for_task(_flag_value(argv, "--task") or base.task, algo if algo in ALGOS else base.algo)
-    path = _flag_value(argv, "--config")
-    out = _flag_value(argv, "--out")
-    if path is None and "--resume" in argv and out is not None and (Path(out) / "config.yaml").is_file():
-        path = str(Path(out) / "config.yaml")  # resuming: the run's own config is the base
+    try:
+        base, _ = parse_config(BaseConfigChoice, argv, return_unknown_args=True, add_help=False,
+                               console_outputs=False)
+    except SystemExit:  # a malformed option: the full parse below reports it, with the whole usage
+        base = BaseConfigChoice()
+    default = RLTrainConfig.for_task(base.task, base.algo if base.algo in ALGOS else RLTrainConfig.algo)
+    path = base.config
+    if path is None and base.resume and (base.out / "config.yaml").is_file():
+        path = base.out / "config.yaml"  # resuming: the run's own config is the base
     if path is not None:
-        default = TrainConfig.from_yaml(path)
+        default = RLTrainConfig.from_yaml(path)
         default.config = Path(path)
-    return parse_config(TrainConfig, argv, default=default, description=description)
+    return parse_config(RLTrainConfig, argv, default=default, description=description)

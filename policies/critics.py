@@ -7,7 +7,7 @@ steps (actor loss −1100; the Q-filter then switched the cloning term off) and 
 from 50 % to 0 %; runs with every-step Φ had milder dips of the same kind. LayerNorm
 after each hidden layer bounds the critic's features and hence how far its values can extrapolate
 -- the ingredient RLPD (Ball et al. 2023) found essential for learning with offline data. On the
-push recipe (configs/sac_push_demos.yaml, 30k steps, 20 evaluation episodes per seed) it lifted the
+push recipe (policies/configs/sac_push_demos.yaml, 30k steps, 20 evaluation episodes per seed) it lifted the
 mean true success of sparse from 47 % to 83 % and of GRM-shaped from 50 % to 83 % (3 seeds each);
 oracle-shaped went from 88 % (2 seeds) to 77 % (3 seeds).
 

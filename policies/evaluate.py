@@ -76,7 +76,7 @@ def rollout_figures(args: EvalArgs, task: str, policy: Any, act: Callable[[Any],
     rollouts of ``policy`` on fresh seeds: recorded as a dataset with ``--record`` (``policy`` is a
     ``policies.record`` rollout policy; ``record_kwargs`` go to ``record_episodes``), else run live
     with ``act(obs)`` in ``make_env()`` (the first episodes filmed to ``video_path`` with ``--video``)."""
-    from policies.callbacks import run_episodes
+    from policies.callbacks import run_episodes, write_rollout_video  # SB3 and torch: kept out of --help
 
     if args.record is not None:
         from episodes import open_dataset
@@ -107,11 +107,7 @@ def rollout_figures(args: EvalArgs, task: str, policy: Any, act: Callable[[Any],
         final_progress = float(np.nanmean([r.final_progress for r in results]))
         lengths = [r.length for r in results]
         if args.video and frames:
-            from episodes.video import write_video
-
-            stack = np.stack(frames)
-            h, w = stack.shape[1:3]
-            write_video(video_path, stack[:, : h - h % 2, : w - w % 2], fps=20.0)
+            write_rollout_video(video_path, frames, fps=20.0)
     lo, hi = wilson_interval(successes, args.episodes)
     return {
         "success_rate": successes / args.episodes,

@@ -5,7 +5,7 @@ the drawer handle. What a push policy has to act on is relative -- where to stan
 that it moves towards the target, and which way to push -- and an MLP has to learn that geometry
 (a normalised difference and an offset) from the absolute coordinates before it can learn anything
 else. On push that geometry is most of the problem: with these inputs, SAC learns to push from
-partial demonstrations that stop before the block moves (configs/sac_push_prepush.yaml), which it
+partial demonstrations that stop before the block moves (policies/configs/sac_push_prepush.yaml), which it
 does not without them (figures: README, "Where things stand").
 
 The features are computed *inside* the policy's features extractor from the raw state (entries found

@@ -108,10 +108,10 @@ def record_stage(args: PretrainArgs) -> list[Path]:
 
 
 def train_stage(args: PretrainArgs, datasets: list[Path]) -> Path:
-    from reward_models.train_grm import TrainConfig, train_grm
+    from reward_models.train_grm import GRMTrainConfig, train_grm
 
     ckpt = args.out / "grm"
-    cfg = TrainConfig(
+    cfg = GRMTrainConfig(
         data=tuple(datasets), out=ckpt, steps=args.steps, image_size=args.image_size,
         cameras=parse_cameras(args.cameras),
         text_encoder=args.text_encoder, canonical_colors=None, swap_words=(), batch_episodes=args.batch_episodes,

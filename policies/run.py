@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from episodes.camera_map import parse_cameras
-from policies.configuration_train import TrainConfig
+from policies.configuration_train import RLTrainConfig
 from policies.envs import policy_obs_from_sim
 
 
@@ -25,7 +25,7 @@ class LoadedPolicy:
     ``reset``/``act`` make it a ``policies.record`` rollout policy.
     """
 
-    def __init__(self, model: Any, config: TrainConfig, run_dir: Path, model_path: Path) -> None:
+    def __init__(self, model: Any, config: RLTrainConfig, run_dir: Path, model_path: Path) -> None:
         self.model = model
         self.config = config
         self.run_dir = run_dir
@@ -96,7 +96,7 @@ def load_policy(run_dir: str | Path, device: str = "auto", checkpoint: str = "mo
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a prism-train run: {cfg_path} is missing")
-    config = TrainConfig.from_yaml(cfg_path)
+    config = RLTrainConfig.from_yaml(cfg_path)
     if checkpoint == "model":
         model_path = run_dir / "model.zip"
     elif checkpoint == "best":

@@ -3,10 +3,10 @@
 Examples::
 
     prism-train --task reach --reward oracle --out runs/reach_oracle   # the task's tuned preset
-    prism-train --config configs/sac_reach_tiny.yaml --out runs/reach_tiny   # ~1.5 min on a CPU
+    prism-train --config policies/configs/sac_reach_tiny.yaml --out runs/reach_tiny   # ~1.5 min on a CPU
     prism-train --task push --algo sac --reward grm:ckpts/grm_push --n-envs 8 --out runs/push_grm
-    prism-train --config configs/sac_push.yaml --reward naive-delta --out runs/push_naive
-    prism-train --config configs/sac_push_demos.yaml --reward oracle --out runs/push_demos   # 100 expert episodes first
+    prism-train --config policies/configs/sac_push.yaml --reward naive-delta --out runs/push_naive
+    prism-train --config policies/configs/sac_push_demos.yaml --reward oracle --out runs/push_demos   # 100 expert episodes first
     prism-train --out runs/push_grm --resume          # continue from the newest checkpoint
 
 The run directory holds ``config.yaml`` (everything needed to rebuild the run), ``model.zip``,
@@ -34,20 +34,8 @@ from typing import Any
 from episodes.atomic import check_output_not_input, check_replaceable
 from episodes.camera_map import parse_cameras
 from episodes.cli_errors import one_line, run_cli
-from policies.configuration_train import TrainConfig, parse_train_config
+from policies.configuration_train import RLTrainConfig, algo_hyperparams, parse_train_config
 from reward_models.devices import resolve_device
-
-ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Fallback hyperparameters (tasks with a tuned preset get theirs from TASK_PRESETS) for 20 Hz
-    # table-top tasks with 50–120 step episodes. Progress-shaped rewards are O(0.05) per step; SB3's
-    # initial entropy weight α = 1 drowns them (measured on reach: no progress in 5k steps with
-    # α₀ = 1, learning with α₀ = 0.01), hence auto_0.01. gradient_steps=-1: one update per env step
-    # whatever n_envs is (gradient_steps=1 with 4 envs learnt ~4x slower per env step).
-    "sac": {"learning_rate": 1e-3, "buffer_size": 300_000, "batch_size": 256, "learning_starts": 1_000,
-            "tau": 0.02, "train_freq": 1, "gradient_steps": -1, "ent_coef": "auto_0.01"},
-    "ppo": {"learning_rate": 3e-4, "n_steps": 256, "batch_size": 256, "n_epochs": 10, "gae_lambda": 0.95,
-            "ent_coef": 0.0, "clip_range": 0.2},
-}
 
 
 @dataclass
@@ -74,7 +62,7 @@ class RunResult:
     """Env steps of the expert demonstrations collected before learning (not in ``env_steps``)."""
 
 
-def load_reward_model(config: TrainConfig, device: str):
+def load_reward_model(config: RLTrainConfig, device: str):
     """The progress model behind ``config.reward`` (None for sparse/oracle/naive-delta)."""
     from policies.shaping import RewardSpec
 
@@ -90,7 +78,7 @@ def load_reward_model(config: TrainConfig, device: str):
     return spec, load_progress_model(spec.model_spec, device=device)
 
 
-def build_train_env(config: TrainConfig, device: str, reward_model: Any = None, spec: Any = None):
+def build_train_env(config: RLTrainConfig, device: str, reward_model: Any = None, spec: Any = None):
     """The shaped VecEnv of a config. Returns ``(venv, shaped)``: the outer env to learn on and
     the :class:`ShapedRewardVecEnv` inside it (for its model-call counter)."""
     from stable_baselines3.common.vec_env import VecNormalize
@@ -145,7 +133,7 @@ def build_train_env(config: TrainConfig, device: str, reward_model: Any = None, 
     return outer, shaped
 
 
-def make_eval_env_fn(config: TrainConfig):
+def make_eval_env_fn(config: RLTrainConfig):
     from policies.envs import make_sim_env
 
     def make():
@@ -162,14 +150,14 @@ def _algo_class(algo: str, demos: bool = False):
     from stable_baselines3 import PPO, SAC
 
     if demos and algo == "sac":
-        from policies.demos import DemoSAC
+        from policies.expert_demos import DemoSAC
 
         return DemoSAC
     return {"sac": SAC, "ppo": PPO}[algo]
 
 
-def build_model(config: TrainConfig, env, device: str):
-    hyper = dict(ALGO_DEFAULTS[config.algo])
+def build_model(config: RLTrainConfig, env, device: str):
+    hyper = algo_hyperparams(config.algo)
     for key in ("gamma", "env", "policy", "seed", "device", "tensorboard_log"):
         if key in config.hyperparams:
             raise ValueError(f"hyperparams may not set {key!r}; use the --{key.replace('_', '-')} option")
@@ -193,7 +181,7 @@ def build_model(config: TrainConfig, env, device: str):
 
         policy = LayerNormMultiInputPolicy if config.obs == "pixels" else LayerNormMlpPolicy
     if config.demo_episodes > 0:
-        from policies.demos import DemoMixReplayBuffer
+        from policies.expert_demos import DemoMixReplayBuffer
 
         if config.obs != "state":
             raise ValueError("--demo-episodes works with --obs state only")
@@ -232,7 +220,7 @@ def build_model(config: TrainConfig, env, device: str):
         raise ValueError(f"bad hyperparams for {config.algo}: {exc}") from exc
 
 
-def _resume_model(config: TrainConfig, env: Any, device: str) -> tuple[Any, dict[str, Any]]:
+def _resume_model(config: RLTrainConfig, env: Any, device: str) -> tuple[Any, dict[str, Any]]:
     """The model and training state of the newest checkpoint of ``config.out`` that loads; a damaged
     or incomplete one is reported on stderr and the one before it tried instead."""
     from policies.callbacks import checkpoint_candidates, load_checkpoint, set_aside
@@ -256,7 +244,7 @@ def _resume_model(config: TrainConfig, env: Any, device: str) -> tuple[Any, dict
     raise FileNotFoundError(f"--resume: none of the {len(candidates)} checkpoints in {out / 'checkpoints'} can be loaded")
 
 
-def train(config: TrainConfig) -> RunResult:
+def train(config: RLTrainConfig) -> RunResult:
     """Train (or resume) one run; everything lands in ``config.out``.
 
     Raises :class:`policies.callbacks.TrainingInterrupted` after checkpointing when SIGINT or SIGTERM
@@ -265,7 +253,7 @@ def train(config: TrainConfig) -> RunResult:
     from policies.callbacks import (
         AtomicCheckpointCallback,
         ShapingLogCallback,
-        TqdmCallback,
+        SuccessProgressBarCallback,
         TrueSuccessEvalCallback,
         checkpoint_candidates,
         remove_stale_checkpoint_temporaries,
@@ -307,7 +295,7 @@ def train(config: TrainConfig) -> RunResult:
             model = build_model(config, env, device)
         demos_file = out / "demos.json"
         if config.demo_episodes > 0 and state is None:
-            from policies.demos import collect_demonstrations
+            from policies.expert_demos import collect_demonstrations
 
             demo_steps = collect_demonstrations(model, env, config.demo_episodes, seed=config.seed + 20_000,
                                                 noise=config.demo_noise, progress=config.progress_bar,
@@ -329,14 +317,14 @@ def train(config: TrainConfig) -> RunResult:
         if state is not None:
             restore_training_state(model, state, stateful)
         remaining = max(0, config.steps - model.num_timesteps)
-        bar_cb = TqdmCallback(config.steps, log_cb, disable=not config.progress_bar)
+        bar_cb = SuccessProgressBarCallback(log_cb) if config.progress_bar else None
         calls0 = shaped.n_model_calls
         start_steps = model.num_timesteps
         t0 = time.perf_counter()
         if remaining > 0:
             with stop_on_signals(ckpt_cb):
                 model.learn(
-                    total_timesteps=remaining, callback=[log_cb, eval_cb, ckpt_cb, bar_cb],
+                    total_timesteps=remaining, callback=[cb for cb in (log_cb, eval_cb, ckpt_cb, bar_cb) if cb is not None],
                     reset_num_timesteps=not config.resume, tb_log_name="run",
                 )
         seconds = time.perf_counter() - t0

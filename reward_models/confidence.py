@@ -37,6 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from episodes.atomic import atomic_write_bytes
+from episodes.cli_errors import parse_config
+from reward_models.registry import resolve_grm_checkpoint
+
 CONFIDENCE_NAME = "confidence.safetensors"
 """The calibration file inside a GRM checkpoint directory."""
 CONFIDENCE_KIND = "prism-confidence-v1"
@@ -187,9 +191,7 @@ class ConfidenceCalibration:
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file (arrays + JSON metadata), written atomically."""
-        from safetensors.numpy import save
-
-        from episodes.atomic import atomic_write_bytes
+        from safetensors.numpy import save  # learn extra; the tracker imports this module without it
 
         tensors = {"ood.mean": np.zeros(0), "ood.whiten": np.zeros((0, 0))}
         if self.ood is not None:
@@ -204,7 +206,7 @@ class ConfidenceCalibration:
 
     @classmethod
     def load(cls, path: str | Path) -> ConfidenceCalibration:
-        from safetensors import safe_open
+        from safetensors import safe_open  # learn extra (as above)
 
         header = read_confidence_header(path)
         with safe_open(str(path), framework="numpy") as f:
@@ -219,7 +221,7 @@ class ConfidenceCalibration:
 
 def read_confidence_header(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of a calibration file; ValueError naming the file when it is not one."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError, safe_open  # learn extra (as above)
 
     try:
         with safe_open(str(path), framework="numpy") as f:
@@ -318,10 +320,9 @@ class CalibrateConfig:
 
 def calibrate(cfg: CalibrateConfig) -> tuple[Path, ConfidenceCalibration]:
     """Fit and write the calibration; returns its path and contents."""
-    from reward_models.evaluate import episode_success_label, list_source_episodes
-    from reward_models.modeling_grm import CONFIG_NAME, GRMProgressModel
-    from reward_models.registry import resolve_grm_checkpoint
-    from reward_models.tracker import FusionConfig, track_episode
+    from reward_models.evaluate import episode_success_label, list_source_episodes  # cycle: evaluate → tracker → here
+    from reward_models.modeling_grm import CONFIG_NAME, GRMProgressModel  # torch
+    from reward_models.tracker import FusionConfig, track_episode  # cycle: the tracker imports this module
 
     if not 50.0 <= cfg.percentile < 100.0:
         raise ValueError(f"--percentile must be in [50, 100), got {cfg.percentile}")
@@ -377,8 +378,6 @@ def calibrate(cfg: CalibrateConfig) -> tuple[Path, ConfidenceCalibration]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry for ``prism-reward calibrate``."""
-    from episodes.cli_errors import parse_config
-
     cfg = parse_config(CalibrateConfig, argv, description=CalibrateConfig.__doc__)
     out, cal = calibrate(cfg)
     ood = cal.ood

@@ -20,7 +20,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     A ``torch.device`` passes through. ``cuda`` without a GPU and any other name are a
     ``ValueError`` (``run_cli`` reports it in one line, exit code 2).
     """
-    import torch
+    import torch  # torch: only when a device is resolved (CLIs that need none skip it)
 
     if isinstance(device, torch.device):
         return device

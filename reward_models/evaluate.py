@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from episodes import Episode
-from episodes.atomic import check_output_not_input, check_replaceable
+from episodes import Episode, open_dataset
+from episodes.atomic import atomic_dir, check_output_not_input, check_replaceable
 from episodes.camera_map import (
     CameraMapError,
     map_episode_cameras,
@@ -33,11 +34,18 @@ from episodes.camera_map import (
     source_camera_names,
 )
 from episodes.cli_errors import parse_config
+from episodes.dopamine import is_dopamine_source, list_dopamine_episodes, load_dopamine_episode
 from episodes.images import resize_frames, scaled_to_max_side
 from episodes.jsonable import jsonable
 from episodes.rabc import write_rabc_progress
+from episodes.rosbag import ingest_bags, read_bag
+from episodes.video_folder import list_video_source, load_video_item
+from reward_models import report as rep
 from reward_models.base import ProgressModel
-from reward_models.metrics import SUCCESS_DELTA, EpisodeScore, compute_metrics
+from reward_models.baselines.common import EpisodeScorer
+from reward_models.metrics import CONFIDENCE_METRIC_KEYS, METRIC_KEYS, SUCCESS_DELTA, EpisodeScore, compute_metrics
+from reward_models.registry import load_progress_model
+from reward_models.tracker import FusionConfig, track_episode
 
 
 @dataclass
@@ -121,8 +129,6 @@ def is_rosbag(path: Path) -> bool:
 def detect_source(path: str | Path) -> str:
     """``lerobot``, ``rosbag``, ``dopamine`` (Robo-Dopamine's raw-data layout) or ``video`` (file /
     folder layouts)."""
-    from episodes.dopamine import is_dopamine_source
-
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--data {p} does not exist")
@@ -186,8 +192,6 @@ def list_source_episodes(
     its cameras renamed by ``camera_map`` (``cameras`` may use either name). ``task`` overrides the
     source's instruction.
     """
-    from episodes import open_dataset
-
     data = Path(data)
     kind = detect_source(data)
     mapping = parse_camera_map(camera_map)
@@ -211,8 +215,6 @@ def list_source_episodes(
 
         loaders = [(f"{data.name}#episode{i}", make(i)) for i in range(len(ds))]
     elif kind == "rosbag":
-        from episodes.rosbag import read_bag
-
         if not topics:
             raise ValueError(f"{data} is a rosbag2: pass the camera topics with --topics /cam/front/image_raw,... "
                              "(prism-reward eval), or convert it first with prism-reward ingest")
@@ -220,14 +222,10 @@ def list_source_episodes(
         loaders = [(str(b), (lambda b=b, i=i: read_bag(b, topics, fps=fps or 10.0, task=task or "", episode_index=i,
                                                       max_side=max_side))) for i, b in enumerate(bags)]
     elif kind == "dopamine":
-        from episodes.dopamine import list_dopamine_episodes, load_dopamine_episode
-
         loaders = [(str(folder), (lambda folder=folder, i=i: load_dopamine_episode(
             folder, task=task, fps=fps, max_side=max_side, episode_index=i, cameras=select)))
             for i, folder in enumerate(list_dopamine_episodes(data))]
     else:
-        from episodes.video_folder import list_video_source, load_video_item
-
         loaders = [(str(item), (lambda item=item, i=i: load_video_item(
             item, task=task, fps=fps, max_side=max_side, episode_index=i, camera=camera, cameras=select)))
             for i, item in enumerate(list_video_source(data))]
@@ -287,9 +285,6 @@ def score_episode(
     """Φ (T,), an optional 1–5 end score, diagnostics and confidence (``phi_std``, ``ood``,
     ``success_probability`` for :class:`EpisodeScore`; empty for whole-episode scorers) -- for one
     model on one episode."""
-    from reward_models.baselines.common import EpisodeScorer
-    from reward_models.tracker import FusionConfig, track_episode
-
     if isinstance(model, EpisodeScorer):
         obs = dict(ep.frames)
         res = model.score_episode(obs, ep.task, batch_size=cfg.batch_size)
@@ -322,12 +317,6 @@ def short_label(spec: str, taken: set[str]) -> str:
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Run the evaluation and write the report; returns the metrics dict written to ``metrics.json``."""
-    from tqdm import tqdm
-
-    from episodes.atomic import atomic_dir
-    from reward_models import report as rep
-    from reward_models.registry import load_progress_model
-
     if not cfg.model:
         raise ValueError("give at least one --model")
     if cfg.batch_size < 1:
@@ -473,8 +462,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _print_summary(result: dict[str, Any], out: str) -> None:
-    from reward_models.metrics import CONFIDENCE_METRIC_KEYS, METRIC_KEYS
-
     print(f"evaluated {result['n_episodes']} episode(s) from {result['data']} -> {out}/report.html")
     for label, m in result["models"].items():
         vals = []
@@ -519,8 +506,6 @@ class IngestConfig:
 
 def ingest_main(argv: Sequence[str] | None = None) -> Path:
     """Console entry for ``prism-reward ingest``."""
-    from episodes.rosbag import ingest_bags
-
     cfg = parse_config(IngestConfig, argv, description=IngestConfig.__doc__)
     check_output_not_input(cfg.out, cfg.bag)
     if not cfg.task:

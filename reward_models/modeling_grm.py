@@ -36,10 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
 from torch import nn
 
+from episodes.atomic import atomic_dir
 from episodes.config_io import require_checkpoint_files
 from reward_models.base import NON_IMAGE_KEYS, Observation, ProgressModel
+from reward_models.confidence import load_confidence
 from reward_models.configuration_grm import GRMConfig, build_vocabulary, parse_backbone
 from reward_models.devices import resolve_device
 from reward_models.text_encoders import load_sentence_encoder
@@ -112,7 +116,7 @@ class ConvBackbone(_Backbone):
 
 def _register_open_clip_config(model_cfg: dict[str, Any]) -> str:
     """Make an architecture dict known to open_clip under a content-hash name (public API only)."""
-    import open_clip
+    import open_clip  # optional: only open_clip backbones need it
 
     blob = json.dumps(model_cfg, sort_keys=True)
     name = "prism-grm-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
@@ -128,7 +132,7 @@ class OpenClipBackbone(_Backbone):
 
     def __init__(self, arch: str, pretrained: str | None, backbone_config: dict[str, Any] | None) -> None:
         try:
-            import open_clip
+            import open_clip  # optional: only open_clip backbones need it
             from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
         except ImportError as exc:  # pragma: no cover - dependency of the `learn` extra
             raise ImportError("backbone 'open_clip:...' needs open_clip_torch (pip install 'prism-rl[learn]')") from exc
@@ -178,7 +182,7 @@ class HFVisionBackbone(_Backbone):
 
     def __init__(self, path: str, backbone_config: dict[str, Any] | None) -> None:
         try:
-            import transformers
+            import transformers  # optional and slow: only hf backbones need it
             from transformers import AutoModel
         except ImportError as exc:  # pragma: no cover
             raise ImportError("backbone 'hf:...' needs transformers (pip install 'prism-rl[learn]')") from exc
@@ -217,7 +221,7 @@ class HFVisionBackbone(_Backbone):
 def _vision_tower(model: nn.Module) -> nn.Module:
     """The standalone vision model inside a transformers model (CLIP/SigLIP dual models keep
     theirs in ``vision_model``; vision-only models are their own tower)."""
-    from transformers import AutoModel, PreTrainedModel
+    from transformers import AutoModel, PreTrainedModel  # optional and slow: only hf backbones need it
 
     inner = getattr(model, "vision_model", None)
     vision_config = getattr(model.config, "vision_config", None)
@@ -545,8 +549,6 @@ class GRMProgressModel(ProgressModel):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> GRMProgressModel:
-        from reward_models.confidence import load_confidence
-
         model = cls(load_grm_module(path, map_location="cpu"), device=device)
         # Post-hoc confidence statistics written by `prism-reward calibrate` beside the weights
         # (None when absent or written for other weights).
@@ -630,10 +632,6 @@ class GRMProgressModel(ProgressModel):
 
 def save_grm(model: GRM, path: str | os.PathLike, overwrite: bool = True) -> Path:
     """Write ``model.safetensors`` + ``config.json`` into the directory ``path`` atomically."""
-    from safetensors.torch import save_model
-
-    from episodes.atomic import atomic_dir
-
     path = Path(path)
     with atomic_dir(path, overwrite=overwrite, kind="checkpoint") as tmp:
         save_model(model, str(tmp / WEIGHTS_NAME))
@@ -643,9 +641,6 @@ def save_grm(model: GRM, path: str | os.PathLike, overwrite: bool = True) -> Pat
 
 def load_grm_module(path: str | os.PathLike, map_location: str = "cpu") -> GRM:
     """Rebuild a :class:`GRM` from a checkpoint directory (no other files needed)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
     path = require_checkpoint_files(path, "GRM", (CONFIG_NAME, WEIGHTS_NAME))
     config = GRMConfig.from_json(path / CONFIG_NAME)
     if config.backbone_kind != "conv" and config.backbone_config is None:

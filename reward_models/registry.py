@@ -22,8 +22,10 @@ Each kind is an entry of :data:`MODEL_KINDS`. A new model needs no edit here::
     register_model("toy", lambda arg, *, spec, device, **options: ToyModel(arg), "toy:ARG (my model)")
 
 after which ``toy:ARG`` works wherever a spec is accepted (``prism-reward eval --model``,
-``prism-train --reward``, ...). Loaders import their model's module themselves, so a heavy optional
-dependency (open_clip, transformers, Ray) is imported only when a spec of that kind is loaded.
+``prism-train --reward``, ...). A heavy optional dependency (torch, open_clip, transformers, Ray)
+is imported only when a spec of its kind is loaded: the baseline modules import it where they
+load a model, and the GRM's and the service's modules, which import torch and Ray at their top,
+are imported inside their loaders here.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reward_models.base import ProgressModel
+from reward_models.baselines.clip_reward import CLIPRewardConfig, CLIPRewardModel
+from reward_models.baselines.vlm import GVLConfig, GVLProgressModel, RubricConfig, RubricProgressModel
+from reward_models.baselines.vlm_grm import VLMGRMConfig, VLMGRMProgressModel
+from reward_models.oracle import OracleProgressModel
 
 PRETRAINED_GRM_DIR = Path(__file__).resolve().parent / "pretrained" / "grm"
 """The GRM shipped with the package (spec ``grm``)."""
@@ -166,12 +172,12 @@ def load_progress_model(spec: str, device: str = "auto", **options: Any) -> Prog
 
 
 # --------------------------------------------------------------------------------------------
-# Built-in kinds. Each loader imports its model module only when called.
+# Built-in kinds.
 # --------------------------------------------------------------------------------------------
 
 
 def _load_grm(arg: str | None, *, spec: str, device: str, **options: Any) -> ProgressModel:
-    from reward_models.modeling_grm import GRMProgressModel
+    from reward_models.modeling_grm import GRMProgressModel  # torch
 
     path = Path(str(arg))
     if not path.exists():
@@ -191,38 +197,28 @@ def _split_clip(rest: str) -> tuple[str, str | None]:
 
 
 def _load_clip(arg: str | None, *, spec: str, device: str, **options: Any) -> ProgressModel:
-    from reward_models.baselines.clip_reward import CLIPRewardConfig, CLIPRewardModel
-
     arch, weights = _split_clip(str(arg))
     return CLIPRewardModel(CLIPRewardConfig(arch=arch, weights=weights, **options), device=device)
 
 
 def _load_gvl(arg: str | None, *, spec: str, device: str, **options: Any) -> ProgressModel:
-    from reward_models.baselines.vlm import GVLConfig, GVLProgressModel
-
     return GVLProgressModel(arg, device=device, config=GVLConfig(**options))
 
 
 def _load_rubric(arg: str | None, *, spec: str, device: str, **options: Any) -> ProgressModel:
-    from reward_models.baselines.vlm import RubricConfig, RubricProgressModel
-
     return RubricProgressModel(arg, device=device, config=RubricConfig(**options))
 
 
 def _load_vlm_grm(arg: str | None, *, spec: str, device: str, **options: Any) -> ProgressModel:
-    from reward_models.baselines.vlm_grm import VLMGRMConfig, VLMGRMProgressModel
-
     return VLMGRMProgressModel(arg, device=device, config=VLMGRMConfig(**options))
 
 
 def _load_oracle(arg: str | None, *, spec: str, device: str, **options: Any) -> ProgressModel:
-    from reward_models.oracle import OracleProgressModel
-
     return OracleProgressModel(**options)
 
 
 def _load_served(arg: str | None, *, spec: str, device: str, **options: Any) -> ProgressModel:
-    from reward_models.serve import load_served_progress_model
+    from reward_models.serve import load_served_progress_model  # Ray
 
     # The client talks to the service; the model's device is the service's business.
     return load_served_progress_model(spec, **options)

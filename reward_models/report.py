@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
 
+from episodes.video import write_video
 from reward_models.metrics import CONFIDENCE_METRIC_KEYS, METRIC_KEYS
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -30,10 +34,18 @@ METRIC_TITLES = {
 }
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib  # ~1 s to import and a process-wide backend: only the plots need it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _thumb_strip(ep: Any, n: int = 6, height: int = 72) -> tuple[np.ndarray, np.ndarray]:
     """Thumbnails (rows = cameras, columns = n evenly spaced frames) and their frame positions."""
-    from PIL import Image
-
     idx = np.unique(np.round(np.linspace(0, ep.length - 1, min(n, ep.length))).astype(int))
     rows = []
     for cam in ep.cameras:
@@ -77,11 +89,7 @@ def write_episode_assets(
     spreads: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """``<name>.png`` (curves over thumbnails) and optionally ``<name>.mp4`` (curve overlay)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     strip, idx = _thumb_strip(ep)
     fig = plt.figure(figsize=(10, 2.2 + 1.1 * len(ep.cameras)), dpi=90)
     gs = fig.add_gridspec(2, 1, height_ratios=[1.1 * len(ep.cameras), 2.2])
@@ -108,13 +116,7 @@ def write_overlay_video(path: Path, ep: Any, curves: Mapping[str, np.ndarray], d
 
     The plot is rendered once; per frame only the cursor and the Φ read-out are drawn (cheap).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image, ImageDraw
-
-    from episodes.video import write_video
+    plt = _pyplot()
 
     view_h = 160
     views = []
@@ -164,9 +166,6 @@ def write_sidecar(path: Path, rows: Mapping[str, list], models: Mapping[str, Any
     """``progress.parquet``: one row per evaluated frame keyed by (index, episode_index,
     frame_index); ``phi.<label>`` per model (and ``phi_std.<label>``, its spread, for models that
     have one); model ids + configs in the schema metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     arrays = {
         "index": pa.array(rows["index"], pa.int64()),
         "episode_index": pa.array(rows["episode_index"], pa.int64()),

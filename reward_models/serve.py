@@ -38,10 +38,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import ray
+import ray.exceptions
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
+from episodes.cli_errors import check_numeric_fields, parse_config
 from reward_models.base import Observation, ProgressModel
+from reward_models.registry import load_progress_model
+from reward_models.tracker import emb_concat, emb_len, emb_take, obs_batch_size, obs_concat
 
 SPEC_PREFIX = "serve:"
 DEFAULT_TIMEOUT_S = 60.0
@@ -60,8 +65,6 @@ class RewardServiceUnavailable(ConnectionError):
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to the Ray cluster at ``address`` (``auto``: the local ``ray start --head`` one), or, with
     no address and no ``RAY_ADDRESS``, start Ray embedded in this process. No-op when already connected."""
-    import ray
-
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -106,7 +109,7 @@ def _from_wire(emb: Any, device: Any) -> Any:
         return emb
     if isinstance(emb, Mapping):
         return {k: _from_wire(v, device) for k, v in emb.items()}
-    import torch
+    import torch  # torch: only for a model that works on torch tensors
 
     return torch.as_tensor(np.asarray(emb), device=device)
 
@@ -128,7 +131,6 @@ def load_served_model(model: str | Callable[[], ProgressModel], device: str) -> 
         return model()
     if model.startswith(SPEC_PREFIX):
         raise ValueError(f"--model {model!r}: a reward service cannot serve another service; name the model itself")
-    from reward_models.registry import load_progress_model
 
     return load_progress_model(model, device=device)
 
@@ -157,8 +159,6 @@ class RewardService:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def encode(self, requests: list[Observation]) -> list[Any]:
-        from reward_models.tracker import emb_take, obs_batch_size, obs_concat
-
         self.batch_sizes.append(len(requests))
         rows = [obs_batch_size(r) for r in requests]
         emb = self.model.encode(obs_concat(requests) if len(requests) > 1 else requests[0])
@@ -170,8 +170,6 @@ class RewardService:
     async def hop(self, requests: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Requests ``(before, after, tasks, start, goal)``; those with the same context kinds (start
         and goal given or not) go through one model call."""
-        from reward_models.tracker import emb_concat, emb_len
-
         out: list[Any] = [None] * len(requests)
         groups: dict[tuple[bool, bool], list[int]] = {}
         for i, (_, _, _, start, goal) in enumerate(requests):
@@ -219,8 +217,6 @@ def start_reward_service(model: str | Callable[[], ProgressModel], name: str, **
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
-    import ray.exceptions
-
     return (ray.exceptions.RayError, RayServeException, TimeoutError)
 
 
@@ -257,8 +253,6 @@ class ServedProgressModel(ProgressModel):
         return self._handle
 
     def _call(self, method: str, *args: Any) -> Any:
-        import ray.exceptions
-
         transport = _transport_errors()
         deadline = time.monotonic() + self.timeout_s
         delay = 0.05
@@ -345,8 +339,6 @@ class ServeConfig:
 
     def check(self) -> None:
         """Range-check every option (one-line ``ValueError`` naming the flag) before anything starts."""
-        from episodes.cli_errors import check_numeric_fields
-
         check_numeric_fields(self, {"max_batch_size": "[1, inf)", "batch_wait_ms": "[0, inf)", "replicas": "[1, inf)",
                                     "num_cpus": "[0, inf)", "num_gpus": "[0, inf)"})
         if self.detach and not self.ray_address:
@@ -355,8 +347,6 @@ class ServeConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``prism-reward serve``: deploy, then block until Ctrl-C (or return with --detach)."""
-    from episodes.cli_errors import parse_config
-
     cfg = parse_config(ServeConfig, argv, description=ServeConfig.__doc__)
     cfg.check()
     ensure_ray(cfg.ray_address)

@@ -55,7 +55,7 @@ class SentenceEncoder:
     CPU, cached per text). Mean pooling over the attention mask is how all-MiniLM-L6-v2 was trained."""
 
     def __init__(self, path: Path) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer  # optional and slow; only loading an encoder needs it
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a weight-loading bar per GRM load is noise

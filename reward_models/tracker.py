@@ -221,7 +221,7 @@ def emb_take(emb: Any, rows: np.ndarray) -> Any:
     if isinstance(emb, Mapping):
         return {k: emb_take(v, rows) for k, v in emb.items()}
     if _is_torch(emb):
-        import torch
+        import torch  # torch: only for torch embeddings (an oracle's are numpy)
 
         return emb[torch.as_tensor(np.asarray(rows, dtype=np.int64), device=emb.device)]
     return np.asarray(emb)[np.asarray(rows, dtype=np.int64)]
@@ -233,7 +233,7 @@ def emb_concat(parts: Sequence[Any]) -> Any:
     if isinstance(first, Mapping):
         return {k: emb_concat([p[k] for p in parts]) for k in first}
     if _is_torch(first):
-        import torch
+        import torch  # torch: only for torch embeddings (an oracle's are numpy)
 
         return torch.cat(list(parts), dim=0)
     return np.concatenate([np.asarray(p) for p in parts], axis=0)
@@ -244,7 +244,7 @@ def emb_assign(dst: Any, rows: np.ndarray, src: Any) -> Any:
     if isinstance(dst, Mapping):
         return {k: emb_assign(dst[k], rows, src[k]) for k in dst}
     if _is_torch(dst):
-        import torch
+        import torch  # torch: only for torch embeddings (an oracle's are numpy)
 
         dst[torch.as_tensor(np.asarray(rows, dtype=np.int64), device=dst.device)] = src.to(dst.dtype)
         return dst

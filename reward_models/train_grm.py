@@ -56,12 +56,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from episodes.atomic import check_output_not_input, check_replaceable
+from episodes import open_dataset
+from episodes.atomic import atomic_dir, check_output_not_input, check_replaceable
 from episodes.camera_map import apply_camera_map, map_episode_cameras, parse_camera_map, parse_cameras
 from episodes.cli_errors import check_numeric_fields, parse_config
 from reward_models.base import hop_from_progress
 from reward_models.configuration_grm import GRMConfig, build_vocabulary, tokenize
 from reward_models.devices import resolve_device
+from reward_models.evaluate import detect_source, list_source_episodes
 from reward_models.modeling_grm import GRM, load_grm_module, save_grm, two_hot
 from reward_models.registry import resolve_grm_checkpoint
 
@@ -100,11 +102,11 @@ NUMERIC_RANGES: dict[str, str] = {
     "num_threads": "[1, inf)", "log_every": "[1, inf)", "save_every": "[0, inf)", "state_weight": "[0, inf)",
     "fps": "(0, inf)",
 }
-"""Valid interval of each numeric field of :class:`TrainConfig` (all must also be finite)."""
+"""Valid interval of each numeric field of :class:`GRMTrainConfig` (all must also be finite)."""
 
 
 @dataclass
-class TrainConfig:
+class GRMTrainConfig:
     """Train a GRM (process reward model) on episodes with progress labels: LeRobot v3 datasets
     recorded with prism-record, or any other source prism-reward eval reads (episode folders with
     ``episode.json`` progress, Robo-Dopamine's raw-data layout with keyframe labels, ...)."""
@@ -333,8 +335,6 @@ def load_source_episodes(
 ) -> tuple[str, list[Any]]:
     """``(kind, items)`` of any source ``prism-reward eval`` reads (its loader), for training at
     ``image_size``; ``cameras`` are view names (after ``camera_map``)."""
-    from reward_models.evaluate import detect_source, list_source_episodes
-
     # LeRobot frames are kept as stored (to_train_episode resizes them once); videos are resized
     # while decoding, to twice the training size so both axes stay above it up to a 2:1 aspect.
     max_side = None if detect_source(root) == "lerobot" else 2 * image_size
@@ -347,9 +347,6 @@ def load_training_data(
     progress_bar: bool = True, camera_map: Sequence[str] = (), fps: float | None = None,
 ) -> tuple[list[TrainEpisode], tuple[str, ...]]:
     """Decode every episode of the sources once (each video file read front to back)."""
-    from episodes import open_dataset
-    from reward_models.evaluate import detect_source
-
     if not roots:
         raise ValueError("no training data: pass --data DIR [DIR ...]")
     mapping = parse_camera_map(camera_map)
@@ -401,7 +398,7 @@ class Batch:
     weight: torch.Tensor
     """(P,) loss weight (sums to 1)."""
     state_rows: torch.Tensor | None = None
-    """(Q,) state index of each probe row (``TrainConfig.state_weight``); None: no probe rows."""
+    """(Q,) state index of each probe row (``GRMTrainConfig.state_weight``); None: no probe rows."""
     state_text: list[str] | None = None
     """(Q,) instruction of each probe row."""
     state_target: torch.Tensor | None = None
@@ -413,7 +410,7 @@ class Batch:
 class PairSampler:
     """Builds :class:`Batch` es from in-memory episodes with one numpy Generator (resumable)."""
 
-    def __init__(self, episodes: list[TrainEpisode], cfg: TrainConfig, rng: np.random.Generator) -> None:
+    def __init__(self, episodes: list[TrainEpisode], cfg: GRMTrainConfig, rng: np.random.Generator) -> None:
         if not episodes:
             raise ValueError("no training episodes")
         self.episodes = episodes
@@ -620,7 +617,7 @@ class PairSampler:
 
 class StateProbe(torch.nn.Module):
     """Training-only head: (task-conditioned state embedding, instruction) -> standardised
-    ``observation.state`` (see ``TrainConfig.state_weight``). FiLM by the instruction, so the
+    ``observation.state`` (see ``GRMTrainConfig.state_weight``). FiLM by the instruction, so the
     instruction can pick which object's features answer."""
 
     def __init__(self, embed_dim: int, text_dim: int, state_dim: int, hidden: int = 256) -> None:
@@ -707,8 +704,6 @@ RNG_NAME = "rng_state.json"
 
 def _save_state(run_dir: Path, model: GRM, opt, sched, step: int, rng: np.random.Generator, extra: dict,
                 probe: torch.nn.Module | None = None) -> None:
-    from episodes.atomic import atomic_dir
-
     last = run_dir / "last"
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_dir(last, overwrite=True) as tmp:
@@ -722,7 +717,7 @@ def _save_state(run_dir: Path, model: GRM, opt, sched, step: int, rng: np.random
 def run_training(
     model: GRM,
     episodes: list[TrainEpisode],
-    cfg: TrainConfig,
+    cfg: GRMTrainConfig,
     desc: str = "train GRM",
     sign_only: bool = False,
     extra_loss: Callable[[GRM, torch.device], tuple[torch.Tensor, dict[str, float]]] | None = None,
@@ -766,7 +761,7 @@ def run_training(
                 raise ValueError(f"--resume: {last} was trained without the state probe; resume with state_weight=0")
             probe.load_state_dict(state["state_probe"])
 
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # tensorboard: slow to import; only a training run writes it
 
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     tail: dict[str, list[float]] = defaultdict(list)
@@ -808,12 +803,12 @@ def run_training(
     return model, summary
 
 
-def _swapped_instructions(cfg: TrainConfig, episodes: Sequence[TrainEpisode]) -> list[str]:
+def _swapped_instructions(cfg: GRMTrainConfig, episodes: Sequence[TrainEpisode]) -> list[str]:
     pairs = parse_swap_pairs(cfg.swap_words)
     return sorted({t for ep in episodes if ep.success and (t := swap_instruction(ep.task, pairs))})
 
 
-def build_model(cfg: TrainConfig, episodes: list[TrainEpisode], cameras: Sequence[str]) -> GRM:
+def build_model(cfg: GRMTrainConfig, episodes: list[TrainEpisode], cameras: Sequence[str]) -> GRM:
     torch.manual_seed(cfg.seed)
     config = GRMConfig(
         backbone=cfg.backbone,
@@ -832,7 +827,7 @@ def build_model(cfg: TrainConfig, episodes: list[TrainEpisode], cameras: Sequenc
     return GRM(config)
 
 
-def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
+def train_grm(cfg: GRMTrainConfig, episodes: Sequence[Any] | None = None) -> Path:
     """Train a GRM and write its checkpoint to ``cfg.out``; returns that path.
 
     ``episodes`` (in-memory :class:`episodes.Episode` objects) replaces ``cfg.data`` when given.
@@ -884,7 +879,7 @@ def train_grm(cfg: TrainConfig, episodes: Sequence[Any] | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_config(TrainConfig, argv, prog="prism-reward train")
+    cfg = parse_config(GRMTrainConfig, argv, prog="prism-reward train")
     path = train_grm(cfg)
     print(f"GRM checkpoint written to {path}")
     return 0

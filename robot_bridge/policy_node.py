@@ -33,6 +33,7 @@ from robot_bridge.node_config import require_positive
 from robot_bridge.policy_sources import PROPRIO_DIM, load_bridge_policy, proprio_state
 from robot_bridge.ros_utils import (
     camera_topic_map,
+    declare_config,
     image_to_numpy,
     latched_qos,
     monotonic,
@@ -123,13 +124,11 @@ SUMMARY = __doc__
 
 class PolicyNode:
     def __init__(self, config: PolicyNodeConfig | None = None, node=None) -> None:
-        import rclpy.node
+        import rclpy.node  # ROS (optional): only a live node needs it
         from geometry_msgs.msg import PoseStamped, TwistStamped
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Bool, Empty, Float64MultiArray, String
         from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-
-        from robot_bridge.ros_utils import declare_config
 
         self.node = node or rclpy.node.Node(NODE_NAME)
         self.config = cfg = config or declare_config(self.node, PolicyNodeConfig)

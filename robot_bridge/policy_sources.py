@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from policies.vla.configuration_vla import is_vla_checkpoint
+
 PROPRIO_DIM = 18
 """Leading entries of the sim's ``state`` a real robot can provide: 7 joint positions, 7 joint
 velocities, gripper width, end-effector xyz. Anything after them is object/target state."""
@@ -65,7 +67,7 @@ class ShadowExpert:
     """The scripted expert driven from the twin's published MuJoCo state (SIM-ONLY)."""
 
     def __init__(self, task: str, behaviour: str = "expert", noise: float | None = None) -> None:
-        import mujoco
+        import mujoco  # sim-only (expert:TASK): keeps MuJoCo out of the robot nodes' start-up
 
         import sim
         import sim.experts
@@ -145,7 +147,7 @@ def load_bridge_policy(spec: str, device: str = "auto", options: Mapping[str, An
         raise ValueError(f"policy run directory {str(run_dir)!r} does not exist (forms: <run dir>, "
                          "expert:<task>, python:<module>:<factory>)")
     try:
-        from policies.run import load_policy
+        from policies.run import load_policy  # SB3 and torch (the learn extra)
     except ImportError as exc:
         raise ValueError(f"cannot load the prism-train run {str(run_dir)!r}: policies.run is unavailable ({exc})") from exc
     loaded = load_policy(run_dir, device=device)
@@ -164,12 +166,10 @@ def load_bridge_policy(spec: str, device: str = "auto", options: Mapping[str, An
 
 def _load_vla_policy(spec: str, device: str) -> BridgePolicy | None:
     """A ``vla:<dir>`` spec or a folder holding a VLA checkpoint as a :class:`BridgePolicy`; None otherwise."""
-    from policies.vla.configuration_vla import is_vla_checkpoint
-
     path = Path(spec[4:] if spec.startswith("vla:") else spec).expanduser()
     if not spec.startswith("vla:") and not is_vla_checkpoint(path):
         return None
-    from policies.vla.modeling_vla import load_vla
+    from policies.vla.modeling_vla import load_vla  # torch
 
     policy = load_vla(path, device=device)
     return BridgePolicy(

@@ -40,6 +40,7 @@ from robot_bridge.node_config import require_positive
 from robot_bridge.policy_sources import proprio_state
 from robot_bridge.ros_utils import (
     camera_topic_map,
+    declare_config,
     image_to_numpy,
     latched_qos,
     monotonic,
@@ -115,13 +116,11 @@ SUMMARY = __doc__
 
 class RecorderNode:
     def __init__(self, config: RecorderConfig | None = None, node=None) -> None:
-        import rclpy.node
+        import rclpy.node  # ROS (optional): only a live node needs it
         from geometry_msgs.msg import PoseStamped, TwistStamped
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Bool, Float32, Float64MultiArray, String
         from trajectory_msgs.msg import JointTrajectory
-
-        from robot_bridge.ros_utils import declare_config
 
         self.node = node or rclpy.node.Node(NODE_NAME)
         self.config = cfg = config or declare_config(self.node, RecorderConfig)
@@ -198,7 +197,7 @@ class RecorderNode:
 
     # -- rosbag2 MCAP ------------------------------------------------------------------------------
     def _open_bag(self) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import StoragePlugin, Writer  # optional: the bags extra
         from rosbags.typesys import Stores, get_typestore
 
         target = Path(self.config.mcap)
@@ -211,7 +210,7 @@ class RecorderNode:
     def _bag_write(self, topic: str, msgtype: str, msg) -> None:
         if self._bag is None:
             return
-        from rclpy.serialization import serialize_message
+        from rclpy.serialization import serialize_message  # ROS (optional): only a live node needs it
 
         conn = self._bag_connection(topic, msgtype)
         self._bag.write(conn, self.node.get_clock().now().nanoseconds, serialize_message(msg))

@@ -24,11 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from episodes.camera_map import parse_camera_map
+from reward_models.oracle import OracleProgressModel
+from reward_models.registry import load_progress_model
+from reward_models.tracker import FusionConfig, ProgressTracker
 from robot_bridge import topics
 from robot_bridge.images import fit_square
 from robot_bridge.node_config import require_positive
 from robot_bridge.ros_utils import (
     camera_topic_map,
+    declare_config,
     image_to_numpy,
     latched_qos,
     monotonic,
@@ -101,22 +105,6 @@ def mapped_camera_topics(views: tuple[str, ...], camera_map: tuple[str, ...], ov
     return camera_topic_map(views, [d for d in defaults if d.split("=", 1)[0] not in named] + list(overrides))
 
 
-def load_model(spec: str, device: str):
-    """``reward_models.registry.load_progress_model`` (falls back to the oracle / GRM loaders
-    while the registry is not installed)."""
-    try:
-        from reward_models.registry import load_progress_model
-    except ImportError:
-        if spec == "oracle":
-            from reward_models.oracle import OracleProgressModel
-
-            return OracleProgressModel()
-        from reward_models.modeling_grm import load_grm  # noqa: PLC0415
-
-        return load_grm(spec[4:] if spec.startswith("grm:") else spec)
-    return load_progress_model(spec, device=device)
-
-
 def confidence_from_spread(phi_std: float) -> float:
     """1 − 2·spread, clipped to [0, 1]: the spread of anything in [0, 1] is at most 0.5."""
     return float(np.clip(1.0 - 2.0 * phi_std, 0.0, 1.0))
@@ -124,19 +112,14 @@ def confidence_from_spread(phi_std: float) -> float:
 
 class RewardMonitorNode:
     def __init__(self, config: RewardMonitorConfig | None = None, node=None) -> None:
-        import rclpy.node
+        import rclpy.node  # ROS (optional): only a live node needs it
         from sensor_msgs.msg import Image
         from std_msgs.msg import Bool, Float32, String
-
-        from reward_models.tracker import FusionConfig, ProgressTracker
-        from robot_bridge.ros_utils import declare_config
 
         self.node = node or rclpy.node.Node(NODE_NAME)
         self.config = cfg = config or declare_config(self.node, RewardMonitorConfig)
         self._msgs = dict(Float32=Float32, Bool=Bool)
-        self.model = load_model(cfg.model, cfg.device)
-        from reward_models.oracle import OracleProgressModel
-
+        self.model = load_progress_model(cfg.model, device=cfg.device)
         self.is_oracle = isinstance(self.model, OracleProgressModel)
         self.cameras = tuple(cfg.cameras) or tuple(getattr(self.model, "cameras", None) or ()) or (
             () if self.is_oracle else ("front", "side", "wrist"))

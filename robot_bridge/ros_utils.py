@@ -57,7 +57,7 @@ def require_ros() -> None:
 def declare_config(node, cls: type):
     """Declare every field of the config dataclass ``cls`` as a ROS parameter (description from
     the field docstring) and return the dataclass filled from the parameter values."""
-    from rcl_interfaces.msg import ParameterDescriptor
+    from rcl_interfaces.msg import ParameterDescriptor  # ROS (optional): only a live node needs it
 
     values: dict[str, Any] = {}
     for name, _kind, default, doc in parameter_specs(cls):
@@ -82,7 +82,7 @@ def image_to_numpy(msg) -> np.ndarray:
 
 def numpy_to_image(image: np.ndarray, stamp, frame_id: str):
     """uint8 (H, W, 3) RGB -> ``sensor_msgs/Image`` (rgb8)."""
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import Image  # ROS (optional): only a live node needs it
 
     msg = Image()
     msg.header.stamp = stamp
@@ -101,7 +101,7 @@ def stamp_to_seconds(stamp) -> float:
 
 
 def seconds_to_duration(seconds: float):
-    from builtin_interfaces.msg import Duration
+    from builtin_interfaces.msg import Duration  # ROS (optional): only a live node needs it
 
     sec = int(seconds)
     return Duration(sec=sec, nanosec=int(round((seconds - sec) * 1e9)))
@@ -110,7 +110,7 @@ def seconds_to_duration(seconds: float):
 def sensor_qos(depth: int = 2):
     """Best-effort, keep-last QoS for camera streams (``qos_profile_sensor_data`` with a small
     depth: the freshest frame matters, not every frame)."""
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data  # ROS (optional): only a live node needs it
 
     return QoSProfile(
         history=qos_profile_sensor_data.history,
@@ -122,7 +122,7 @@ def sensor_qos(depth: int = 2):
 
 def latched_qos():
     """Reliable + transient-local, depth 1: late joiners get the last message (episode starts)."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # ROS (optional): only a live node needs it
 
     return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -214,7 +214,7 @@ def _run_node(make_node, config_cls: type, program: str, node_name: str, summary
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--params-file {path}: no such file")
     require_ros()
-    import rclpy
+    import rclpy  # ROS (optional): only a live node needs it
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 

@@ -32,6 +32,7 @@ from robot_bridge.command_mapping import (
 from robot_bridge.node_config import require_positive
 from robot_bridge.ros_utils import (
     camera_topic_map,
+    declare_config,
     latched_qos,
     monotonic,
     numpy_to_image,
@@ -108,19 +109,17 @@ class SimRobotNode:
     """Wraps an rclpy Node; created by :func:`main` (rclpy must be initialised)."""
 
     def __init__(self, config: SimRobotConfig | None = None, node=None) -> None:
-        import rclpy.node
+        import rclpy.node  # ROS (optional): only a live node needs it
         from geometry_msgs.msg import PoseStamped, TwistStamped
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Bool, Empty, Float32, Float64MultiArray, String
         from trajectory_msgs.msg import JointTrajectory
 
-        from robot_bridge.ros_utils import declare_config
-
         self.node = node or rclpy.node.Node(NODE_NAME)
         self.config = config or declare_config(self.node, SimRobotConfig)
         cfg = self.config
         os.environ.setdefault("MUJOCO_GL", "egl")
-        import mujoco
+        import mujoco  # after MUJOCO_GL is set: MuJoCo picks its GL backend on import
 
         import sim
 

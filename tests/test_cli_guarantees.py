@@ -222,9 +222,9 @@ def test_repeated_list_options_merge_in_every_cli():
             offenders.append(str(path.relative_to(REPO)))
     assert offenders == [], f"parse with episodes.cli_errors.parse_config instead: {offenders}"
 
-    from reward_models.train_grm import TrainConfig
+    from reward_models.train_grm import GRMTrainConfig
 
-    merged = merge_repeated_list_flags(TrainConfig, ["--data", "a", "--steps", "3", "--data=b", "c", "--cameras", "x"])
+    merged = merge_repeated_list_flags(GRMTrainConfig, ["--data", "a", "--steps", "3", "--data=b", "c", "--cameras", "x"])
     assert merged == ["--data", "a", "b", "c", "--steps", "3", "--cameras", "x"]
 
 

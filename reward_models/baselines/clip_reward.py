@@ -54,7 +54,7 @@ class CLIPRewardConfig:
 
 def _register_arch(arch: str) -> str:
     """Accept an open_clip model-config JSON path: register its folder, return the model name."""
-    import open_clip
+    import open_clip  # open_clip (learn extra): only when a clip: model loads
 
     p = Path(arch)
     if p.suffix == ".json":
@@ -74,7 +74,7 @@ class CLIPRewardModel(EpisodeScorer, ProgressModel):
     """VLM-RM-style CLIP reward as a progress model (see module docstring)."""
 
     def __init__(self, config: CLIPRewardConfig, device: str = "auto") -> None:
-        import open_clip
+        import open_clip  # open_clip and torch (learn extra): only when a clip: model loads
         import torch
 
         if not config.weights:
@@ -107,7 +107,7 @@ class CLIPRewardModel(EpisodeScorer, ProgressModel):
     # -- embeddings ----------------------------------------------------------------------------
 
     def _embed_texts(self, texts: Sequence[str]):
-        import torch
+        import torch  # torch: the registry imports this module without it
 
         with torch.no_grad():
             emb = self.clip.encode_text(self.tokenizer(list(texts)).to(self.device)).float()
@@ -120,7 +120,7 @@ class CLIPRewardModel(EpisodeScorer, ProgressModel):
 
     def _embed_images(self, images: np.ndarray):
         """uint8 (N, H, W, 3) -> unit embeddings (N, D); resize + centre crop as open_clip does."""
-        import torch
+        import torch  # torch: the registry imports this module without it
         import torch.nn.functional as F
 
         x = torch.as_tensor(np.ascontiguousarray(images), device=self.device).permute(0, 3, 1, 2).float() / 255.0
@@ -137,7 +137,7 @@ class CLIPRewardModel(EpisodeScorer, ProgressModel):
 
     def encode(self, obs: Observation):
         """(B, V, D) unit image embeddings, one per view (views in the observation's order)."""
-        import torch
+        import torch  # torch: the registry imports this module without it
 
         views = image_views(obs, self.cameras)
         return torch.stack([self._embed_images(v) for v in views.values()], dim=1)
@@ -146,7 +146,7 @@ class CLIPRewardModel(EpisodeScorer, ProgressModel):
 
     def reward_from_embeddings(self, emb, tasks: Sequence[str]) -> np.ndarray:
         """VLM-RM reward R (B,) averaged over views, from :meth:`encode` output."""
-        import torch
+        import torch  # torch: the registry imports this module without it
 
         goals = torch.stack([self._goal(t) for t in tasks])  # (B, D)
         d = goals - self._baseline.unsqueeze(0)
@@ -164,7 +164,7 @@ class CLIPRewardModel(EpisodeScorer, ProgressModel):
         if lo is None or hi is None:
             goal = self._goal(task)
             probe = np.stack([self._baseline.cpu().numpy(), goal.cpu().numpy()])
-            import torch
+            import torch  # torch: the registry imports this module without it
 
             r = self.reward_from_embeddings(torch.as_tensor(probe, device=self.device).unsqueeze(1), [task, task])
             lo = float(r[0]) if lo is None else lo

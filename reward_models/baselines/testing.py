@@ -28,7 +28,7 @@ _CORPUS = (
 def build_tiny_clip(folder: str | Path) -> tuple[Path, Path]:
     """A tiny open_clip ViT (config JSON + random weights). Returns ``(config_json, weights)``;
     load with ``clip:<config_json>:<weights>``."""
-    import open_clip
+    import open_clip  # open_clip and torch (learn extra): test fixtures build models only on demand
     import torch
 
     folder = Path(folder)
@@ -52,7 +52,7 @@ def build_tiny_qwen_vl(folder: str | Path, version: str = "2.5", seed: int = 0) 
     """A tiny random Qwen2-VL / Qwen2.5-VL (``version`` ``"2"`` / ``"2.5"``) with its processor
     (a small byte-level BPE tokenizer trained here, image + video processors, chat template),
     saved as a transformers model directory."""
-    import torch
+    import torch  # torch, tokenizers, transformers: optional and slow
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from reward_models.base import Observation, ProgressModel, hop_from_progress
 from reward_models.baselines.common import (
@@ -61,7 +62,7 @@ class VLMBackend:
         max_pixels: int | None = 76800,
         min_pixels: int | None = None,
     ) -> None:
-        import torch
+        import torch  # torch and transformers: only when a vlm model loads
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.path = _check_local_dir(path, "VLM")
@@ -88,8 +89,6 @@ class VLMBackend:
             ip.size = {"shortest_edge": int(min_pixels or size["shortest_edge"]), "longest_edge": int(max_pixels)}
 
     def _prepare_image(self, img: np.ndarray):
-        from PIL import Image
-
         pil = Image.fromarray(np.ascontiguousarray(img))
         if self.max_pixels and pil.width * pil.height > self.max_pixels:
             s = (self.max_pixels / (pil.width * pil.height)) ** 0.5
@@ -98,7 +97,7 @@ class VLMBackend:
 
     def generate(self, contents: Sequence[Content], images: Sequence[Sequence[np.ndarray]]) -> list[str]:
         """Greedy answers for a batch of prompts (one user turn each, images in order)."""
-        import torch
+        import torch  # torch: the registry imports this module without it
 
         if len(contents) != len(images):
             raise ValueError(f"{len(contents)} prompts but {len(images)} image lists")

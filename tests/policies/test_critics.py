@@ -6,7 +6,7 @@ import pytest
 import torch
 from stable_baselines3 import SAC
 
-from policies.configuration_train import TrainConfig
+from policies.configuration_train import RLTrainConfig
 from policies.critics import LayerNormMlpPolicy, LayerNormMultiInputPolicy
 
 
@@ -48,7 +48,7 @@ def test_saved_layer_norm_models_load_with_plain_sac_load(tmp_path):
 
 def test_critic_layer_norm_is_for_sac_only(tmp_path):
     with pytest.raises(ValueError, match="--algo sac"):
-        TrainConfig(algo="ppo", critic_layer_norm=True, out=tmp_path)
+        RLTrainConfig(algo="ppo", critic_layer_norm=True, out=tmp_path)
 
 
 @pytest.mark.parametrize("obs_mode", ["state", "pixels"])
@@ -61,7 +61,7 @@ def test_prism_train_builds_layer_norm_critics_and_resumes_them(tmp_path, obs_mo
     out = tmp_path / "run"
     pixels = {"obs": "pixels", "cameras": "front", "image_size": 48} if obs_mode == "pixels" else {}
 
-    def config(steps: int, resume: bool) -> TrainConfig:
+    def config(steps: int, resume: bool) -> RLTrainConfig:
         return tiny_config(out, steps=steps, resume=resume, eval_every=0, video_every=0, critic_layer_norm=True,
                            **pixels)
 

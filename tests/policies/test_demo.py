@@ -2,8 +2,8 @@
 
 import json
 
-from policies.demo import DemoArgs, run_demo
-from policies.demo import main as demo_main
+from policies.demo_pipeline import DemoArgs, run_demo
+from policies.demo_pipeline import main as demo_main
 
 
 def test_demo_runs_every_stage_and_resumes(tmp_path):

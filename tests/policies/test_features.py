@@ -73,14 +73,14 @@ def test_bad_inputs_say_what_is_wrong():
 
 
 def test_config_refuses_relative_features_without_a_normalised_state(tmp_path):
-    from policies.configuration_train import TrainConfig
+    from policies.configuration_train import RLTrainConfig
 
     with pytest.raises(ValueError, match="--policy-features relative works with --obs state"):
-        TrainConfig(task="push", obs="pixels", cameras="front", policy_features="relative", out=tmp_path)
+        RLTrainConfig(task="push", obs="pixels", cameras="front", policy_features="relative", out=tmp_path)
     with pytest.raises(ValueError, match="--policy-features relative works with --obs state"):
-        TrainConfig(task="push", normalize_obs=False, policy_features="relative", out=tmp_path)
+        RLTrainConfig(task="push", normalize_obs=False, policy_features="relative", out=tmp_path)
     with pytest.raises(ValueError, match="policy_features must be"):
-        TrainConfig(task="push", policy_features="absolute", out=tmp_path)
+        RLTrainConfig(task="push", policy_features="absolute", out=tmp_path)
 
 
 def test_a_trained_policy_with_relative_features_reloads_and_acts_the_same(tmp_path):
@@ -111,19 +111,16 @@ def test_a_trained_policy_with_relative_features_reloads_and_acts_the_same(tmp_p
 
 @pytest.mark.slow
 def test_relative_inputs_make_partial_demonstrations_teach_push_faster(tmp_path):
-    """configs/sac_push_prepush.yaml on a small budget, with and without the relative inputs, the same
+    """policies/configs/sac_push_prepush.yaml on a small budget, with and without the relative inputs, the same
     seed: 30 expert episodes stored only until the block is a fifth of the way (never a success),
     2k learner steps, oracle reward, 40 evaluation episodes. Measured (seeds 0 / 1): 60 / 50 % with the
     relative inputs, 38 / 25 % without (~45 s a run on 2 cores)."""
-    from pathlib import Path
-
-    from policies.configuration_train import TrainConfig
+    from policies.configuration_train import PRESET_DIR, RLTrainConfig
     from policies.train import train
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
     success = {}
     for features in ("relative", "none"):
-        cfg = TrainConfig.from_yaml(configs / "sac_push_prepush.yaml")
+        cfg = RLTrainConfig.from_yaml(PRESET_DIR / "sac_push_prepush.yaml")
         cfg.out, cfg.seed, cfg.progress_bar, cfg.device = tmp_path / features, 0, False, "cpu"
         cfg.policy_features, cfg.reward, cfg.demo_episodes, cfg.demo_max_progress = features, "oracle", 30, 0.6
         cfg.steps, cfg.eval_every, cfg.eval_episodes, cfg.video_every, cfg.checkpoint_every = 2_000, 0, 40, 0, 0

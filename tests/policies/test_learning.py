@@ -42,28 +42,48 @@ def test_ppo_learns_a_long_chain_with_progress_shaping():
     assert results["oracle"][0] == 0.0 and results["oracle"][1] >= 0.8, results
 
 
-def test_task_presets_are_the_cli_defaults_and_match_the_shipped_configs():
-    """`prism-train --task reach` without --config uses the tuned reach preset; configs/<algo>_<task>.yaml
-    ship the same settings; flags and --config still win."""
+def test_task_presets_are_read_from_the_shipped_configs_and_are_the_cli_defaults():
+    """`prism-train --task reach` without --config starts from policies/configs/sac_reach.yaml, the one
+    source of the tuned settings (package data, so an installed copy has them too); flags and --config
+    still win; the per-algo SB3 hyperparameters under every run come from <algo>_defaults.yaml."""
+    from fnmatch import fnmatch
     from pathlib import Path
 
-    from policies.configuration_train import TASK_PRESETS, TrainConfig, parse_train_config, task_preset
+    import tomllib
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
-    for task, algo in TASK_PRESETS:
-        shipped = TrainConfig.from_yaml(configs / f"{algo}_{task}.yaml")
-        assert shipped.to_dict() | {"config": None, "out": None} == (
-            TrainConfig.for_task(task, algo).to_dict() | {"config": None, "out": None}), (task, algo)
+    import policies
+    from policies.configuration_train import (
+        PRESET_DIR,
+        RLTrainConfig,
+        algo_hyperparams,
+        parse_train_config,
+        task_preset,
+    )
+
+    repo = Path(__file__).resolve().parents[2]
+    package_data = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert PRESET_DIR.parent == Path(policies.__file__).resolve().parent
+    shipped_files = sorted(PRESET_DIR.glob("*.yaml"))
+    assert shipped_files and all(any(fnmatch(str(f.relative_to(PRESET_DIR.parent)), pattern)
+                                     for pattern in package_data["policies"]) for f in shipped_files)
+    for task, algo in (("reach", "sac"), ("push", "sac"), ("reach", "ppo")):
+        shipped = RLTrainConfig.from_yaml(PRESET_DIR / f"{algo}_{task}.yaml")
+        assert (shipped.task, shipped.algo) == (task, algo)
+        assert parse_train_config(["--task", task, "--algo", algo]).to_dict() == shipped.to_dict(), (task, algo)
+        assert RLTrainConfig.for_task(task, algo).to_dict() == shipped.to_dict(), (task, algo)
     reach = parse_train_config(["--task", "reach"])
     assert (reach.gamma, reach.hyperparams["gradient_steps"]) == (0.95, -1)
     push = parse_train_config(["--task", "push", "--gamma", "0.99", "--steps", "10"])
-    assert (push.gamma, push.steps, push.n_envs) == (0.99, 10, TASK_PRESETS[("push", "sac")]["n_envs"])
+    assert (push.gamma, push.steps, push.n_envs) == (0.99, 10, task_preset("push", "sac")["n_envs"])
     assert parse_train_config(["--task", "prism/PandaPush-v0"]).hyperparams == task_preset("push")["hyperparams"]
     assert parse_train_config(["--task", "drawer"]).hyperparams == {}  # no preset: plain defaults
-    tiny = parse_train_config(["--config", str(configs / "sac_reach_tiny.yaml"), "--task", "reach"])
+    tiny = parse_train_config(["--config", str(PRESET_DIR / "sac_reach_tiny.yaml"), "--task", "reach"])
     assert tiny.steps == 4_000
     with pytest.raises(ValueError, match="preset reach/sac"):
-        TrainConfig.for_task("reach", "sac", gamma=2.0)
+        RLTrainConfig.for_task("reach", "sac", gamma=2.0)
+    for algo in ("sac", "ppo"):
+        assert algo_hyperparams(algo) == RLTrainConfig.from_yaml(PRESET_DIR / f"{algo}_defaults.yaml").hyperparams
+    assert algo_hyperparams("sac")["ent_coef"] == "auto_0.01" and algo_hyperparams("ppo")["n_steps"] == 256
 
 
 def test_state_normaliser_is_saved_inside_the_model(tmp_path):
@@ -106,22 +126,19 @@ class _ConstantEnv(gym.Env):
 
 @pytest.mark.slow
 def test_sac_on_panda_reach_with_oracle_shaping_learns_to_succeed(tmp_path):
-    """Real sim, state-only SAC with the tuned reach preset (configs/sac_reach_tiny.yaml), seeds 0
+    """Real sim, state-only SAC with the tuned reach preset (policies/configs/sac_reach_tiny.yaml), seeds 0
     and 1: the deterministic policy's true success rate on fresh seeds, averaged over the two seeds,
     rises by at least 30 points from the first evaluation (1k env steps) to the best of the last two
     (3k-4k), and the mean final progress at 4k is at least 0.55. Measured with torch 2.14.1:
     success 0 / 5 % at 1k, 45 / 40 % at 4k; final progress 0.56 / 0.77 (~45 s a seed on 2 cores).
     Two seeds, not one, because one seed's curve moves with the torch build (seed 0 alone: final
     progress 0.56 here, above 0.6 with the build before)."""
-    from pathlib import Path
-
-    from policies.configuration_train import TrainConfig
+    from policies.configuration_train import PRESET_DIR, RLTrainConfig
     from policies.train import train
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
     curves = []
     for seed in (0, 1):
-        cfg = TrainConfig.from_yaml(configs / "sac_reach_tiny.yaml")
+        cfg = RLTrainConfig.from_yaml(PRESET_DIR / "sac_reach_tiny.yaml")
         cfg.out, cfg.seed, cfg.progress_bar, cfg.device = tmp_path / f"run{seed}", seed, False, "cpu"
         curves.append(train(cfg).eval_curve)
     assert all(len(curve) == 4 for curve in curves), curves

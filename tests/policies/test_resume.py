@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from policies.callbacks import latest_checkpoint, read_eval_curve, verify_checkpoint
-from policies.configuration_train import TrainConfig
+from policies.configuration_train import RLTrainConfig
 from policies.train import main as train_main
 from policies.train import train
 
@@ -29,8 +29,8 @@ TINY = dict(task="reach", algo="sac", reward="oracle", n_envs=2, steps=400, seed
             obs_stats_steps=100, hyperparams={"learning_starts": 40, "batch_size": 16, "buffer_size": 200})
 
 
-def tiny(out: Path, **kw) -> TrainConfig:
-    return TrainConfig(**{**TINY, "out": out, **kw})
+def tiny(out: Path, **kw) -> RLTrainConfig:
+    return RLTrainConfig(**{**TINY, "out": out, **kw})
 
 
 def buffer_of(checkpoint: Path):

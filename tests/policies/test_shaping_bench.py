@@ -21,14 +21,14 @@ def test_steps_to_80_counts_a_mean_of_exactly_80_percent():
 
 
 def test_a_stored_run_is_reused_only_when_trained_with_the_same_settings(tmp_path):
-    from policies.configuration_train import TrainConfig
+    from policies.configuration_train import RLTrainConfig
 
-    wanted = TrainConfig(task="push", reward="oracle", success_reward=2.0, steps=50_000, out=tmp_path / "a")
+    wanted = RLTrainConfig(task="push", reward="oracle", success_reward=2.0, steps=50_000, out=tmp_path / "a")
     # trained by hand: other out, budget, checkpoint cadence, no progress bar -- the same run for the bench
-    by_hand = TrainConfig(task="push", reward="oracle", success_reward=2.0, steps=60_000, out=tmp_path / "b",
+    by_hand = RLTrainConfig(task="push", reward="oracle", success_reward=2.0, steps=60_000, out=tmp_path / "b",
                           checkpoint_every=10_000, progress_bar=False)
     bench.check_same_run(wanted, by_hand, tmp_path)
-    other = TrainConfig(task="push", reward="oracle", success_reward=1.0, steps=50_000, out=tmp_path / "a")
+    other = RLTrainConfig(task="push", reward="oracle", success_reward=1.0, steps=50_000, out=tmp_path / "a")
     with pytest.raises(SystemExit, match="success_reward: run has 1.0, bench asks 2.0"):
         bench.check_same_run(wanted, other, tmp_path)
 

@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from policies.configuration_train import TrainConfig, parse_train_config
+from policies.configuration_train import PRESET_DIR, RLTrainConfig, parse_train_config, task_preset
 from policies.evaluate import EvalArgs, evaluate, wilson_interval
 from policies.evaluate import main as eval_main
 from policies.train import main as train_main
 from reward_models.base import ProgressModel, hop_from_progress
 
 
-def tiny_config(out: Path, **kw) -> TrainConfig:
+def tiny_config(out: Path, **kw) -> RLTrainConfig:
     base = dict(task="reach", algo="sac", reward="oracle", n_envs=2, steps=240, seed=3, out=out,
                 max_episode_steps=30, eval_every=120, eval_episodes=2, video_every=1, checkpoint_every=120,
                 progress_bar=False, net_arch=(32, 32),
                 hyperparams={"learning_starts": 60, "batch_size": 32, "buffer_size": 2000})
     base.update(kw)
-    return TrainConfig(**base)
+    return RLTrainConfig(**base)
 
 
 def test_help_lists_every_option(capsys):
@@ -45,12 +45,32 @@ def test_yaml_config_then_flags_override(tmp_path):
     assert parsed.hyperparams == {"n_steps": 64}
     (tmp_path / "bad.yaml").write_text("task: push\nlearning_rate: 3\n")
     with pytest.raises(ValueError, match=r"bad.yaml.*learning_rate"):
-        TrainConfig.from_yaml(tmp_path / "bad.yaml")
+        RLTrainConfig.from_yaml(tmp_path / "bad.yaml")
     with pytest.raises(ValueError, match="gamma"):
-        TrainConfig(gamma=1.5)
+        RLTrainConfig(gamma=1.5)
     # the shipped configs load
-    for path in Path(__file__).resolve().parents[2].joinpath("configs").glob("*.yaml"):
-        TrainConfig.from_yaml(path)
+    shipped = sorted(PRESET_DIR.glob("*.yaml"))
+    assert len(shipped) >= 10, shipped
+    for path in shipped:
+        RLTrainConfig.from_yaml(path)
+
+
+def test_flags_beat_config_which_replaces_the_preset_and_resume_reads_the_runs_config(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: reach\ngamma: 0.9\n")
+    # --config replaces the reach preset (its 20k steps are not used); a flag wins wherever it stands
+    parsed = parse_train_config(["--gamma", "0.8", "--config", str(cfg)])
+    assert (parsed.task, parsed.gamma, parsed.steps, parsed.config) == ("reach", 0.8, RLTrainConfig.steps, cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: reach\nsteps: 77\n")
+    assert parse_train_config(["--out", str(run), "--resume"]).steps == 77
+    assert parse_train_config(["--resume", "--out", str(run), "--steps", "88"]).steps == 88
+    assert parse_train_config(["--out", str(run)]).steps == task_preset("push")["steps"]  # not resuming
+    for bad in (["--algo", "bogus"], ["--task"], ["--steps", "many"]):  # tyro's usage error, exit 2
+        with pytest.raises(SystemExit) as exc:
+            parse_train_config(bad)
+        assert exc.value.code == 2, bad
 
 
 def test_wilson_interval():

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from policies.configuration_train import FIELD_RANGES, TrainConfig, parse_train_config
+from policies.configuration_train import FIELD_RANGES, RLTrainConfig, parse_train_config
 from policies.train import main as train_main
 
 
@@ -13,7 +13,7 @@ from policies.train import main as train_main
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_every_numeric_field_must_be_finite(name, bad):
     with pytest.raises(ValueError, match="--" + name.replace("_", "-")):
-        TrainConfig(**{name: bad})
+        RLTrainConfig(**{name: bad})
 
 
 @pytest.mark.parametrize("name, value", [
@@ -22,7 +22,7 @@ def test_every_numeric_field_must_be_finite(name, bad):
 ])
 def test_out_of_range_fields_are_named(name, value):
     with pytest.raises(ValueError, match="--" + name.replace("_", "-")):
-        TrainConfig(**{name: value})
+        RLTrainConfig(**{name: value})
 
 
 @pytest.mark.parametrize("key, value", [
@@ -32,11 +32,11 @@ def test_out_of_range_fields_are_named(name, value):
 ])
 def test_hyperparams_are_checked(key, value):
     with pytest.raises(ValueError, match=f"hyperparams.{key}"):
-        TrainConfig(hyperparams={key: value})
+        RLTrainConfig(hyperparams={key: value})
 
 
 def test_valid_values_pass_and_counts_become_ints():
-    cfg = TrainConfig(steps=100.0, max_episode_steps=None,
+    cfg = RLTrainConfig(steps=100.0, max_episode_steps=None,
                       hyperparams={"learning_starts": 0, "gradient_steps": -1, "ent_coef": "auto_0.01", "tau": 1.0})
     assert cfg.steps == 100 and isinstance(cfg.steps, int)
 

@@ -26,7 +26,7 @@ from episodes.dopamine import (
 from reward_models.adapt_grm import AdaptConfig
 from reward_models.cli import main as prism_reward
 from reward_models.evaluate import EvalConfig
-from reward_models.train_grm import TrainConfig
+from reward_models.train_grm import GRMTrainConfig
 
 T = 40
 SUBTASKS = [Subtask(4, 20, "grasp the cup"), Subtask(20, 36, "place the cup")]
@@ -104,7 +104,7 @@ def test_maps_that_do_not_fit_the_data_are_refused():
 
 @pytest.mark.parametrize("config_cls, required", [
     (EvalConfig, ["--model", "oracle", "--data", "d", "--out", "o"]),
-    (TrainConfig, ["--data", "d"]),
+    (GRMTrainConfig, ["--data", "d"]),
     (AdaptConfig, ["--checkpoint", "c", "--demo", "d", "--out", "o"]),
 ])
 def test_repeated_flags_merge_in_every_command(config_cls, required):

@@ -58,11 +58,11 @@ def episodes(seed: int, n: int, **kw) -> list[Episode]:
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A briefly trained GRM checkpoint and its (LeRobot v3) training data."""
     from episodes.lerobot import write_dataset
-    from reward_models.train_grm import TrainConfig, train_grm
+    from reward_models.train_grm import GRMTrainConfig, train_grm
 
     root = tmp_path_factory.mktemp("confidence")
     train = episodes(0, 15)
-    cfg = TrainConfig(out=root / "grm", steps=40, image_size=32, batch_episodes=6, frames_per_episode=4, embed_dim=32,
+    cfg = GRMTrainConfig(out=root / "grm", steps=40, image_size=32, batch_episodes=6, frames_per_episode=4, embed_dim=32,
                       warmup_steps=5, device="cpu", num_threads=1, progress_bar=False, save_every=0, seed=0,
                       canonical_colors=None, swap_words=(), conditioning="spatial")
     ckpt = train_grm(cfg, train)

@@ -21,8 +21,8 @@ from reward_models.metrics import spearman  # noqa: E402
 from reward_models.modeling_grm import load_grm, load_grm_module  # noqa: E402
 from reward_models.tracker import track_episode  # noqa: E402
 from reward_models.train_grm import (  # noqa: E402
+    GRMTrainConfig,
     PairSampler,
-    TrainConfig,
     parse_swap_pairs,
     swap_instruction,
     to_train_episode,
@@ -75,11 +75,11 @@ def dataset(seed: int, n_success: int, n_fail: int, tasks=("slide", "lift"), siz
     return [make_episode(t, rng, s, size) for t in tasks for s in [True] * n_success + [False] * n_fail]
 
 
-def quick_config(tmp_path: Path, **kw) -> TrainConfig:
+def quick_config(tmp_path: Path, **kw) -> GRMTrainConfig:
     base = dict(out=tmp_path / "grm", steps=200, image_size=32, batch_episodes=6, frames_per_episode=5, embed_dim=64,
                 warmup_steps=20, device="cpu", num_threads=1, progress_bar=False, save_every=0, seed=0)
     base.update(kw)
-    return TrainConfig(**base)
+    return GRMTrainConfig(**base)
 
 
 def held_out_voc(model, episodes: list[Episode], instruction: str | None = None) -> float:
@@ -118,13 +118,13 @@ def test_swap_instruction_names_the_other_object():
     assert swap_instruction("put the red block on the blue one", pairs) is None  # names both: ambiguous
     assert swap_instruction("the reddish block", pairs) is None  # whole words only
     with pytest.raises(ValueError, match="swap_words"):
-        TrainConfig(swap_words=("red-blue",))
+        GRMTrainConfig(swap_words=("red-blue",))
 
 
 @pytest.mark.parametrize("shares", [{"anchor_weight": 0.7}, {"zero_hop_weight": -0.1}])
 def test_loss_shares_must_leave_room_for_the_regular_pairs(shares):
     with pytest.raises(ValueError, match="loss shares"):
-        TrainConfig(**shares).validate()
+        GRMTrainConfig(**shares).validate()
 
 
 def test_anchored_pairs_get_their_own_share(tmp_path):
@@ -240,7 +240,7 @@ def test_state_probe_rows_are_standardised_per_task(tmp_path):
     lift = np.concatenate([ep.state for ep in eps if ep.task_key == "lift"])
     np.testing.assert_allclose(((lift - mean) / std).mean(0), 0.0, atol=1e-5)
     with pytest.raises(ValueError, match="state-weight"):
-        TrainConfig(state_weight=-1.0).validate()
+        GRMTrainConfig(state_weight=-1.0).validate()
 
 
 def test_training_learns_to_rank_held_out_progress(tmp_path):

@@ -84,10 +84,10 @@ def test_sb3_learns_through_the_facade(local_ray):
 
 
 def test_prism_train_with_ray_rollouts_and_async_reward(local_ray, tmp_path):
-    from policies.configuration_train import TrainConfig
+    from policies.configuration_train import RLTrainConfig
     from policies.train import train
 
-    cfg = TrainConfig(task="reach", algo="sac", reward="oracle-model", vec_env="ray", ray_workers=2, async_reward=True,
+    cfg = RLTrainConfig(task="reach", algo="sac", reward="oracle-model", vec_env="ray", ray_workers=2, async_reward=True,
                       n_envs=2, steps=240, eval_every=0, eval_episodes=1, video_every=0, checkpoint_every=0,
                       checkpoint_minutes=0, progress_bar=False, obs_stats_steps=50, out=tmp_path / "run",
                       hyperparams={"learning_starts": 100, "batch_size": 32, "buffer_size": 1000})
@@ -96,8 +96,8 @@ def test_prism_train_with_ray_rollouts_and_async_reward(local_ray, tmp_path):
 
 
 def test_async_reward_is_refused_where_it_cannot_be_exact():
-    from policies.configuration_train import TrainConfig
+    from policies.configuration_train import RLTrainConfig
 
     for bad in ({"algo": "ppo"}, {"query_every": 2}, {"normalize_reward": True}):
         with pytest.raises(ValueError, match="--async-reward"):
-            TrainConfig(task="reach", async_reward=True, **bad)
+            RLTrainConfig(task="reach", async_reward=True, **bad)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from policies.demos import DemoMixReplayBuffer
+from policies.expert_demos import DemoMixReplayBuffer
 
 
 def _buffer(n_envs=2, **kw):
@@ -48,14 +48,14 @@ def test_demo_buffer_errors_are_clear():
 
 
 def test_config_rejects_demonstrations_it_cannot_use(tmp_path):
-    from policies.configuration_train import TrainConfig
+    from policies.configuration_train import RLTrainConfig
     from policies.train import build_model
 
     with pytest.raises(ValueError, match="off-policy"):
-        TrainConfig(algo="ppo", demo_episodes=3)
+        RLTrainConfig(algo="ppo", demo_episodes=3)
     with pytest.raises(ValueError, match="demo.noise"):
-        TrainConfig(demo_episodes=3, demo_noise=-1)
-    cfg = TrainConfig(task="reach", obs="pixels", cameras="front", demo_episodes=3, out=tmp_path)
+        RLTrainConfig(demo_episodes=3, demo_noise=-1)
+    cfg = RLTrainConfig(task="reach", obs="pixels", cameras="front", demo_episodes=3, out=tmp_path)
     with pytest.raises(ValueError, match="--obs state"):
         build_model(cfg, env=None, device="cpu")
 
@@ -66,11 +66,11 @@ def test_demonstrations_carry_the_runs_own_reward(tmp_path, reward):
     the env's (one per env step), and their rewards are what the run's reward says -- sparse pays
     exactly one success per finished expert episode; the oracle's shaped rewards telescope: with
     Φ(start) = 0 and Φ(terminal) = 0, an episode that succeeds at step T returns γ^(T−1) · 1."""
-    from policies.configuration_train import TrainConfig
-    from policies.demos import collect_demonstrations
+    from policies.configuration_train import RLTrainConfig
+    from policies.expert_demos import collect_demonstrations
     from policies.train import build_model, build_train_env
 
-    cfg = TrainConfig(task="push", reward=reward, n_envs=2, seed=1, out=tmp_path, max_episode_steps=80,
+    cfg = RLTrainConfig(task="push", reward=reward, n_envs=2, seed=1, out=tmp_path, max_episode_steps=80,
                       demo_episodes=3, demo_noise=0.0, obs_stats_steps=0, net_arch=(16, 16),
                       hyperparams={"buffer_size": 1000})
     env, shaped = build_train_env(cfg, "cpu")
@@ -111,13 +111,13 @@ def test_partial_demonstrations_stop_storing_at_max_progress(tmp_path):
     it, so no stored transition is a success (sparse reward: all zero, no terminal) and fewer are
     stored than the env steps taken (the rest of each episode runs out unstored); the oracle-shaped
     rewards of what is stored still add up to real progress."""
-    from policies.configuration_train import TrainConfig
-    from policies.demos import collect_demonstrations
+    from policies.configuration_train import RLTrainConfig
+    from policies.expert_demos import collect_demonstrations
     from policies.train import build_model, build_train_env
 
     stored = {}
     for reward in ("sparse", "oracle"):
-        cfg = TrainConfig(task="push", reward=reward, n_envs=2, seed=1, out=tmp_path / reward, max_episode_steps=60,
+        cfg = RLTrainConfig(task="push", reward=reward, n_envs=2, seed=1, out=tmp_path / reward, max_episode_steps=60,
                           demo_episodes=2, demo_noise=0.0, obs_stats_steps=0, net_arch=(16, 16),
                           hyperparams={"buffer_size": 1000})
         env, _ = build_train_env(cfg, "cpu")
@@ -139,11 +139,11 @@ def test_partial_demonstrations_stop_storing_at_max_progress(tmp_path):
 
 
 def test_subprocess_envs_cannot_carry_demonstrations(tmp_path):
-    from policies.configuration_train import TrainConfig
-    from policies.demos import collect_demonstrations
+    from policies.configuration_train import RLTrainConfig
+    from policies.expert_demos import collect_demonstrations
     from policies.train import build_model, build_train_env
 
-    cfg = TrainConfig(task="reach", reward="sparse", n_envs=2, vec_env="subproc", out=tmp_path, demo_episodes=1,
+    cfg = RLTrainConfig(task="reach", reward="sparse", n_envs=2, vec_env="subproc", out=tmp_path, demo_episodes=1,
                       obs_stats_steps=0, net_arch=(8,), hyperparams={"buffer_size": 100})
     env, _ = build_train_env(cfg, "cpu")
     try:
@@ -158,12 +158,12 @@ def _imitation_error_after_updates(tmp_path, bc_weight: float) -> tuple[float, f
     import torch
     from stable_baselines3.common.logger import configure
 
-    from policies.configuration_train import TrainConfig
-    from policies.demos import DemoSAC, collect_demonstrations
+    from policies.configuration_train import RLTrainConfig
+    from policies.expert_demos import DemoSAC, collect_demonstrations
     from policies.train import build_model, build_train_env
 
     torch.manual_seed(0)
-    cfg = TrainConfig(task="push", reward="oracle", n_envs=2, seed=2, out=tmp_path, demo_episodes=4,
+    cfg = RLTrainConfig(task="push", reward="oracle", n_envs=2, seed=2, out=tmp_path, demo_episodes=4,
                       bc_weight=bc_weight, demo_noise=0.0, obs_stats_steps=0, net_arch=(64, 64),
                       hyperparams={"buffer_size": 1000, "learning_rate": 3e-3})
     env, _ = build_train_env(cfg, "cpu")
@@ -200,16 +200,13 @@ def test_q_filtered_cloning_pulls_the_actor_towards_the_demonstrations(tmp_path)
 
 @pytest.mark.slow
 def test_sac_with_demonstrations_learns_to_push(tmp_path):
-    """The push recipe of configs/sac_push_demos.yaml on a small budget: SAC without
+    """The push recipe of policies/configs/sac_push_demos.yaml on a small budget: SAC without
     demonstrations stays at 0 % true success on push for tens of thousands of steps (README);
     from 30 expert episodes it already pushes some blocks onto the target after 2k learner steps."""
-    from pathlib import Path
-
-    from policies.configuration_train import TrainConfig
+    from policies.configuration_train import PRESET_DIR, RLTrainConfig
     from policies.train import train
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
-    cfg = TrainConfig.from_yaml(configs / "sac_push_demos.yaml")
+    cfg = RLTrainConfig.from_yaml(PRESET_DIR / "sac_push_demos.yaml")
     cfg.out, cfg.seed, cfg.progress_bar, cfg.device = tmp_path / "run", 0, False, "cpu"
     cfg.reward, cfg.demo_episodes, cfg.steps, cfg.eval_every, cfg.eval_episodes = "oracle", 30, 2_000, 0, 40
     cfg.video_every = cfg.checkpoint_every = 0

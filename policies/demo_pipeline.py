@@ -141,15 +141,15 @@ def stage_experts(args: DemoArgs, tasks: list[str]) -> dict[str, float]:
 
 
 def stage_grm(args: DemoArgs, datasets: list[str]) -> Path:
-    from reward_models.train_grm import TrainConfig, train_grm
+    from reward_models.train_grm import GRMTrainConfig, train_grm
 
     ckpt = args.out / "grm"
     if (ckpt / "config.json").exists() and not args.force:
         _log(f"grm: kept existing checkpoint {ckpt}")
         return ckpt
-    cfg = TrainConfig(data=tuple(Path(d) for d in datasets), out=ckpt, steps=args.grm_steps,
-                      image_size=args.grm_image_size, seed=args.seed, num_threads=1, resume=(ckpt.with_name("grm.run") / "last").exists()
-                      and not args.force)
+    cfg = GRMTrainConfig(data=tuple(Path(d) for d in datasets), out=ckpt, steps=args.grm_steps,
+                         image_size=args.grm_image_size, seed=args.seed, num_threads=1,
+                         resume=(ckpt.with_name("grm.run") / "last").exists() and not args.force)
     t0 = time.perf_counter()
     train_grm(cfg)
     _log(f"grm: trained {args.grm_steps} steps in {time.perf_counter() - t0:.0f}s -> {ckpt}")
@@ -182,7 +182,7 @@ def stage_eval(args: DemoArgs, tasks: list[str], model_spec: str) -> dict[str, d
 def stage_policy(args: DemoArgs, model_spec: str) -> dict:
     """One short SAC run per reward (same task, seed and budget); returns their success curves."""
     from policies.callbacks import read_eval_curve
-    from policies.configuration_train import TrainConfig
+    from policies.configuration_train import RLTrainConfig
     from policies.train import train
 
     runs = {}
@@ -194,11 +194,11 @@ def stage_policy(args: DemoArgs, model_spec: str) -> dict:
             curve = read_eval_curve(curve_path)
         else:
             reward = model_spec if name == "grm" else name
-            # The task's tuned SAC preset (configs/sac_<task>.yaml), shortened to the demo's budget.
-            cfg = TrainConfig.for_task(args.policy_task, "sac", reward=reward, steps=args.policy_steps,
-                                       seed=args.seed, out=out, eval_every=max(500, args.policy_steps // 4),
-                                       eval_episodes=10, progress_bar=True,
-                                       hyperparams={"learning_starts": min(500, max(100, args.policy_steps // 8))})
+            # The task's tuned SAC preset (policies/configs/sac_<task>.yaml), shortened to the demo's budget.
+            cfg = RLTrainConfig.for_task(args.policy_task, "sac", reward=reward, steps=args.policy_steps,
+                                         seed=args.seed, out=out, eval_every=max(500, args.policy_steps // 4),
+                                         eval_episodes=10, progress_bar=True,
+                                         hyperparams={"learning_starts": min(500, max(100, args.policy_steps // 8))})
             result = train(cfg)
             curve = result.eval_curve
             _log(f"policy {name}: {result.env_steps} env steps in {result.train_seconds:.0f}s, "
