@@ -9,7 +9,16 @@
    failures) and trains plain BC and RA-BC (weights from the dataset's ground-truth progress) with the
    same settings and seed; true success of each on the same fresh seeds.
 
-Finished stages (datasets, trained checkpoints) in ``--out`` are reused. The figures go to
+3. **Online RL** (``prism-vla rl``) from the multi-task BC policy on ``--rl-task`` with each reward of
+   ``--rl-rewards`` (``oracle``, the shipped ``grm``, ``sparse``) and ``--rl-seeds`` seeds, for
+   ``--rl-episodes`` online episodes each: success of the training rollouts per iteration and of the
+   deterministic policy on 16 fixed seeds at the start, midway and at the end; env steps/s of each.
+4. **DPO** (``prism-vla dpo``) from the same BC policy, same budget, pairs ranked by the ``grm``
+   shaped return vs ranked at random (the control), seed 0.
+
+Runs go seed by seed (all rewards of seed 0 first), and the JSON is rewritten after every run, so a
+bench cut short still reports what finished. Finished stages (datasets, trained checkpoints, online
+runs) in ``--out`` are reused; an online run cut short resumes. The figures go to
 ``bench/results/vla_bench.json`` (``bench/results_io.write_bench_result``). Everything runs on the
 CPU, single-threaded torch (faster than two contending threads on a shared 2-core machine).
 """
@@ -23,15 +32,19 @@ from pathlib import Path
 
 import torch
 
+import sim
 from episodes import open_dataset
 from policies.evaluate import EvalArgs
 from policies.record import record_episodes
 from policies.vla.rollout import evaluate_vla
 from policies.vla.train_bc import BCConfig, train_bc
+from policies.vla.train_online import DPOConfig, OnlineConfig, RLConfig, train_online
 
 from results_io import write_bench_result  # bench/ is the script's own folder, first on sys.path
 
 CAMERAS = ("front", "wrist")
+RL_EPISODES_PER_ITERATION = 16
+"""groups x group_size of prism-vla rl / dpo's defaults (4 x 4): evaluations at the start, midway, end."""
 
 
 def record(out: Path, task: str, policy: str, episodes: int, seed: int) -> dict:
@@ -57,9 +70,50 @@ def train(out: Path, data: list[Path], steps: int, weighting: str = "none") -> d
 
 
 def success(checkpoint: Path, task: str, episodes: int) -> dict:
-    report = evaluate_vla(EvalArgs(run=checkpoint, task=task, episodes=episodes, seed=20_000, device="cpu"))
+    saved = checkpoint / "eval" / f"eval_{sim.resolve_task(task)}.json"  # what evaluate_vla wrote last time
+    report = json.loads(saved.read_text()) if saved.is_file() else {}
+    if report.get("episodes") != episodes or report.get("seed") != 20_000:
+        report = evaluate_vla(EvalArgs(run=checkpoint, task=task, episodes=episodes, seed=20_000, device="cpu"))
     return {k: report[k] for k in ("success_rate", "ci_low", "ci_high", "successes", "episodes",
                                    "mean_final_progress", "mean_length")}
+
+
+def online(cfg: OnlineConfig) -> dict:
+    """Run (or resume, or reuse) one ``prism-vla rl`` / ``dpo`` run; its summary without the long curve."""
+    summary_path = cfg.out / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+    else:
+        cfg.resume = (cfg.out / "train_config.json").is_file()
+        summary = train_online(cfg)
+    curve = summary.pop("curve")
+    summary["train_curve"] = [[r["episodes"], r["train_success"]] for r in curve if r.get("train_success") is not None]
+    summary["eval_curve"] = [[r["episodes"], r["eval_success"]] for r in curve if r.get("eval_success") is not None]
+    summary["env_steps_per_s"] = summary["env_steps"] / max(summary["seconds"], 1e-9)
+    return summary
+
+
+def online_stage(args: argparse.Namespace, results: dict, started: float) -> None:
+    init = args.out / "bc_multitask"
+    common = dict(init=init, task=args.rl_task, episodes=args.rl_episodes, eval_episodes=16,
+                  eval_every=max(1, args.rl_episodes // (2 * RL_EPISODES_PER_ITERATION)), device="cpu", progress_bar=False)
+    rl = results.setdefault("online_rl", {"task": args.rl_task, "episodes": args.rl_episodes, "runs": {}})
+    dpo = results.setdefault("dpo", {"task": args.rl_task, "episodes": args.rl_episodes, "runs": {}})
+    for seed in range(args.rl_seeds):
+        for reward in args.rl_rewards:
+            key = f"{reward}/seed{seed}"
+            rl["runs"][key] = online(RLConfig(**common, out=args.out / f"rl_{reward}_s{seed}", reward=reward,
+                                              seed=seed))
+            print(f"rl {key}: eval {rl['runs'][key]['eval_curve']}", flush=True)
+            results["elapsed_s"] = round(time.time() - started, 1)
+            write_bench_result("vla_bench", results)
+        if seed == 0:
+            for ranking in ("reward", "random"):
+                dpo["runs"][ranking] = online(DPOConfig(**common, out=args.out / f"dpo_{ranking}", reward="grm",
+                                                        ranking=ranking, seed=0))
+                print(f"dpo {ranking}: eval {dpo['runs'][ranking]['eval_curve']}", flush=True)
+                results["elapsed_s"] = round(time.time() - started, 1)
+                write_bench_result("vla_bench", results)
 
 
 def main() -> None:
@@ -71,6 +125,11 @@ def main() -> None:
     parser.add_argument("--mixed", type=int, default=60, help="failure-mix episodes for RA-BC vs BC")
     parser.add_argument("--steps", type=int, default=2000, help="optimiser steps of every training")
     parser.add_argument("--eval-episodes", type=int, default=30)
+    parser.add_argument("--rl-task", default="push")
+    parser.add_argument("--rl-rewards", nargs="+", default=["oracle", "grm", "sparse"])
+    parser.add_argument("--rl-seeds", type=int, default=3)
+    parser.add_argument("--rl-episodes", type=int, default=300, help="online episodes of every RL / DPO run")
+    parser.add_argument("--skip-online", action="store_true", help="only the BC and RA-BC stages")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.time()
@@ -95,6 +154,9 @@ def main() -> None:
     results["mixed_rabc_vs_bc"] = comparison
     results["elapsed_s"] = round(time.time() - started, 1)
     print("wrote", write_bench_result("vla_bench", results))
+    if not args.skip_online:
+        online_stage(args, results, started)
+        print("wrote", write_bench_result("vla_bench", results))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@
 
 Each result file is the envelope written by ``bench/results_io.py`` (``write_bench_result``): one
 section per file with its date, commit, machine and exact command, then its figures as tables.
-Benches the generator knows (``grm_generalisation``) get a purpose-made table; any other bench's
-results are rendered generically, so a new bench needs no change here. The output is a pure
-function of the input files (no timestamp of its own), and it only ever replaces a file that it
-wrote itself (the first line is its marker).
+Benches the generator knows (``KNOWN_BENCHES``: grm_generalisation, pessimism_bench, scale_bench,
+train_defaults_bench) get a purpose-made table; any other bench's results are rendered
+generically, so a new bench needs no change here. The output is a pure function of the input
+files (no timestamp of its own), and it only ever replaces a file that it wrote itself (the first
+line is its marker).
 """
 
 from __future__ import annotations
@@ -182,9 +183,107 @@ def render_scale_bench(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def success_with_interval(value: Any, interval: Any) -> str:
+    """``45 % (24–68 %)``: a success rate with its Wilson 95 % interval where one is given."""
+    if isinstance(interval, list) and len(interval) == 2 and None not in interval:
+        return f"{pct(value)} ({100 * interval[0]:.0f}–{100 * interval[1]:.0f} %)"
+    return pct(value)
+
+
+def render_pessimism_bench(results: dict[str, Any]) -> list[str]:
+    """``bench/pessimism_bench.py``: per pessimism k, the trained policy's fresh-seed rollouts scored
+    by the plain GRM (Φ_final beside the true final progress) and their true success."""
+    lines = [f"SAC on {fmt(results.get('task'))}, {fmt(results.get('steps'))} env steps, seed "
+             f"{fmt(results.get('seed'))}, reward `{fmt(results.get('grm'))}+pessimism=k`; rollouts scored by "
+             f"{fmt(results.get('scored_by'))}.", ""]
+    rows = [[f"k = {k}", f"`{fmt(row.get('reward'))}`", fmt(row.get("episodes")), fmt(row.get("grm_phi_final")),
+             fmt(row.get("true_final_progress")), fmt(row.get("over_rating")), pct(row.get("over_rated_share")),
+             fmt(row.get("phi_std_final")), success_with_interval(row.get("true_success"), row.get("true_success_ci"))]
+            for k, row in results.get("by_k", {}).items()]
+    lines += table(["pessimism", "reward", "episodes", "plain-GRM Φ_final", "true final progress",
+                    "over-rating (Φ − true)", "over-rated by > 0.2", "spread at end", "true success (95 % CI)"],
+                   rows) + [""]
+    if results.get("findings"):
+        lines += [f"- {fmt(line)}" for line in results["findings"]] + [""]
+    return lines
+
+
+def render_train_defaults_bench(results: dict[str, Any]) -> list[str]:
+    """``bench/train_defaults_bench.py``: ``prism-reward train`` with its defaults on a user's own
+    recordings, from scratch and from ``grm``, beside the zero-shot ``grm`` on held-out episodes."""
+    data = results.get("data", {})
+    lines = [f"User data: {fmt(data.get('train'))}; held out: {fmt(data.get('heldout'))}.", ""]
+    rows = [[name, f"`{fmt(row.get('command'))}`" if row.get("command") else "zero-shot",
+             fmt(row.get("train_seconds")), fmt(row.get("voc")), pct(row.get("completion_acc")),
+             fmt(row.get("auroc"))]
+            for name, row in results.get("models", {}).items()]
+    lines += table(["model", "trained with", "train s", "VOC+", "3-class", "success AUROC"], rows) + [""]
+    if results.get("findings"):
+        lines += [f"- {fmt(line)}" for line in results["findings"]] + [""]
+    return lines
+
+
+def _mean_curve(runs: list[dict], key: str) -> dict[int, float]:
+    """Mean over runs of a [[episodes, success], ...] curve, at the episode counts every run reached."""
+    counts = set.intersection(*[{int(e) for e, _ in run[key]} for run in runs]) if runs else set()
+    return {e: sum(dict((int(a), b) for a, b in run[key])[e] for run in runs) / len(runs) for e in sorted(counts)}
+
+
+def render_vla_bench(results: dict[str, Any]) -> list[str]:
+    """``bench/vla_bench.py``: multi-task BC, RA-BC vs BC, online RL per reward (mean over seeds of
+    the training rollouts' and the deterministic evaluation's success vs online episodes) and DPO."""
+    lines: list[str] = []
+    bc = results.get("multitask_bc", {})
+    settings = results.get("settings", {})
+    if bc:
+        lines += [f"**Multi-task BC** from {fmt(settings.get('demos'))} expert demonstrations per task, "
+                  f"{fmt(settings.get('steps'))} steps; deterministic policy on {fmt(settings.get('eval_episodes'))} "
+                  "fresh seeds.", ""]
+        lines += table(["task", "true success (95 % CI)"],
+                       [[t, success_with_interval(r.get("success_rate"), [r.get("ci_low"), r.get("ci_high")])]
+                        for t, r in bc.get("success", {}).items()]) + [""]
+    mixed = results.get("mixed_rabc_vs_bc", {})
+    if mixed:
+        lines += [f"**RA-BC vs BC** on {fmt(mixed.get('data', {}).get('episodes'))} failure-mix episodes "
+                  f"(outcomes {fmt(mixed.get('data', {}).get('outcomes'))}).", ""]
+        lines += table(["training", "true success (95 % CI)"],
+                       [[name, success_with_interval(r["success"].get("success_rate"),
+                                                     [r["success"].get("ci_low"), r["success"].get("ci_high")])]
+                        for name, r in mixed.items() if isinstance(r, dict) and "success" in r]) + [""]
+    for stage, title in (("online_rl", "Online RL (`prism-vla rl`)"), ("dpo", "DPO (`prism-vla dpo`, reward `grm`)")):
+        block = results.get(stage, {})
+        runs = block.get("runs", {})
+        if not runs:
+            continue
+        groups: dict[str, list[dict]] = {}
+        for key, run in runs.items():
+            groups.setdefault(key.split("/")[0], []).append(run)
+        lines += [f"**{title}** from the multi-task BC policy on {fmt(block.get('task'))}, "
+                  f"{fmt(block.get('episodes'))} online episodes per run; evaluation: deterministic policy on 16 "
+                  "fixed seeds; training success: the sampled rollouts of each iteration (16 episodes).", ""]
+        rows = []
+        for name, members in groups.items():
+            ev = _mean_curve(members, "eval_curve")
+            tr = _mean_curve(members, "train_curve")
+            rows.append([f"`{name}`", str(len(members)), " → ".join(f"{pct(v)} @{e}" for e, v in ev.items()),
+                         fmt([round(100 * r["final_eval_success"]) for r in members]),
+                         " ".join(pct(v) for v in tr.values()),
+                         fmt(sum(r["env_steps_per_s"] for r in members) / len(members))])
+        lines += table(["reward / ranking", "runs", "evaluation success (mean) @ episodes", "final per run (%)",
+                        "training success per iteration (mean)", "env steps/s"], rows) + [""]
+    if results.get("findings"):
+        lines += [f"- {fmt(line)}" for line in results["findings"]] + [""]
+    if results.get("figure"):
+        lines += [f"![success vs online episodes]({results['figure']})", ""]
+    return lines
+
+
 KNOWN_BENCHES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "grm_generalisation": render_grm_generalisation,
+    "pessimism_bench": render_pessimism_bench,
     "scale_bench": render_scale_bench,
+    "train_defaults_bench": render_train_defaults_bench,
+    "vla_bench": render_vla_bench,
 }
 
 
