@@ -87,22 +87,47 @@ def run_case(policy: str, control_rate: float, camera_rate: float, size: int, se
     from geometry_msgs.msg import TwistStamped
     from std_msgs.msg import String
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 100)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]), MUJOCO_GL="egl")
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(random.randint(1, 100)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]),
+        MUJOCO_GL="egl",
+    )
     ns = "/bench"
     driver = subprocess.Popen([sys.executable, __file__, "--driver", ns, str(camera_rate), str(size)], env=env)
     node = subprocess.Popen(
-        [str(BIN / "prism-policy"), "--ros-args", "-r", f"__ns:={ns}", "-p", f"policy:={policy}",
-         "-p", f"control_rate_hz:={control_rate}", "-p", "wait_for_episode_start:=false",
-         "-p", "episode_time_limit_s:=0.0", "-p", f"device:={device}", "-p", "stale_timeout_s:=1.0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            str(BIN / "prism-policy"),
+            "--ros-args",
+            "-r",
+            f"__ns:={ns}",
+            "-p",
+            f"policy:={policy}",
+            "-p",
+            f"control_rate_hz:={control_rate}",
+            "-p",
+            "wait_for_episode_start:=false",
+            "-p",
+            "episode_time_limit_s:=0.0",
+            "-p",
+            f"device:={device}",
+            "-p",
+            "stale_timeout_s:=1.0",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
     listener = rclpy.create_node("bench_listener", context=context)
     commands: list[float] = []
     latencies: list[float] = []
-    listener.create_subscription(TwistStamped, f"{ns}/servo_node/delta_twist_cmds",
-                                 lambda m: commands.append(time.monotonic()), 100)
+    listener.create_subscription(
+        TwistStamped, f"{ns}/servo_node/delta_twist_cmds", lambda m: commands.append(time.monotonic()), 100
+    )
 
     def on_status(msg):
         status = json.loads(msg.data)
@@ -138,8 +163,12 @@ def run_case(policy: str, control_rate: float, camera_rate: float, size: int, se
         listener.destroy_node()
         rclpy.shutdown(context=context)
     lat = np.array(latencies) if latencies else np.array([np.nan])
-    return {"commands_per_s": len(commands) / elapsed, "p50_ms": float(np.percentile(lat, 50)),
-            "p99_ms": float(np.percentile(lat, 99)), "n": len(latencies)}
+    return {
+        "commands_per_s": len(commands) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "n": len(latencies),
+    }
 
 
 def main() -> None:
@@ -147,8 +176,11 @@ def main() -> None:
         camera_driver(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--policy", default="python:bridge_bench:BenchPolicy",
-                        help="policy spec for prism-policy (default: a zero-cost policy, node overhead only)")
+    parser.add_argument(
+        "--policy",
+        default="python:bridge_bench:BenchPolicy",
+        help="policy spec for prism-policy (default: a zero-cost policy, node overhead only)",
+    )
     parser.add_argument("--size", type=int, default=128, help="camera image size (pixels)")
     parser.add_argument("--camera-rate", type=float, default=30.0, help="camera frame rate (Hz)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per case")
@@ -156,13 +188,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device for a learned policy")
     args = parser.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    print(f"prism-policy bench: 3 cameras x {args.size} px at {args.camera_rate:g} Hz, policy {args.policy}, "
-          f"{os.cpu_count()} CPUs (shared machines give noisy figures)")
+    print(
+        f"prism-policy bench: 3 cameras x {args.size} px at {args.camera_rate:g} Hz, policy {args.policy}, "
+        f"{os.cpu_count()} CPUs (shared machines give noisy figures)"
+    )
     print(f"{'requested Hz':>12} {'achieved cmd/s':>15} {'obs->cmd p50 ms':>16} {'p99 ms':>8} {'samples':>8}")
     for rate in [30.0] + [float(r) for r in args.max_rates.split(",") if r]:
         r = run_case(args.policy, rate, args.camera_rate, args.size, args.seconds, args.device)
-        print(f"{rate:12.0f} {r['commands_per_s']:15.1f} {r['p50_ms']:16.2f} {r['p99_ms']:8.2f} {r['n']:8d}",
-              flush=True)
+        print(
+            f"{rate:12.0f} {r['commands_per_s']:15.1f} {r['p50_ms']:16.2f} {r['p99_ms']:8.2f} {r['n']:8d}", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,15 @@ def synthetic(i: int, T: int, size: int) -> Episode:
         x = int(4 + (size - 16) * prog[t])
         front[t, size // 2 - 4 : size // 2 + 4, x : x + 8] = (230, 30, 30)
     wrist = np.repeat((prog * 255).astype(np.uint8)[:, None, None, None], size, 1).repeat(size, 2).repeat(3, 3)
-    return Episode(task="push the red block", frames={"front": front, "wrist": wrist}, fps=10, progress=prog,
-                   outcome=["success", "partial", "fail"][i % 3], episode_index=i, meta={"policy": f"p{i % 2}"})
+    return Episode(
+        task="push the red block",
+        frames={"front": front, "wrist": wrist},
+        fps=10,
+        progress=prog,
+        outcome=["success", "partial", "fail"][i % 3],
+        episode_index=i,
+        meta={"policy": f"p{i % 2}"},
+    )
 
 
 def main() -> None:
@@ -40,7 +47,12 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--grm", type=str, default=None, help="GRM checkpoint dir (default: first runs/**/config.json with model.safetensors)")
+    ap.add_argument(
+        "--grm",
+        type=str,
+        default=None,
+        help="GRM checkpoint dir (default: first runs/**/config.json with model.safetensors)",
+    )
     ap.add_argument("--videos", type=int, default=0, help="overlay mp4s to write (0 isolates scoring cost)")
     args = ap.parse_args()
 
@@ -55,14 +67,25 @@ def main() -> None:
         specs = [["oracle"]] + ([[grm]] if grm else [])
         for spec in specs:
             t0 = time.time()
-            res = run_eval(EvalConfig(model=spec, data=str(work / "data"), out=str(work / "out"), videos=args.videos,
-                                      progress_bar=False, device="cpu", batch_size=32))
+            res = run_eval(
+                EvalConfig(
+                    model=spec,
+                    data=str(work / "data"),
+                    out=str(work / "out"),
+                    videos=args.videos,
+                    progress_bar=False,
+                    device="cpu",
+                    batch_size=32,
+                )
+            )
             dt = time.time() - t0
             n_frames = sum(m["frames"] for m in res["models"].values())
             m = next(iter(res["models"].values()))
-            print(f"{spec[0]:>40}: {args.episodes} episodes x {args.frames} frames ({args.size}px, 2 cams), "
-                  f"end-to-end {dt:.1f}s = {60 * args.episodes / dt:.1f} episodes/min, {n_frames / dt:.0f} frames/s; "
-                  f"model only {m['frames_per_s']:.0f} frames/s")
+            print(
+                f"{spec[0]:>40}: {args.episodes} episodes x {args.frames} frames ({args.size}px, 2 cams), "
+                f"end-to-end {dt:.1f}s = {60 * args.episodes / dt:.1f} episodes/min, {n_frames / dt:.0f} frames/s; "
+                f"model only {m['frames_per_s']:.0f} frames/s"
+            )
         if not grm:
             print("(no GRM checkpoint found: pass --grm PATH to benchmark one)")
     finally:

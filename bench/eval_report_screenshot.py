@@ -23,11 +23,24 @@ def screenshot(report_dir: str | Path, png: str | Path, size: str = "1280,2000")
         raise FileNotFoundError(f"{html} does not exist (run prism-reward eval first)")
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
-            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", f"--screenshot={Path(png).resolve()}", f"--window-size={size}",
-             html.as_uri()],
-            check=True, capture_output=True, timeout=120,
+            [
+                exe,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--screenshot={Path(png).resolve()}",
+                f"--window-size={size}",
+                html.as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
     return Path(png)
 

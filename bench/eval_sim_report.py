@@ -24,8 +24,9 @@ from reward_models.evaluate import EvalConfig, run_eval
 
 
 def _screenshot(report_dir: Path, png: Path) -> Path | None:
-    spec = importlib.util.spec_from_file_location("eval_report_screenshot",
-                                                  Path(__file__).with_name("eval_report_screenshot.py"))
+    spec = importlib.util.spec_from_file_location(
+        "eval_report_screenshot", Path(__file__).with_name("eval_report_screenshot.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if shutil.which("chromium") is None:
@@ -42,8 +43,9 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=12, help="held-out episodes per task (failure-mix)")
     ap.add_argument("--seed", type=int, default=50_000, help="first held-out seed (keep it away from training seeds)")
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--clip", default=None,
-                    help="clip spec (default: a small open_clip ViT with random weights built here)")
+    ap.add_argument(
+        "--clip", default=None, help="clip spec (default: a small open_clip ViT with random weights built here)"
+    )
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     out = Path(args.out)
@@ -58,13 +60,29 @@ def main() -> None:
         if not data.exists():
             record_episodes(data, task, "failure-mix", args.episodes, args.seed, "front,side,wrist", args.size)
         t0 = time.perf_counter()
-        result = run_eval(EvalConfig(model=[args.grm, "oracle", clip], data=str(data), out=str(out / "reports" / task),
-                                     device=args.device, videos=3, progress_bar=False))
+        result = run_eval(
+            EvalConfig(
+                model=[args.grm, "oracle", clip],
+                data=str(data),
+                out=str(out / "reports" / task),
+                device=args.device,
+                videos=3,
+                progress_bar=False,
+            )
+        )
         wall = time.perf_counter() - t0
         for label, run in result["models"].items():
             m = run["metrics"]
-            rows.append((task, label, m["voc_plus"]["value"], m["completion_accuracy"]["value"],
-                         m["success_auroc"]["value"], run["frames_per_s"]))
+            rows.append(
+                (
+                    task,
+                    label,
+                    m["voc_plus"]["value"],
+                    m["completion_accuracy"]["value"],
+                    m["success_auroc"]["value"],
+                    run["frames_per_s"],
+                )
+            )
             if label == next(iter(result["models"])):
                 grm_rate.append((result["n_episodes"], run["frames"], run["seconds"], wall))
     fmt = lambda v: "  n/a" if v is None else f"{v:5.3f}"  # noqa: E731
@@ -75,10 +93,16 @@ def main() -> None:
     frames = sum(r[1] for r in grm_rate)
     model_s = sum(r[2] for r in grm_rate)
     wall = sum(r[3] for r in grm_rate)
-    print(f"\nGRM: {frames / model_s:,.0f} frames/s model-only (3 views); whole eval with 3 models, plots and "
-          f"videos: {60 * n_ep / wall:.1f} episodes/min")
-    (out / "summary.json").write_text(json.dumps({"rows": rows, "grm_frames_per_s": frames / model_s,
-                                                  "episodes_per_min_all_models": 60 * n_ep / wall}, indent=1))
+    print(
+        f"\nGRM: {frames / model_s:,.0f} frames/s model-only (3 views); whole eval with 3 models, plots and "
+        f"videos: {60 * n_ep / wall:.1f} episodes/min"
+    )
+    (out / "summary.json").write_text(
+        json.dumps(
+            {"rows": rows, "grm_frames_per_s": frames / model_s, "episodes_per_min_all_models": 60 * n_ep / wall},
+            indent=1,
+        )
+    )
     first = out / "reports" / args.tasks.split(",")[0]
     png = _screenshot(first, out / "report_screenshot.png")
     if png:

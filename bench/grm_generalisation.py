@@ -42,8 +42,17 @@ from reward_models.metrics import expected_calibration_error  # noqa: E402
 from grm_report import evaluate, progress_rank  # noqa: E402
 from results_io import write_bench_result  # noqa: E402
 
-TARGETS = {"voc": 0.90, "completion_acc": 0.80, "auroc": 0.90, "rank": 0.70, "ece": 0.10, "overhead": 1.5,
-           "adapted_voc": 0.95, "adapted_completion_acc": 0.90, "adapted_auroc": 0.95}
+TARGETS = {
+    "voc": 0.90,
+    "completion_acc": 0.80,
+    "auroc": 0.90,
+    "rank": 0.70,
+    "ece": 0.10,
+    "overhead": 1.5,
+    "adapted_voc": 0.95,
+    "adapted_completion_acc": 0.90,
+    "adapted_auroc": 0.95,
+}
 
 
 @dataclass
@@ -86,8 +95,18 @@ def record_heldout(args: GeneralisationArgs, task: str, policy: str, n: int, see
 
     out = args.out / "data" / f"{task}_{policy}"
     if not (out / "meta" / "info.json").is_file():
-        record_episodes(out, task, policy, n, seed, "front,side,wrist", args.size, world="varied",
-                        world_split="heldout", progress_bar=False)
+        record_episodes(
+            out,
+            task,
+            policy,
+            n,
+            seed,
+            "front,side,wrist",
+            args.size,
+            world="varied",
+            world_split="heldout",
+            progress_bar=False,
+        )
     return out
 
 
@@ -126,8 +145,9 @@ def rehearsal_episodes(args: GeneralisationArgs, size: int) -> list:
     return episodes
 
 
-def adapt_and_score(args: GeneralisationArgs, ckpt: Path, task: str, dataset: Path, episodes: list,
-                    rehearse: list) -> dict | None:
+def adapt_and_score(
+    args: GeneralisationArgs, ckpt: Path, task: str, dataset: Path, episodes: list, rehearse: list
+) -> dict | None:
     from reward_models.adapt_grm import AdaptConfig, adapt_grm
     from reward_models.modeling_grm import load_grm
 
@@ -137,9 +157,19 @@ def adapt_and_score(args: GeneralisationArgs, ckpt: Path, task: str, dataset: Pa
     out = args.out / "adapted" / task
     if not (out / "config.json").is_file():
         t0 = time.perf_counter()
-        adapt_grm(AdaptConfig(checkpoint=ckpt, demo=dataset, episode=demo, out=out, steps=args.adapt_steps,
-                              device=args.device, num_threads=args.num_threads, progress_bar=False),
-                  rehearse_episodes=rehearse)
+        adapt_grm(
+            AdaptConfig(
+                checkpoint=ckpt,
+                demo=dataset,
+                episode=demo,
+                out=out,
+                steps=args.adapt_steps,
+                device=args.device,
+                num_threads=args.num_threads,
+                progress_bar=False,
+            ),
+            rehearse_episodes=rehearse,
+        )
         print(f"{task:9s} adapted in {time.perf_counter() - t0:.0f} s ({len(rehearse)} rehearsal episodes)", flush=True)
     rest = [ep for i, ep in enumerate(episodes) if i != demo]
     before = evaluate(load_grm(ckpt, device=args.device), rest)
@@ -172,41 +202,55 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.num_threads)
     ckpt = resolve_grm_checkpoint(args.grm)
     model = load_grm(ckpt, device=args.device)
-    rehearse = rehearsal_episodes(args, model.grm_config.image_size) if args.adapt_steps > 0 and args.rehearse_per_task else []
+    rehearse = (
+        rehearsal_episodes(args, model.grm_config.image_size) if args.adapt_steps > 0 and args.rehearse_per_task else []
+    )
     results: dict = {"grm": str(ckpt), "args": {k: str(v) for k, v in asdict(args).items()}, "tasks": {}}
     for ti, task in enumerate(args.tasks):
         seed = args.seed + 10_000 * ti
         mix_path = record_heldout(args, task, "failure-mix", args.episodes, seed)
         rnd_path = record_heldout(args, task, "random", args.random_episodes, seed + 5_000)
         mix, rnd = load(mix_path), load(rnd_path)
-        row = {"multi_view": evaluate(model, mix), "single_view": evaluate(model, mix, cameras=["front"]),
-               "rank": progress_rank(model, rnd)}
+        row = {
+            "multi_view": evaluate(model, mix),
+            "single_view": evaluate(model, mix, cameras=["front"]),
+            "rank": progress_rank(model, rnd),
+        }
         for part in ("multi_view", "single_view"):
             row[part].pop("episodes", None)
         finals = np.array([track_final(model, ep) for ep in mix])
         labels = np.array([ep.outcome == "success" for ep in mix], dtype=float)
         calibration = getattr(model, "confidence", None)  # prism-reward calibrate's Platt map, if fitted
-        prob = [calibration.success_probability(f) for f in finals] if calibration is not None else np.clip(finals, 0, 1)
+        prob = (
+            [calibration.success_probability(f) for f in finals] if calibration is not None else np.clip(finals, 0, 1)
+        )
         row["ece"] = expected_calibration_error(prob, labels)
         row["ece_source"] = "calibrated P(success)" if calibration is not None else "final Φ read as P(success)"
         row["adaptation"] = adapt_and_score(args, ckpt, task, mix_path, mix, rehearse)
         results["tasks"][task] = row
         mv = row["multi_view"]
-        print(f"{task:9s} zero-shot VOC {mv['voc']:.3f}  3-class {mv['completion_acc']:.0%}  AUROC {mv['auroc']:.3f}"
-              f"  | front only VOC {row['single_view']['voc']:.3f} 3-class {row['single_view']['completion_acc']:.0%}"
-              f" AUROC {row['single_view']['auroc']:.3f}  | rank {row['rank']['rank']:.3f}  ECE {row['ece']:.3f}",
-              flush=True)
+        print(
+            f"{task:9s} zero-shot VOC {mv['voc']:.3f}  3-class {mv['completion_acc']:.0%}  AUROC {mv['auroc']:.3f}"
+            f"  | front only VOC {row['single_view']['voc']:.3f} 3-class {row['single_view']['completion_acc']:.0%}"
+            f" AUROC {row['single_view']['auroc']:.3f}  | rank {row['rank']['rank']:.3f}  ECE {row['ece']:.3f}",
+            flush=True,
+        )
         if row["adaptation"]:
             b, a = row["adaptation"]["before"], row["adaptation"]["after"]
-            print(f"{'':9s} adapted   VOC {b['voc']:.3f} -> {a['voc']:.3f}  3-class {b['completion_acc']:.0%} -> "
-                  f"{a['completion_acc']:.0%}  AUROC {b['auroc']:.3f} -> {a['auroc']:.3f}", flush=True)
+            print(
+                f"{'':9s} adapted   VOC {b['voc']:.3f} -> {a['voc']:.3f}  3-class {b['completion_acc']:.0%} -> "
+                f"{a['completion_acc']:.0%}  AUROC {b['auroc']:.3f} -> {a['auroc']:.3f}",
+                flush=True,
+            )
     results["encoder_images_per_s"] = encoder_images_per_s(model)
     print(f"encoder: {results['encoder_images_per_s']:.0f} images/s ({args.device})")
     if args.overhead_steps > 0:
         results["overhead"] = overhead(args, ckpt)
         o = results["overhead"]
-        print(f"RL loop: {o['steps_per_s_without_model']:.0f} env-steps/s without the GRM, "
-              f"{o['steps_per_s_with_model']:.0f} with it: overhead {o['overhead_ratio']:.2f}x")
+        print(
+            f"RL loop: {o['steps_per_s_without_model']:.0f} env-steps/s without the GRM, "
+            f"{o['steps_per_s_with_model']:.0f} with it: overhead {o['overhead_ratio']:.2f}x"
+        )
     results["targets"] = target_table(results)
     for line in results["targets"]:
         print(line)
@@ -227,22 +271,28 @@ def target_table(results: dict) -> list[str]:
     lines = []
     for task, row in results["tasks"].items():
         mv = row["multi_view"]
-        parts = [f"VOC {mv['voc']:.3f} {verdict(mv['voc'], TARGETS['voc'])}",
-                 f"3-class {mv['completion_acc']:.0%} {verdict(mv['completion_acc'], TARGETS['completion_acc'])}",
-                 f"AUROC {mv['auroc']:.3f} {verdict(mv['auroc'], TARGETS['auroc'])}",
-                 f"rank {row['rank']['rank']:.3f} {verdict(row['rank']['rank'], TARGETS['rank'])}",
-                 f"ECE {row['ece']:.3f} {verdict(row['ece'], TARGETS['ece'], lower_is_better=True)}"]
+        parts = [
+            f"VOC {mv['voc']:.3f} {verdict(mv['voc'], TARGETS['voc'])}",
+            f"3-class {mv['completion_acc']:.0%} {verdict(mv['completion_acc'], TARGETS['completion_acc'])}",
+            f"AUROC {mv['auroc']:.3f} {verdict(mv['auroc'], TARGETS['auroc'])}",
+            f"rank {row['rank']['rank']:.3f} {verdict(row['rank']['rank'], TARGETS['rank'])}",
+            f"ECE {row['ece']:.3f} {verdict(row['ece'], TARGETS['ece'], lower_is_better=True)}",
+        ]
         if row.get("adaptation"):
             b, a = row["adaptation"]["before"], row["adaptation"]["after"]
             never_below = all(np.nan_to_num(a[k], nan=0) >= np.nan_to_num(b[k], nan=0) - 1e-9 for k in b)
             parts.append(f"adapted never below zero-shot: {'MET' if never_below else 'NOT MET'}")
-            parts.append(f"adapted VOC {a['voc']:.3f} {verdict(a['voc'], TARGETS['adapted_voc'])}, 3-class "
-                         f"{a['completion_acc']:.0%} {verdict(a['completion_acc'], TARGETS['adapted_completion_acc'])}"
-                         f", AUROC {a['auroc']:.3f} {verdict(a['auroc'], TARGETS['adapted_auroc'])}")
+            parts.append(
+                f"adapted VOC {a['voc']:.3f} {verdict(a['voc'], TARGETS['adapted_voc'])}, 3-class "
+                f"{a['completion_acc']:.0%} {verdict(a['completion_acc'], TARGETS['adapted_completion_acc'])}"
+                f", AUROC {a['auroc']:.3f} {verdict(a['auroc'], TARGETS['adapted_auroc'])}"
+            )
         lines.append(f"Target ({task}): " + "; ".join(parts))
     if "overhead" in results:
         r = results["overhead"]["overhead_ratio"]
-        lines.append(f"Target (cost): RL-loop overhead {r:.2f}x {verdict(r, TARGETS['overhead'], lower_is_better=True)}")
+        lines.append(
+            f"Target (cost): RL-loop overhead {r:.2f}x {verdict(r, TARGETS['overhead'], lower_is_better=True)}"
+        )
     return lines
 
 

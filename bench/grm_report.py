@@ -118,8 +118,25 @@ def record(out: Path, task: str, policy: str, n: int, seed: int, size: int, nois
         return None
     if (out / "meta" / "info.json").exists():
         return out
-    cmd = [sys.executable, "-m", "policies.record", "--task", task, "--episodes", str(n), "--seed", str(seed),
-           "--policy", policy, "--cameras", "front,side,wrist", "--size", str(size), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "policies.record",
+        "--task",
+        task,
+        "--episodes",
+        str(n),
+        "--seed",
+        str(seed),
+        "--policy",
+        policy,
+        "--cameras",
+        "front,side,wrist",
+        "--size",
+        str(size),
+        "--out",
+        str(out),
+    ]
     if noise is not None:
         cmd += ["--noise", str(noise)]
     subprocess.run(cmd, check=True)
@@ -144,9 +161,17 @@ def evaluate(model, episodes, cameras=None, goal_mode: str | None = None, fusion
             vocs.append(0.0 if np.isnan(v) else v)
         predicted = completion_class(trace.phi)
         correct += predicted == ep.outcome
-        rows.append({"episode": int(ep.episode_index), "seed": ep.meta.get("seed"), "policy": ep.meta.get("policy"),
-                     "outcome": ep.outcome, "final_phi": round(trace.final, 3), "predicted": predicted,
-                     "instruction": ep.task})
+        rows.append(
+            {
+                "episode": int(ep.episode_index),
+                "seed": ep.meta.get("seed"),
+                "policy": ep.meta.get("policy"),
+                "outcome": ep.outcome,
+                "final_phi": round(trace.final, 3),
+                "predicted": predicted,
+                "instruction": ep.task,
+            }
+        )
         finals.append(trace.final)
         labels.append(ep.outcome == "success")
         detected.append(trace.success_frame is not None)
@@ -173,8 +198,12 @@ def progress_rank(model, episodes, fusion: str = "fused") -> dict:
         errors.append(np.abs(trace.phi - truth))
         if np.ptp(truth) > 1e-6:
             ranks.append(float(np.nan_to_num(spearman(trace.phi, truth))))  # constant Φ ranks nothing: 0
-    return {"rank": float(np.mean(ranks)) if ranks else float("nan"), "ranks": [round(r, 3) for r in ranks],
-            "mae": float(np.concatenate(errors).mean()) if errors else float("nan"), "n": len(episodes)}
+    return {
+        "rank": float(np.mean(ranks)) if ranks else float("nan"),
+        "ranks": [round(r, 3) for r in ranks],
+        "mae": float(np.concatenate(errors).mean()) if errors else float("nan"),
+        "n": len(episodes),
+    }
 
 
 def colour_binding(model, episodes, fusion: str = "fused") -> dict | None:
@@ -206,34 +235,74 @@ def main(argv: list[str] | None = None) -> int:
     random_dirs: dict[str, Path | None] = {}
     for ti, task in enumerate(cfg.tasks):
         base = 1000 * ti
-        train_dirs[task] = [d for d in (
-            record(data / task / "train_expert", task, "expert", cfg.train_expert, base, cfg.size),
-            record(data / task / "train_noisy", task, "noisy", cfg.train_noisy, base + 100, cfg.size),
-            record(data / task / "train_failure", task, "failure-mix", cfg.train_failure, base + 200, cfg.size),
-            record(data / task / "train_failure_extra", task, "failure-mix", cfg.train_failure_extra, base + 300,
-                   cfg.size),
-            record(data / task / "train_wrong_object", task, "wrong-object",
-                   cfg.train_wrong_object if task in cfg.wrong_object_tasks else 0, base + 400, cfg.size),
-            record(data / task / "train_explore_random", task, "random", cfg.train_explore // 2, base + 500, cfg.size),
-            record(data / task / "train_explore_noisy", task, "noisy", cfg.train_explore - cfg.train_explore // 2,
-                   base + 600, cfg.size, noise=cfg.explore_noise),
-        ) if d is not None]
-        test_dirs[task] = [d for d in (
-            record(data / task / "test_expert", task, "expert", cfg.test_expert, 50_000 + base, cfg.size),
-            record(data / task / "test_failure", task, "failure-mix", cfg.test_failure, 50_000 + base + 100, cfg.size),
-        ) if d is not None]
-        random_dirs[task] = record(data / task / "test_random", task, "random", cfg.test_random, 50_000 + base + 200,
-                                   cfg.size)
+        train_dirs[task] = [
+            d
+            for d in (
+                record(data / task / "train_expert", task, "expert", cfg.train_expert, base, cfg.size),
+                record(data / task / "train_noisy", task, "noisy", cfg.train_noisy, base + 100, cfg.size),
+                record(data / task / "train_failure", task, "failure-mix", cfg.train_failure, base + 200, cfg.size),
+                record(
+                    data / task / "train_failure_extra",
+                    task,
+                    "failure-mix",
+                    cfg.train_failure_extra,
+                    base + 300,
+                    cfg.size,
+                ),
+                record(
+                    data / task / "train_wrong_object",
+                    task,
+                    "wrong-object",
+                    cfg.train_wrong_object if task in cfg.wrong_object_tasks else 0,
+                    base + 400,
+                    cfg.size,
+                ),
+                record(
+                    data / task / "train_explore_random", task, "random", cfg.train_explore // 2, base + 500, cfg.size
+                ),
+                record(
+                    data / task / "train_explore_noisy",
+                    task,
+                    "noisy",
+                    cfg.train_explore - cfg.train_explore // 2,
+                    base + 600,
+                    cfg.size,
+                    noise=cfg.explore_noise,
+                ),
+            )
+            if d is not None
+        ]
+        test_dirs[task] = [
+            d
+            for d in (
+                record(data / task / "test_expert", task, "expert", cfg.test_expert, 50_000 + base, cfg.size),
+                record(
+                    data / task / "test_failure", task, "failure-mix", cfg.test_failure, 50_000 + base + 100, cfg.size
+                ),
+            )
+            if d is not None
+        ]
+        random_dirs[task] = record(
+            data / task / "test_random", task, "random", cfg.test_random, 50_000 + base + 200, cfg.size
+        )
     t_record = time.time() - t_start
 
     def load_all(dirs):
         return [open_dataset(d).load_episode(i) for d in dirs for i in range(len(open_dataset(d)))]
 
     test_eps = {task: load_all(dirs) for task, dirs in test_dirs.items()}
-    common = dict(image_size=cfg.size, batch_episodes=cfg.batch_episodes, frames_per_episode=cfg.frames_per_episode,
-                  num_threads=cfg.num_threads, device=cfg.device, seed=cfg.seed, save_every=200,
-                  swap_counterfactual=cfg.swap_counterfactual, swap_weight=cfg.swap_weight,
-                  canonical_colors=cfg.canonical_colors)
+    common = dict(
+        image_size=cfg.size,
+        batch_episodes=cfg.batch_episodes,
+        frames_per_episode=cfg.frames_per_episode,
+        num_threads=cfg.num_threads,
+        device=cfg.device,
+        seed=cfg.seed,
+        save_every=200,
+        swap_counterfactual=cfg.swap_counterfactual,
+        swap_weight=cfg.swap_weight,
+        canonical_colors=cfg.canonical_colors,
+    )
     if cfg.state_weight is not None:
         common["state_weight"] = cfg.state_weight
     if cfg.zero_hop_weight is not None:
@@ -267,24 +336,35 @@ def main(argv: list[str] | None = None) -> int:
 
     if cfg.loto_task and cfg.loto_task in cfg.tasks:
         t0 = time.time()
-        loto_ckpt = train(cfg.out / "grm_loto", [d for t, ds in train_dirs.items() if t != cfg.loto_task for d in ds],
-                          cfg.loto_steps)
+        loto_ckpt = train(
+            cfg.out / "grm_loto", [d for t, ds in train_dirs.items() if t != cfg.loto_task for d in ds], cfg.loto_steps
+        )
         eps = test_eps[cfg.loto_task]
         before = evaluate(load_grm(loto_ckpt, device=cfg.device), eps, fusion=fusion)
         adapted = cfg.out / "grm_loto_adapted"
         if not (cfg.reuse_checkpoints and (adapted / "config.json").is_file()):
-            adapted = adapt_grm(AdaptConfig(checkpoint=loto_ckpt, demo=train_dirs[cfg.loto_task][0], episode=0,
-                                            out=adapted, steps=cfg.adapt_steps, device=cfg.device,
-                                            num_threads=cfg.num_threads))
+            adapted = adapt_grm(
+                AdaptConfig(
+                    checkpoint=loto_ckpt,
+                    demo=train_dirs[cfg.loto_task][0],
+                    episode=0,
+                    out=adapted,
+                    steps=cfg.adapt_steps,
+                    device=cfg.device,
+                    num_threads=cfg.num_threads,
+                )
+            )
         after = evaluate(load_grm(adapted, device=cfg.device), eps, fusion=fusion)
         results["loto"] = {"task": cfg.loto_task, "before": before, "after": after, "seconds": time.time() - t0}
     results["seconds"] = {"record": t_record, "train": t_train, "total": time.time() - t_start}
     atomic_write_json(cfg.out / "results.json", results)
 
     print(f"\nGRM report (held-out seeds; {cfg.size}px; {cfg.steps} steps; train {t_train:.0f}s)")
-    print(f"{'task':<10} {'views':<7} {'VOC':>6} {'3-class':>8} {'AUROC':>6} {'recall':>6} {'false+':>6}"
-          "   goal=start: recall fused/mean, false+ fused   random rollouts: rank, MAE   "
-          "colour: final Φ own / swapped instruction")
+    print(
+        f"{'task':<10} {'views':<7} {'VOC':>6} {'3-class':>8} {'AUROC':>6} {'recall':>6} {'false+':>6}"
+        "   goal=start: recall fused/mean, false+ fused   random rollouts: rank, MAE   "
+        "colour: final Φ own / swapped instruction"
+    )
     for task, r in results["tasks"].items():
         for name, key in (("multi", "multi_view"), ("front", "single_view_front")):
             m = r[key]
@@ -297,18 +377,28 @@ def main(argv: list[str] | None = None) -> int:
                 if "colour_binding" in r:
                     cb = r["colour_binding"]
                     extra += f"          {cb['own']:.2f} / {cb['swapped']:.2f}"
-            print(f"{task:<10} {name:<7} {m['voc']:6.3f} {m['completion_acc']:8.1%} {m['auroc']:6.3f} "
-                  f"{m['success_recall']:6.2f} {m['false_success']:6.2f}{extra}")
-    misses = [(task, e) for task, r in results["tasks"].items() for e in r["multi_view"]["episodes"]
-              if e["predicted"] != e["outcome"]]
+            print(
+                f"{task:<10} {name:<7} {m['voc']:6.3f} {m['completion_acc']:8.1%} {m['auroc']:6.3f} "
+                f"{m['success_recall']:6.2f} {m['false_success']:6.2f}{extra}"
+            )
+    misses = [
+        (task, e)
+        for task, r in results["tasks"].items()
+        for e in r["multi_view"]["episodes"]
+        if e["predicted"] != e["outcome"]
+    ]
     print(f"\nmulti-view misclassified episodes ({len(misses)}):")
     for task, e in misses:
-        print(f"  {task:<10} seed {e['seed']!s:<6} {e['policy']!s:<13} label {e['outcome']:<8} final Φ {e['final_phi']:.2f}"
-              f" -> {e['predicted']:<8} '{e['instruction']}'")
+        print(
+            f"  {task:<10} seed {e['seed']!s:<6} {e['policy']!s:<13} label {e['outcome']:<8} final Φ {e['final_phi']:.2f}"
+            f" -> {e['predicted']:<8} '{e['instruction']}'"
+        )
     if "loto" in results:
         lo = results["loto"]
-        print(f"leave-one-task-out ({lo['task']}): VOC {lo['before']['voc']:.3f} -> {lo['after']['voc']:.3f} after "
-              f"one-shot adaptation; 3-class {lo['before']['completion_acc']:.1%} -> {lo['after']['completion_acc']:.1%}")
+        print(
+            f"leave-one-task-out ({lo['task']}): VOC {lo['before']['voc']:.3f} -> {lo['after']['voc']:.3f} after "
+            f"one-shot adaptation; 3-class {lo['before']['completion_acc']:.1%} -> {lo['after']['completion_acc']:.1%}"
+        )
     return 0
 
 

@@ -63,10 +63,16 @@ def score_rollouts(grm: str, data: Path, device: str) -> dict[str, float]:
     finals_a, truths_a = np.array(finals), np.array(truths)
     gaps = finals_a - truths_a
     low, high = wilson_interval(int(sum(successes)), len(successes))
-    return {"episodes": len(finals), "grm_phi_final": float(finals_a.mean()), "true_final_progress": float(truths_a.mean()),
-            "over_rating": float(gaps.mean()), "over_rated_share": float((gaps > OVER_RATED_GAP).mean()),
-            "phi_std_final": float(np.mean(spreads)), "true_success": float(np.mean(successes)),
-            "true_success_ci": [low, high]}
+    return {
+        "episodes": len(finals),
+        "grm_phi_final": float(finals_a.mean()),
+        "true_final_progress": float(truths_a.mean()),
+        "over_rating": float(gaps.mean()),
+        "over_rated_share": float((gaps > OVER_RATED_GAP).mean()),
+        "phi_std_final": float(np.mean(spreads)),
+        "true_success": float(np.mean(successes)),
+        "true_success_ci": [low, high],
+    }
 
 
 def findings(by_k: dict[str, dict]) -> list[str]:
@@ -74,15 +80,19 @@ def findings(by_k: dict[str, dict]) -> list[str]:
     plain = by_k.get("0")
     if plain is None:
         return []
-    lines = [f"k=0 (plain GRM): Φ_final − true progress {plain['over_rating']:+.3f}, "
-             f"{plain['over_rated_share']:.0%} of episodes over-rated by > {OVER_RATED_GAP}, "
-             f"true success {plain['true_success']:.0%}"]
+    lines = [
+        f"k=0 (plain GRM): Φ_final − true progress {plain['over_rating']:+.3f}, "
+        f"{plain['over_rated_share']:.0%} of episodes over-rated by > {OVER_RATED_GAP}, "
+        f"true success {plain['true_success']:.0%}"
+    ]
     for k, row in by_k.items():
         if k == "0":
             continue
         change = "less" if row["over_rating"] < plain["over_rating"] else "not less"
-        lines.append(f"k={k}: Φ_final − true progress {row['over_rating']:+.3f} ({change} over-rated than k=0), "
-                     f"{row['over_rated_share']:.0%} of episodes over-rated, true success {row['true_success']:.0%}")
+        lines.append(
+            f"k={k}: Φ_final − true progress {row['over_rating']:+.3f} ({change} over-rated than k=0), "
+            f"{row['over_rated_share']:.0%} of episodes over-rated, true success {row['true_success']:.0%}"
+        )
     return lines
 
 
@@ -108,22 +118,69 @@ def main(argv: list[str] | None = None) -> int:
         if not (run_dir / "model.zip").exists():
             checkpoints = run_dir / "checkpoints"
             resume = ["--resume"] if checkpoints.is_dir() and any(checkpoints.iterdir()) else []
-            run([str(BIN / "prism-train"), "--task", "reach", "--algo", "sac", "--reward", reward, "--obs", "state",
-                 "--n-envs", str(args.n_envs), "--steps", str(args.steps), "--seed", str(args.seed), "--eval-every", "0",
-                 "--torch-threads", "1", "--no-progress-bar", "--device", args.device, "--out", str(run_dir), *resume])
+            run(
+                [
+                    str(BIN / "prism-train"),
+                    "--task",
+                    "reach",
+                    "--algo",
+                    "sac",
+                    "--reward",
+                    reward,
+                    "--obs",
+                    "state",
+                    "--n-envs",
+                    str(args.n_envs),
+                    "--steps",
+                    str(args.steps),
+                    "--seed",
+                    str(args.seed),
+                    "--eval-every",
+                    "0",
+                    "--torch-threads",
+                    "1",
+                    "--no-progress-bar",
+                    "--device",
+                    args.device,
+                    "--out",
+                    str(run_dir),
+                    *resume,
+                ]
+            )
         rollouts = args.out / f"rollouts_k{k:g}"  # outside the run folder: prism-eval refuses to write into its input
         if not (rollouts / "meta" / "info.json").exists():
-            run([str(BIN / "prism-eval"), "--run", str(run_dir), "--episodes", str(args.episodes), "--record",
-                 str(rollouts), "--device", args.device])
+            run(
+                [
+                    str(BIN / "prism-eval"),
+                    "--run",
+                    str(run_dir),
+                    "--episodes",
+                    str(args.episodes),
+                    "--record",
+                    str(rollouts),
+                    "--device",
+                    args.device,
+                ]
+            )
         by_k[f"{k:g}"] = {"reward": reward, **score_rollouts(args.grm, rollouts, args.device)}
         seconds[f"k{k:g}"] = time.perf_counter() - t0
         print(f"k={k:g}: {by_k[f'{k:g}']}", flush=True)
-    results = {"task": "reach", "algo": "sac", "steps": args.steps, "seed": args.seed, "grm": args.grm,
-               "scored_by": f"plain {args.grm} (k = 0), fused tracker", "by_k": by_k,
-               "findings": findings(by_k), "seconds": seconds}
+    results = {
+        "task": "reach",
+        "algo": "sac",
+        "steps": args.steps,
+        "seed": args.seed,
+        "grm": args.grm,
+        "scored_by": f"plain {args.grm} (k = 0), fused tracker",
+        "by_k": by_k,
+        "findings": findings(by_k),
+        "seconds": seconds,
+    }
     atomic_write_json(args.out / "results.json", results)
     print(json.dumps(results, indent=2))
-    print(f"recorded for docs/results.md: {write_bench_result('pessimism_bench', results, results_dir=args.results_dir)}")
+    print(
+        f"recorded for docs/results.md: {write_bench_result('pessimism_bench', results, results_dir=args.results_dir)}"
+    )
     return 0
 
 

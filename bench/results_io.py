@@ -42,8 +42,7 @@ BENCH_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 def _git(*args: str) -> str | None:
     try:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10,
-                              check=False)
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -76,8 +75,13 @@ def _gpu_name() -> str | None:
 def machine_info() -> dict[str, Any]:
     """CPU model and cores, GPU (or None), Python and platform of the machine running the bench."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": _cpu_model(), "cores": cores, "gpu": _gpu_name(),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpu": _cpu_model(),
+        "cores": cores,
+        "gpu": _gpu_name(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def current_command() -> str:
@@ -126,8 +130,9 @@ def bench_envelope(name: str, results: dict[str, Any], command: str | None = Non
     }
 
 
-def write_bench_result(name: str, results: dict[str, Any], command: str | None = None,
-                       results_dir: str | os.PathLike | None = None) -> Path:
+def write_bench_result(
+    name: str, results: dict[str, Any], command: str | None = None, results_dir: str | os.PathLike | None = None
+) -> Path:
     """Write ``<results_dir>/<name>.json`` (default ``bench/results/``) atomically; returns its path.
 
     Then ``python scripts/gen_results.py`` turns every such file into ``docs/results.md``."""

@@ -61,8 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.checkpoint is not None:
         model = load_grm(cfg.checkpoint, device=cfg.device)
     else:
-        model = GRMProgressModel(GRM(GRMConfig(image_size=cfg.image_size, vocabulary=build_vocabulary(["push the block"]),
-                                                      canonical_colors=cfg.canonical_colors)), device=cfg.device)
+        model = GRMProgressModel(
+            GRM(
+                GRMConfig(
+                    image_size=cfg.image_size,
+                    vocabulary=build_vocabulary(["push the block"]),
+                    canonical_colors=cfg.canonical_colors,
+                )
+            ),
+            device=cfg.device,
+        )
     cams = model.cameras
     rng = np.random.default_rng(0)
     task = "push the block"
@@ -71,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         return {c: rng.integers(0, 256, (n, cfg.image_size, cfg.image_size, 3), dtype=np.uint8) for c in cams}
 
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
-    print(f"device={model.device} threads={torch.get_num_threads()} cameras={list(cams)} size={cfg.image_size}px "
-          f"backbone={model.grm_config.backbone} canonical_colors={model.grm_config.canonical_colors}")
-    print(f"{'batch':>5} {'enc images/s':>13} {'tracker steps/s':>16} {'hops/s':>9} {'naive steps/s':>14} {'naive/ours cost':>16}")
+    print(
+        f"device={model.device} threads={torch.get_num_threads()} cameras={list(cams)} size={cfg.image_size}px "
+        f"backbone={model.grm_config.backbone} canonical_colors={model.grm_config.canonical_colors}"
+    )
+    print(
+        f"{'batch':>5} {'enc images/s':>13} {'tracker steps/s':>16} {'hops/s':>9} {'naive steps/s':>14} {'naive/ours cost':>16}"
+    )
     for n in cfg.batch_sizes:
         frames = obs(n)
 
@@ -108,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
         t_naive = timed(naive_step, cfg.steps)
         views = n * len(cams)
-        print(f"{n:5d} {views / t_enc:13.0f} {1 / t_ours:16.1f} {3 * n / t_ours:9.0f} {1 / t_naive:14.1f} {t_naive / t_ours:15.1f}x")
+        print(
+            f"{n:5d} {views / t_enc:13.0f} {1 / t_ours:16.1f} {3 * n / t_ours:9.0f} {1 / t_naive:14.1f} {t_naive / t_ours:15.1f}x"
+        )
     return 0
 
 

@@ -131,10 +131,19 @@ def bench_service(args: ScaleBenchArgs, model) -> dict:
                 t.join()
             lat = np.concatenate([np.asarray(x) for x in latencies]) * 1000
             fps = lat.size / (time.perf_counter() - t0)
-            cells.append({"max_batch_size": b, "clients": c, "frames_per_s": fps,
-                          "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p99": float(np.percentile(lat, 99))})
-            print(f"service batch {b:4d}, {c} client(s): {fps:8.1f} frames/s, latency p50 "
-                  f"{cells[-1]['latency_ms_p50']:.1f} ms, p99 {cells[-1]['latency_ms_p99']:.1f} ms")
+            cells.append(
+                {
+                    "max_batch_size": b,
+                    "clients": c,
+                    "frames_per_s": fps,
+                    "latency_ms_p50": float(np.percentile(lat, 50)),
+                    "latency_ms_p99": float(np.percentile(lat, 99)),
+                }
+            )
+            print(
+                f"service batch {b:4d}, {c} client(s): {fps:8.1f} frames/s, latency p50 "
+                f"{cells[-1]['latency_ms_p50']:.1f} ms, p99 {cells[-1]['latency_ms_p99']:.1f} ms"
+            )
         serve.delete("bench")
     return {"in_process_frames_per_s": {str(k): v for k, v in in_process.items()}, "service": cells}
 
@@ -168,11 +177,18 @@ def bench_overhead(args: ScaleBenchArgs, model) -> dict:
         without = timed(ShapedRewardVecEnv(base, ZeroPotential(n), gamma=0.95))
         sync = timed(ShapedRewardVecEnv(base, ModelPotential(model, n, cameras), gamma=0.95))
         async_env = AsyncShapedRewardVecEnv(base, cameras, gamma=0.95)
-        buffer = AsyncRelabelReplayBuffer(10_000, base.observation_space, base.action_space, device="cpu", n_envs=n,
-                                          labeller={"reward": "bench:grm", "n_envs": n, "gamma": 0.95,
-                                                    "cameras": cameras},
-                                          model_factory=ModelFactory(args.grm), label_batch_steps=64,
-                                          max_pending_chunks=1_000, labeller_cpus=1)
+        buffer = AsyncRelabelReplayBuffer(
+            10_000,
+            base.observation_space,
+            base.action_space,
+            device="cpu",
+            n_envs=n,
+            labeller={"reward": "bench:grm", "n_envs": n, "gamma": 0.95, "cameras": cameras},
+            model_factory=ModelFactory(args.grm),
+            label_batch_steps=64,
+            max_pending_chunks=1_000,
+            labeller_cpus=1,
+        )
         buffer._labeller()  # start the actor (model load) before the clock runs
         ray.get(buffer._actor.stats.remote())
         t0 = time.perf_counter()
@@ -184,14 +200,25 @@ def bench_overhead(args: ScaleBenchArgs, model) -> dict:
         drain_s = time.perf_counter() - t1
     finally:
         base.close()
-    out = {"task": args.task, "n_envs": n, "cameras": list(cameras), "steps_per_s_without_model": without,
-           "steps_per_s_sync": sync, "steps_per_s_async": asynchronous, "overhead_sync": without / sync,
-           "overhead_async": without / asynchronous, "async_pending_steps_at_loop_end": pending,
-           "async_loop_s": loop_s, "async_drain_s": drain_s,
-           "labeller_steps_per_s": n * args.loop_steps / (loop_s + drain_s)}
-    print(f"RL loop ({args.task}, {n} envs): {without:.1f} steps/s without model, {sync:.1f} sync "
-          f"({out['overhead_sync']:.2f}x), {asynchronous:.1f} async ({out['overhead_async']:.2f}x); "
-          f"{pending} vec steps pending at the end, drained in {drain_s:.1f} s")
+    out = {
+        "task": args.task,
+        "n_envs": n,
+        "cameras": list(cameras),
+        "steps_per_s_without_model": without,
+        "steps_per_s_sync": sync,
+        "steps_per_s_async": asynchronous,
+        "overhead_sync": without / sync,
+        "overhead_async": without / asynchronous,
+        "async_pending_steps_at_loop_end": pending,
+        "async_loop_s": loop_s,
+        "async_drain_s": drain_s,
+        "labeller_steps_per_s": n * args.loop_steps / (loop_s + drain_s),
+    }
+    print(
+        f"RL loop ({args.task}, {n} envs): {without:.1f} steps/s without model, {sync:.1f} sync "
+        f"({out['overhead_sync']:.2f}x), {asynchronous:.1f} async ({out['overhead_async']:.2f}x); "
+        f"{pending} vec steps pending at the end, drained in {drain_s:.1f} s"
+    )
     return out
 
 
@@ -236,10 +263,16 @@ def modelled_scaling(rollouts: dict, service: dict, envs_per_worker: int = 4, re
     for workers in (1, 2, 4, 8, 16, 32, 64):
         envs = workers * envs_per_worker
         rollout_cap = envs / (envs_per_worker * t_env + t_rtt)
-        rows.append({"workers": workers, "envs": envs, "rollout_steps_per_s": rollout_cap,
-                     "reward_service_cap_frames_per_s": best_service * replicas,
-                     "steps_per_s": min(rollout_cap, best_service * replicas),
-                     "bound_by": "rollouts" if rollout_cap <= best_service * replicas else "reward service"})
+        rows.append(
+            {
+                "workers": workers,
+                "envs": envs,
+                "rollout_steps_per_s": rollout_cap,
+                "reward_service_cap_frames_per_s": best_service * replicas,
+                "steps_per_s": min(rollout_cap, best_service * replicas),
+                "bound_by": "rollouts" if rollout_cap <= best_service * replicas else "reward service",
+            }
+        )
     return rows
 
 
@@ -259,14 +292,20 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     print("modelled (not measured) scaling, 4 envs per worker, 1 reward replica:")
     for row in scaling:
-        print(f"  {row['workers']:3d} workers / {row['envs']:4d} envs: {row['steps_per_s']:9.1f} steps/s "
-              f"(bound by {row['bound_by']})")
-    results = {"model": desc, "measured": {"reward_service": service, "rl_loop_overhead": overhead,
-                                           "rollouts": rollouts},
-               "modelled": {"assumptions": "W workers x 4 envs: W*E/(E*t_env + t_rtt), capped by the best measured "
-                                           "service frames/s x replicas; one core per worker; local round trip",
-                            "scaling": scaling},
-               "wall_s": time.perf_counter() - t_start}
+        print(
+            f"  {row['workers']:3d} workers / {row['envs']:4d} envs: {row['steps_per_s']:9.1f} steps/s "
+            f"(bound by {row['bound_by']})"
+        )
+    results = {
+        "model": desc,
+        "measured": {"reward_service": service, "rl_loop_overhead": overhead, "rollouts": rollouts},
+        "modelled": {
+            "assumptions": "W workers x 4 envs: W*E/(E*t_env + t_rtt), capped by the best measured "
+            "service frames/s x replicas; one core per worker; local round trip",
+            "scaling": scaling,
+        },
+        "wall_s": time.perf_counter() - t_start,
+    }
     path = write_bench_result("scale_bench", results, results_dir=args.out)
     print(f"wrote {path} ({results['wall_s']:.0f} s)")
     return 0

@@ -130,10 +130,21 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
     out = args.out / task / name / f"seed{seed}"
     cfg_dict = base_settings(args, task)
     cfg_dict.update(
-        task=task, algo=args.algo, reward=reward, seed=seed, steps=steps,
-        eval_every=args.eval_every, eval_episodes=args.eval_episodes, device=args.device, out=out,
-        video_every=0, checkpoint_every=0, progress_bar=False, resume=(out / "checkpoints").is_dir(),
-        max_episode_steps=args.max_episode_steps, config=None,
+        task=task,
+        algo=args.algo,
+        reward=reward,
+        seed=seed,
+        steps=steps,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        device=args.device,
+        out=out,
+        video_every=0,
+        checkpoint_every=0,
+        progress_bar=False,
+        resume=(out / "checkpoints").is_dir(),
+        max_episode_steps=args.max_episode_steps,
+        config=None,
     )
     cfg = RLTrainConfig.from_dict(cfg_dict)
     if (out / "config.yaml").is_file():
@@ -146,8 +157,10 @@ def run_one(args: BenchArgs, task: str, reward: str, seed: int, steps: int) -> l
             return rows
     t0 = time.perf_counter()
     result = train(cfg)
-    print(f"  {task}/{name}/seed{seed}: {result.env_steps} steps in {time.perf_counter() - t0:.0f}s, "
-          f"final success {result.final_success_rate:.0%}")
+    print(
+        f"  {task}/{name}/seed{seed}: {result.env_steps} steps in {time.perf_counter() - t0:.0f}s, "
+        f"final success {result.final_success_rate:.0%}"
+    )
     return result.eval_curve
 
 
@@ -156,8 +169,9 @@ def check_same_run(wanted, stored, out: Path) -> None:
     diff = wanted.learning_differences(stored)
     if diff:
         detail = ", ".join(f"{k}: run has {have!r}, bench asks {want!r}" for k, (have, want) in diff.items())
-        raise SystemExit(f"{out} holds a run trained with other settings ({detail}); "
-                         "pass the same options, or choose another --out")
+        raise SystemExit(
+            f"{out} holds a run trained with other settings ({detail}); pass the same options, or choose another --out"
+        )
 
 
 def run_summary(args: BenchArgs, task: str, reward: str, seed: int, key: str) -> float | None:
@@ -183,10 +197,16 @@ def summarise(curves: dict[tuple[str, str], list[list[dict]]]) -> dict:
         succ = np.array([[row["success_rate"] for row in r[:n]] for r in runs])
         mean = succ.mean(axis=0)
         table[f"{task}/{reward}"] = {
-            "task": task, "reward": reward, "seeds": len(runs), "steps": steps.tolist(),
-            "mean_success": mean.tolist(), "min_success": succ.min(axis=0).tolist(),
-            "max_success": succ.max(axis=0).tolist(), "final_success": float(mean[-1]),
-            "best_success": float(mean.max()), "steps_to_80": steps_to(steps, mean, 0.8),
+            "task": task,
+            "reward": reward,
+            "seeds": len(runs),
+            "steps": steps.tolist(),
+            "mean_success": mean.tolist(),
+            "min_success": succ.min(axis=0).tolist(),
+            "max_success": succ.max(axis=0).tolist(),
+            "final_success": float(mean[-1]),
+            "best_success": float(mean.max()),
+            "steps_to_80": steps_to(steps, mean, 0.8),
             "per_seed_final": succ[:, -1].tolist(),
         }
     return table
@@ -205,27 +225,42 @@ def target_check(table: dict, task: str) -> dict | None:
     sparse_20 = steps_to(np.array(sparse["steps"]), np.array(sparse["mean_success"]), 0.2)
     grm_80, oracle_80 = grm["steps_to_80"], oracle["steps_to_80"]
     # sparse's budget: the steps before its mean first reaches 20 % (or its whole curve if it never does)
-    within_sparse = grm_80 is not None and (grm_80 < sparse_20 if sparse_20 is not None
-                                            else grm_80 <= sparse["steps"][-1])
+    within_sparse = grm_80 is not None and (
+        grm_80 < sparse_20 if sparse_20 is not None else grm_80 <= sparse["steps"][-1]
+    )
     oracle_bound = oracle_80 if oracle_80 is not None else oracle["steps"][-1]
     within_oracle = grm_80 is not None and grm_80 <= 2 * oracle_bound
-    return {"grm_steps_to_80": grm_80, "oracle_steps_to_80": oracle_80, "oracle_last_step": oracle["steps"][-1],
-            "sparse_steps_to_20": sparse_20, "sparse_last_step": sparse["steps"][-1],
-            "grm_before_sparse_20": within_sparse, "grm_within_2x_oracle": within_oracle,
-            "met": bool(within_sparse and within_oracle)}
+    return {
+        "grm_steps_to_80": grm_80,
+        "oracle_steps_to_80": oracle_80,
+        "oracle_last_step": oracle["steps"][-1],
+        "sparse_steps_to_20": sparse_20,
+        "sparse_last_step": sparse["steps"][-1],
+        "grm_before_sparse_20": within_sparse,
+        "grm_within_2x_oracle": within_oracle,
+        "met": bool(within_sparse and within_oracle),
+    }
 
 
 def describe_target(task: str, check: dict) -> str:
     def at(steps: float) -> str:
         return f"{steps / 1000:g}k"
 
-    grm = (f"grm's mean reaches 80 % at {at(check['grm_steps_to_80'])}" if check["grm_steps_to_80"] is not None
-           else "grm's mean does not reach 80 %")
-    sparse = (f"sparse's mean first reaches 20 % at {at(check['sparse_steps_to_20'])}"
-              if check["sparse_steps_to_20"] is not None
-              else f"sparse's mean stays below 20 % to {at(check['sparse_last_step'])}")
-    oracle = (f"oracle's reaches 80 % at {at(check['oracle_steps_to_80'])}" if check["oracle_steps_to_80"] is not None
-              else f"oracle's does not reach 80 % by {at(check['oracle_last_step'])}")
+    grm = (
+        f"grm's mean reaches 80 % at {at(check['grm_steps_to_80'])}"
+        if check["grm_steps_to_80"] is not None
+        else "grm's mean does not reach 80 %"
+    )
+    sparse = (
+        f"sparse's mean first reaches 20 % at {at(check['sparse_steps_to_20'])}"
+        if check["sparse_steps_to_20"] is not None
+        else f"sparse's mean stays below 20 % to {at(check['sparse_last_step'])}"
+    )
+    oracle = (
+        f"oracle's reaches 80 % at {at(check['oracle_steps_to_80'])}"
+        if check["oracle_steps_to_80"] is not None
+        else f"oracle's does not reach 80 % by {at(check['oracle_last_step'])}"
+    )
     verdict = "MET" if check["met"] else "NOT MET"
     return f"Target ({task}): {grm}; {sparse}; {oracle} -> {verdict}."
 
@@ -247,8 +282,12 @@ def plot(table: dict, path: Path) -> None:
             if row["task"] != task:
                 continue
             s = np.array(row["steps"])
-            line, = ax.plot(s, row["mean_success"], label=f"{row['reward']} (n={row['seeds']})",
-                            color=REWARD_COLORS.get(row["reward"]))
+            (line,) = ax.plot(
+                s,
+                row["mean_success"],
+                label=f"{row['reward']} (n={row['seeds']})",
+                color=REWARD_COLORS.get(row["reward"]),
+            )
             ax.fill_between(s, row["min_success"], row["max_success"], color=line.get_color(), alpha=0.15)
         ax.set_title(task)
         ax.set_xlabel("env steps")
@@ -277,9 +316,17 @@ def measure_overhead(args: BenchArgs) -> dict:
     # the envs the runs on that task train in (n_envs, cameras, image size), with a GRM's reward views and the
     # in-loop potential that is timed below
     settings = base_settings(args, args.overhead_task)
-    settings.update(task=args.overhead_task, algo=args.algo, reward="grm:bench", out=args.out / "overhead",
-                    device=str(device), progress_bar=False, max_episode_steps=args.max_episode_steps, config=None,
-                    async_reward=False)
+    settings.update(
+        task=args.overhead_task,
+        algo=args.algo,
+        reward="grm:bench",
+        out=args.out / "overhead",
+        device=str(device),
+        progress_bar=False,
+        max_episode_steps=args.max_episode_steps,
+        config=None,
+        async_reward=False,
+    )
     cfg = RLTrainConfig.from_dict(settings)
     env, shaped = build_train_env(cfg, device, reward_model=model, spec=RewardSpec.parse("grm:bench"))
     rng = np.random.default_rng(0)
@@ -306,9 +353,15 @@ def measure_overhead(args: BenchArgs) -> dict:
     finally:
         env.close()
     return {
-        "task": args.overhead_task, "n_envs": n, "cameras": list(cams), "device": str(device), "model": model_desc,
-        "steps_per_s_with_model": with_model, "steps_per_s_without_model": without_model,
-        "overhead_ratio": without_model / with_model, "model_calls_per_vec_step": calls / args.overhead_steps,
+        "task": args.overhead_task,
+        "n_envs": n,
+        "cameras": list(cams),
+        "device": str(device),
+        "model": model_desc,
+        "steps_per_s_with_model": with_model,
+        "steps_per_s_without_model": without_model,
+        "overhead_ratio": without_model / with_model,
+        "model_calls_per_vec_step": calls / args.overhead_steps,
     }
 
 
@@ -344,13 +397,23 @@ def main(argv: list[str] | None = None) -> int:
     overhead = measure_overhead(args) if args.overhead_steps > 0 else None
     grm_status = f"pending (no checkpoint at {args.grm})" if grm_pending and args.grm else args.grm
     targets = {task: check for task in args.tasks if (check := target_check(table, task)) is not None}
-    report = {"table": table, "overhead": overhead, "target": targets,
-              "grm": grm_status or "pending (no checkpoint given)",
-              "algo": args.algo, "n_envs": args.n_envs, "gamma": args.gamma, "seeds": list(args.seeds)}
+    report = {
+        "table": table,
+        "overhead": overhead,
+        "target": targets,
+        "grm": grm_status or "pending (no checkpoint given)",
+        "algo": args.algo,
+        "n_envs": args.n_envs,
+        "gamma": args.gamma,
+        "seeds": list(args.seeds),
+    }
 
     atomic_write_json(args.out / "results.json", report)
-    lines = ["| task | reward | seeds | env steps | final success (per seed) | best success | env steps to 80% | "
-             "train env-steps/s | demo env steps |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | reward | seeds | env steps | final success (per seed) | best success | env steps to 80% | "
+        "train env-steps/s | demo env steps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for _key, row in sorted(table.items()):
         to80 = f"{row['steps_to_80']:.0f}" if row["steps_to_80"] is not None else "not reached"
         per_seed = ", ".join(f"{x:.0%}" for x in row["per_seed_final"])
@@ -358,27 +421,37 @@ def main(argv: list[str] | None = None) -> int:
         speed = f"{np.mean(speeds):.0f}" if speeds else "?"
         demo = [x for x in row["demo_env_steps"] if x is not None]
         demo_steps = f"{np.mean(demo):.0f}" if demo else "?"
-        lines.append(f"| {row['task']} | {row['reward']} | {row['seeds']} | {row['steps'][-1]:.0f} | "
-                     f"{row['final_success']:.0%} ({per_seed}) | {row['best_success']:.0%} | {to80} | {speed} | "
-                     f"{demo_steps} |")
+        lines.append(
+            f"| {row['task']} | {row['reward']} | {row['seeds']} | {row['steps'][-1]:.0f} | "
+            f"{row['final_success']:.0%} ({per_seed}) | {row['best_success']:.0%} | {to80} | {speed} | "
+            f"{demo_steps} |"
+        )
     for task in args.tasks if args.grm and not grm_pending and args.grm_tasks is not None else ():
         if task not in args.grm_tasks:
             lines.append(f"| {task} | grm | - | - | not run (time budget; --grm-tasks) | | | | |")
     if grm_pending:
-        why = f"no checkpoint at {args.grm} when the grm runs were due" if args.grm else "no GRM checkpoint given (--grm)"
+        why = (
+            f"no checkpoint at {args.grm} when the grm runs were due" if args.grm else "no GRM checkpoint given (--grm)"
+        )
         lines.append(f"| * | grm | - | - | pending: {why} | | | | |")
     if targets:
         lines += [""] + [describe_target(task, check) for task, check in targets.items()]
-    lines += ["", "Success = deterministic policy, true `is_success` of the env, "
-              f"{args.eval_episodes} fresh-seed episodes per point; mean over seeds. Env steps are the "
-              "learner's; expert demonstrations (if any) were collected before them and are listed apart.",
-              "Command: `.venv/bin/python bench/shaping_bench.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"]
+    lines += [
+        "",
+        "Success = deterministic policy, true `is_success` of the env, "
+        f"{args.eval_episodes} fresh-seed episodes per point; mean over seeds. Env steps are the "
+        "learner's; expert demonstrations (if any) were collected before them and are listed apart.",
+        "Command: `.venv/bin/python bench/shaping_bench.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
+    ]
     if overhead:
-        lines += ["", f"Overhead ({overhead['task']}, {overhead['n_envs']} envs, cameras {overhead['cameras']}, "
-                      f"{overhead['device']}, {overhead['model']}): "
-                      f"{overhead['steps_per_s_without_model']:.0f} env-steps/s without the model, "
-                      f"{overhead['steps_per_s_with_model']:.0f} with it -> {overhead['overhead_ratio']:.2f}x; "
-                      f"{overhead['model_calls_per_vec_step']:.2f} model calls per vectorised step."]
+        lines += [
+            "",
+            f"Overhead ({overhead['task']}, {overhead['n_envs']} envs, cameras {overhead['cameras']}, "
+            f"{overhead['device']}, {overhead['model']}): "
+            f"{overhead['steps_per_s_without_model']:.0f} env-steps/s without the model, "
+            f"{overhead['steps_per_s_with_model']:.0f} with it -> {overhead['overhead_ratio']:.2f}x; "
+            f"{overhead['model_calls_per_vec_step']:.2f} model calls per vectorised step.",
+        ]
     text = "\n".join(lines) + "\n"
     atomic_write_text(args.out / "results.md", text)
     if table:

@@ -109,22 +109,31 @@ def bench_recording(seconds: float, task: str = "push") -> str:
     """Episodes/min of ``prism-record`` (expert, 3 cameras at 128 px, H.264 encoding included)."""
     episodes = max(2, int(seconds))
     with tempfile.TemporaryDirectory() as tmp:
-        s = record_episodes(Path(tmp) / "ds", task, "expert", episodes=episodes, cameras=sim.CAMERA_NAMES,
-                            size=128, progress_bar=False)
-    return f"{60 * s.episodes / s.seconds:,.1f} episodes/min ({s.frames / s.seconds:,.0f} frames/s, {task}, 3 cams 128px)"
+        s = record_episodes(
+            Path(tmp) / "ds", task, "expert", episodes=episodes, cameras=sim.CAMERA_NAMES, size=128, progress_bar=False
+        )
+    return (
+        f"{60 * s.episodes / s.seconds:,.1f} episodes/min ({s.frames / s.seconds:,.0f} frames/s, {task}, 3 cams 128px)"
+    )
 
 
 def main(args: Args) -> None:
     task = sim.resolve_task(args.task)
-    print(f"sim benchmark, task={task}, mujoco {mujoco.__version__}, {os.cpu_count()} CPUs visible "
-          "(figures are lower when other jobs share the CPU)")
+    print(
+        f"sim benchmark, task={task}, mujoco {mujoco.__version__}, {os.cpu_count()} CPUs visible "
+        "(figures are lower when other jobs share the CPU)"
+    )
     physics = bench_physics(task, args.seconds)
     env_state = bench_env_steps(task, args.seconds)
     per_step_physics = CONTROL_SUBSTEPS / physics
-    rows = [("raw mj_step", f"{physics:,.0f} steps/s"),
-            ("env.step, state only", f"{env_state:,.0f} steps/s"),
-            ("env.step cost / raw substeps cost", f"{(1 / env_state) / per_step_physics:.2f}x "
-                                                   f"({CONTROL_SUBSTEPS} mj_step per env step)")]
+    rows = [
+        ("raw mj_step", f"{physics:,.0f} steps/s"),
+        ("env.step, state only", f"{env_state:,.0f} steps/s"),
+        (
+            "env.step cost / raw substeps cost",
+            f"{(1 / env_state) / per_step_physics:.2f}x ({CONTROL_SUBSTEPS} mj_step per env step)",
+        ),
+    ]
     for size in (64, 128, 224):
         for cam in sim.CAMERA_NAMES:
             rows.append((f"render {cam} {size}px", f"{bench_camera(task, cam, size, args.seconds / 2):,.0f} frames/s"))
@@ -138,8 +147,10 @@ def main(args: Args) -> None:
     if args.experts_seeds > 0:
         print(f"\nscripted experts on seeds 0..{args.experts_seeds - 1} (state only):")
         for t, name, wins, mean_len in bench_experts(args.experts_seeds):
-            print(f"  {t:<10} {name:<7} {wins}/{args.experts_seeds} = {100 * wins / args.experts_seeds:5.1f}%  "
-                  f"mean length {mean_len:.1f} steps")
+            print(
+                f"  {t:<10} {name:<7} {wins}/{args.experts_seeds} = {100 * wins / args.experts_seeds:5.1f}%  "
+                f"mean length {mean_len:.1f} steps"
+            )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,20 @@ def train(args: TrainDefaultsArgs, name: str, data: Path, extra: list[str]) -> t
     seconds (read back from ``<out>/<name>.seconds`` when the checkpoint is reused)."""
     ckpt = args.out / name
     timing = args.out / f"{name}.seconds"
-    cmd = [str(BIN / "prism-reward"), "train", "--data", str(data), "--out", str(ckpt), *extra,
-           "--num-threads", str(args.num_threads), "--device", args.device, "--no-progress-bar"]
+    cmd = [
+        str(BIN / "prism-reward"),
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(ckpt),
+        *extra,
+        "--num-threads",
+        str(args.num_threads),
+        "--device",
+        args.device,
+        "--no-progress-bar",
+    ]
     shown = shlex.join(["prism-reward", *cmd[1:]])
     if (ckpt / "config.json").is_file():
         return ckpt, shown, float(timing.read_text()) if timing.is_file() else None
@@ -100,8 +112,10 @@ def findings(models: dict[str, dict]) -> list[str]:
     lines = []
     for name, row in models.items():
         verdict = "reaches" if row["completion_acc"] >= REFERENCE_COMPLETION_ACC else "is below"
-        lines.append(f"{name}: 3-class {row['completion_acc']:.0%} {verdict} the bench recipe's "
-                     f"{REFERENCE_COMPLETION_ACC:.0%} (VOC+ {row['voc']:.3f}, AUROC {row['auroc']:.3f})")
+        lines.append(
+            f"{name}: 3-class {row['completion_acc']:.0%} {verdict} the bench recipe's "
+            f"{REFERENCE_COMPLETION_ACC:.0%} (VOC+ {row['voc']:.3f}, AUROC {row['auroc']:.3f})"
+        )
     return lines
 
 
@@ -120,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     heldout_data = record(args, f"{args.task}_heldout", args.heldout_episodes, args.heldout_seed)
     record_seconds = time.perf_counter() - t0
 
-    checkpoints = {"defaults, from scratch": train(args, "grm_scratch", user_data, []),
-                   "defaults, --init grm": train(args, "grm_init", user_data, ["--init", "grm"])}
+    checkpoints = {
+        "defaults, from scratch": train(args, "grm_scratch", user_data, []),
+        "defaults, --init grm": train(args, "grm_init", user_data, ["--init", "grm"]),
+    }
     heldout_ds = open_dataset(heldout_data)
     heldout = [heldout_ds.load_episode(i) for i in range(len(heldout_ds))]
     models: dict[str, dict] = {}
@@ -134,10 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = [ep.outcome for ep in heldout]
     results = {
         "task": args.task,
-        "data": {"train": f"{args.train_episodes} {args.task} failure-mix episodes, seeds {args.train_seed}+, "
-                          f"{args.size} px, {args.cameras}",
-                 "heldout": f"{len(heldout)} {args.task} failure-mix episodes, seeds {args.heldout_seed}+ "
-                            f"({', '.join(f'{outcomes.count(o)} {o}' for o in sorted(set(outcomes)))})"},
+        "data": {
+            "train": f"{args.train_episodes} {args.task} failure-mix episodes, seeds {args.train_seed}+, "
+            f"{args.size} px, {args.cameras}",
+            "heldout": f"{len(heldout)} {args.task} failure-mix episodes, seeds {args.heldout_seed}+ "
+            f"({', '.join(f'{outcomes.count(o)} {o}' for o in sorted(set(outcomes)))})",
+        },
         "models": models,
         "findings": findings(models),
         "seconds": {"record": record_seconds, "total": time.perf_counter() - t0},
@@ -151,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<24} {seconds:>8} {row['voc']:6.3f} {row['completion_acc']:8.1%} {row['auroc']:6.3f}")
     for line in results["findings"]:
         print(line)
-    print(f"recorded for docs/results.md: "
-          f"{write_bench_result('train_defaults_bench', results, results_dir=args.results_dir)}")
+    print(
+        f"recorded for docs/results.md: "
+        f"{write_bench_result('train_defaults_bench', results, results_dir=args.results_dir)}"
+    )
     return 0
 
 

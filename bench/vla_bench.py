@@ -62,8 +62,18 @@ def train(out: Path, data: list[Path], steps: int, weighting: str = "none") -> d
     summary_path = out / "train_summary.json"
     if not summary_path.is_file():
         t0 = time.time()
-        summary = train_bc(BCConfig(data=tuple(map(str, data)), out=out, cameras=",".join(CAMERAS), steps=steps,
-                                    weighting=weighting, device="cpu", progress_bar=False, overwrite=True))
+        summary = train_bc(
+            BCConfig(
+                data=tuple(map(str, data)),
+                out=out,
+                cameras=",".join(CAMERAS),
+                steps=steps,
+                weighting=weighting,
+                device="cpu",
+                progress_bar=False,
+                overwrite=True,
+            )
+        )
         summary["train_seconds"] = round(time.time() - t0, 1)
         return summary
     return json.loads(summary_path.read_text())
@@ -74,8 +84,10 @@ def success(checkpoint: Path, task: str, episodes: int) -> dict:
     report = json.loads(saved.read_text()) if saved.is_file() else {}
     if report.get("episodes") != episodes or report.get("seed") != 20_000:
         report = evaluate_vla(EvalArgs(run=checkpoint, task=task, episodes=episodes, seed=20_000, device="cpu"))
-    return {k: report[k] for k in ("success_rate", "ci_low", "ci_high", "successes", "episodes",
-                                   "mean_final_progress", "mean_length")}
+    return {
+        k: report[k]
+        for k in ("success_rate", "ci_low", "ci_high", "successes", "episodes", "mean_final_progress", "mean_length")
+    }
 
 
 def online(cfg: OnlineConfig) -> dict:
@@ -95,22 +107,31 @@ def online(cfg: OnlineConfig) -> dict:
 
 def online_stage(args: argparse.Namespace, results: dict, started: float) -> None:
     init = args.out / "bc_multitask"
-    common = dict(init=init, task=args.rl_task, episodes=args.rl_episodes, eval_episodes=16,
-                  eval_every=max(1, args.rl_episodes // (2 * RL_EPISODES_PER_ITERATION)), device="cpu", progress_bar=False)
+    common = dict(
+        init=init,
+        task=args.rl_task,
+        episodes=args.rl_episodes,
+        eval_episodes=16,
+        eval_every=max(1, args.rl_episodes // (2 * RL_EPISODES_PER_ITERATION)),
+        device="cpu",
+        progress_bar=False,
+    )
     rl = results.setdefault("online_rl", {"task": args.rl_task, "episodes": args.rl_episodes, "runs": {}})
     dpo = results.setdefault("dpo", {"task": args.rl_task, "episodes": args.rl_episodes, "runs": {}})
     for seed in range(args.rl_seeds):
         for reward in args.rl_rewards:
             key = f"{reward}/seed{seed}"
-            rl["runs"][key] = online(RLConfig(**common, out=args.out / f"rl_{reward}_s{seed}", reward=reward,
-                                              seed=seed))
+            rl["runs"][key] = online(
+                RLConfig(**common, out=args.out / f"rl_{reward}_s{seed}", reward=reward, seed=seed)
+            )
             print(f"rl {key}: eval {rl['runs'][key]['eval_curve']}", flush=True)
             results["elapsed_s"] = round(time.time() - started, 1)
             write_bench_result("vla_bench", results)
         if seed == 0:
             for ranking in ("reward", "random"):
-                dpo["runs"][ranking] = online(DPOConfig(**common, out=args.out / f"dpo_{ranking}", reward="grm",
-                                                        ranking=ranking, seed=0))
+                dpo["runs"][ranking] = online(
+                    DPOConfig(**common, out=args.out / f"dpo_{ranking}", reward="grm", ranking=ranking, seed=0)
+                )
                 print(f"dpo {ranking}: eval {dpo['runs'][ranking]['eval_curve']}", flush=True)
                 results["elapsed_s"] = round(time.time() - started, 1)
                 write_bench_result("vla_bench", results)
@@ -133,23 +154,31 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.time()
-    results: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                     "cameras": list(CAMERAS), "image_size": 64}
+    results: dict = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "cameras": list(CAMERAS),
+        "image_size": 64,
+    }
 
     demos = {t: record(args.out / "data" / f"{t}_expert", t, "expert", args.demos, seed=0) for t in args.tasks}
     bc = train(args.out / "bc_multitask", [Path(d["path"]) for d in demos.values()], args.steps)
-    results["multitask_bc"] = {"data": demos, "training": bc,
-                               "success": {t: success(args.out / "bc_multitask", t, args.eval_episodes)
-                                           for t in args.tasks}}
+    results["multitask_bc"] = {
+        "data": demos,
+        "training": bc,
+        "success": {t: success(args.out / "bc_multitask", t, args.eval_episodes) for t in args.tasks},
+    }
     print("multi-task BC:", {t: r["success_rate"] for t, r in results["multitask_bc"]["success"].items()}, flush=True)
 
-    mixed = record(args.out / "data" / f"{args.mixed_task}_mixed", args.mixed_task, "failure-mix", args.mixed,
-                   seed=1000)
+    mixed = record(
+        args.out / "data" / f"{args.mixed_task}_mixed", args.mixed_task, "failure-mix", args.mixed, seed=1000
+    )
     comparison = {"data": mixed}
     for name, weighting in (("bc", "none"), ("rabc_oracle_progress", "progress")):
         ckpt = args.out / f"mixed_{name}"
-        comparison[name] = {"training": train(ckpt, [Path(mixed["path"])], args.steps, weighting),
-                            "success": success(ckpt, args.mixed_task, args.eval_episodes)}
+        comparison[name] = {
+            "training": train(ckpt, [Path(mixed["path"])], args.steps, weighting),
+            "success": success(ckpt, args.mixed_task, args.eval_episodes),
+        }
         print(f"{name} on mixed {args.mixed_task}:", comparison[name]["success"]["success_rate"], flush=True)
     results["mixed_rabc_vs_bc"] = comparison
     results["elapsed_s"] = round(time.time() - started, 1)

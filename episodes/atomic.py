@@ -69,8 +69,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         else:
             entry.unlink(missing_ok=True)
         removed.append(entry)
-        print(f"removed {entry}, a temporary left by process {m['pid']} that is no longer running",
-              file=sys.stderr)
+        print(f"removed {entry}, a temporary left by process {m['pid']} that is no longer running", file=sys.stderr)
     return removed
 
 
@@ -78,8 +77,9 @@ def _is_within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def check_output_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
-                           out_flag: str = "--out") -> None:
+def check_output_not_input(
+    out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], out_flag: str = "--out"
+) -> None:
     """Refuse an output folder that is an input, lies inside one, or contains one (writing it would
     replace or delete the input). An input may be a model spec such as ``grm:DIR`` or
     ``clip:ARCH:FILE``: every part after a colon is tried as a path. Parts that are not existing local
@@ -96,8 +96,9 @@ def check_output_not_input(out: str | os.PathLike, inputs: Iterable[str | os.Pat
                 continue
             in_path = in_path.resolve()
             if _is_within(out_path, in_path) or _is_within(in_path, out_path):
-                raise ValueError(f"{out_flag} {out} would write over the input {item}; choose an "
-                                 "output folder outside every input")
+                raise ValueError(
+                    f"{out_flag} {out} would write over the input {item}; choose an output folder outside every input"
+                )
 
 
 def check_replaceable(target: str | os.PathLike, kind: str) -> None:
@@ -110,8 +111,10 @@ def check_replaceable(target: str | os.PathLike, kind: str) -> None:
     if target.is_dir() and not target.is_symlink():
         if (target / marker).is_file() or not any(target.iterdir()):
             return
-        raise FileExistsError(f"{target} exists and is not a {kind} written by prism-rl (no {marker}), so "
-                              "it is never replaced or written into: choose another output folder")
+        raise FileExistsError(
+            f"{target} exists and is not a {kind} written by prism-rl (no {marker}), so "
+            "it is never replaced or written into: choose another output folder"
+        )
     raise FileExistsError(f"{target} exists and is not a folder; choose another output path")
 
 
@@ -171,8 +174,9 @@ def atomic_write_parquet(path: str | os.PathLike, table: Any, **write_kwargs: An
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike, overwrite: bool = False, kind: str | None = None,
-               flag: str = "--overwrite") -> Iterator[Path]:
+def atomic_dir(
+    target: str | os.PathLike, overwrite: bool = False, kind: str | None = None, flag: str = "--overwrite"
+) -> Iterator[Path]:
     """Build a directory under a temporary sibling name; rename it to ``target`` only on success.
 
     Yields the temporary directory (``<target>.tmp-<pid>-<rand>``) to fill. On a clean exit it
@@ -187,8 +191,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False, kind: str | N
     target = Path(target)
     if (target.exists() or target.is_symlink()) and not overwrite:
         raise FileExistsError(
-            f"{target} already exists; pass {flag} to replace it (it is only replaced "
-            "once the new one is complete)"
+            f"{target} already exists; pass {flag} to replace it (it is only replaced once the new one is complete)"
         )
     if kind is not None:
         check_replaceable(target, kind)

@@ -52,7 +52,9 @@ def parse_camera_map(spec: str | Sequence[str] | Mapping[str, str] | None) -> di
                 continue
             source, sep, view = (part.strip() for part in pair.partition("="))
             if not sep or not source or not view or "=" in view:
-                raise CameraMapError(f"{FLAG}: expected DATA_CAMERA=MODEL_VIEW pairs separated by commas, got {pair.strip()!r}")
+                raise CameraMapError(
+                    f"{FLAG}: expected DATA_CAMERA=MODEL_VIEW pairs separated by commas, got {pair.strip()!r}"
+                )
             if mapping.get(source, view) != view:
                 raise CameraMapError(f"{FLAG}: camera {source!r} is mapped twice ({mapping[source]!r} and {view!r})")
             mapping[source] = view
@@ -74,15 +76,18 @@ def apply_camera_map(frames: Mapping[str, V], mapping: Mapping[str, str]) -> dic
     """
     missing = [source for source in mapping if source not in frames]
     if missing:
-        raise CameraMapError(f"{FLAG} names camera(s) {missing} that the data does not have "
-                             f"(its cameras: {list(frames)})")
+        raise CameraMapError(
+            f"{FLAG} names camera(s) {missing} that the data does not have (its cameras: {list(frames)})"
+        )
     renamed: dict[str, V] = {}
     origin: dict[str, str] = {}
     for camera, value in frames.items():
         name = mapping.get(camera, camera)
         if name in renamed:
-            raise CameraMapError(f"{FLAG} gives two cameras the name {name!r} ({origin[name]!r} and {camera!r}); "
-                                 f"map one of them elsewhere or leave it out with --cameras")
+            raise CameraMapError(
+                f"{FLAG} gives two cameras the name {name!r} ({origin[name]!r} and {camera!r}); "
+                f"map one of them elsewhere or leave it out with --cameras"
+            )
         renamed[name], origin[name] = value, camera
     return renamed
 
@@ -99,8 +104,9 @@ def map_episode_cameras(episode: Episode, mapping: Mapping[str, str]) -> Episode
     ``meta["camera_map"]``. The episode itself is returned when the map is empty."""
     if not mapping:
         return episode
-    return replace(episode, frames=apply_camera_map(episode.frames, mapping),
-                   meta={**episode.meta, "camera_map": dict(mapping)})
+    return replace(
+        episode, frames=apply_camera_map(episode.frames, mapping), meta={**episode.meta, "camera_map": dict(mapping)}
+    )
 
 
 __all__ = [

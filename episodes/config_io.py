@@ -43,8 +43,9 @@ def dataclass_from_dict(cls: type[C], data: Mapping[str, Any], source: str = "co
         raise ValueError(f"{source}: invalid {cls.__name__}: {exc}") from exc
 
 
-def require_checkpoint_files(path: str | Path, label: str, names: Sequence[str],
-                             hints: Mapping[str, str] | None = None) -> Path:
+def require_checkpoint_files(
+    path: str | Path, label: str, names: Sequence[str], hints: Mapping[str, str] | None = None
+) -> Path:
     """``path`` as a checkpoint directory holding every file in ``names``; ``label`` (``"GRM"``)
     names the kind in the errors, ``hints`` adds a sentence to a missing file's error."""
     path = Path(path)

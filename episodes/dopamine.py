@@ -96,8 +96,11 @@ def list_dopamine_episodes(path: str | Path) -> list[Path]:
     path = Path(path)
     if is_dopamine_episode(path):
         return [path]
-    return [c for c in _episode_candidates(path)
-            if c.name.startswith(EPISODE_PREFIX) or is_dopamine_episode(c) or _holds_videos(c)]
+    return [
+        c
+        for c in _episode_candidates(path)
+        if c.name.startswith(EPISODE_PREFIX) or is_dopamine_episode(c) or _holds_videos(c)
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,8 +131,11 @@ def read_task_instruction(path: str | Path) -> tuple[str, list[str]] | None:
             raise EpisodeSourceError(path, "JSON object needs a 'task_instruction' or 'instruction' field")
     texts = [data] if isinstance(data, str) else data
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
-        raise EpisodeSourceError(path, "must hold an instruction: a non-empty string, a list of strings, or "
-                                       "an object with 'task_instruction' / 'instruction'")
+        raise EpisodeSourceError(
+            path,
+            "must hold an instruction: a non-empty string, a list of strings, or "
+            "an object with 'task_instruction' / 'instruction'",
+        )
     texts = [t.strip() for t in texts]
     return texts[0], texts
 
@@ -157,8 +163,11 @@ def read_keyframes(path: str | Path) -> list[Subtask]:
         if end <= start:
             raise EpisodeSourceError(path, f"subtask {k}: end_frame_id {end} must be after start_frame_id {start}")
         if subtasks and start < subtasks[-1].end:
-            raise EpisodeSourceError(path, f"subtask {k}: start_frame_id {start} is before the end of subtask "
-                                           f"{k - 1} ({subtasks[-1].end}); subtasks must be in order, not overlapping")
+            raise EpisodeSourceError(
+                path,
+                f"subtask {k}: start_frame_id {start} is before the end of subtask "
+                f"{k - 1} ({subtasks[-1].end}); subtasks must be in order, not overlapping",
+            )
         text = item.get("anotation", item.get("annotation"))
         subtasks.append(Subtask(start, end, str(text) if text is not None else None))
     return subtasks
@@ -202,8 +211,9 @@ def load_dopamine_episode(
     found = read_task_instruction(instruction_path)
     if not task and found is None:
         raise EpisodeSourceError(folder, f"no task instruction: {instruction_path} is missing; pass --task")
-    episode = load_episode_folder(folder, task=task or found[0], fps=fps, max_side=max_side,
-                                  episode_index=episode_index, cameras=cameras)
+    episode = load_episode_folder(
+        folder, task=task or found[0], fps=fps, max_side=max_side, episode_index=episode_index, cameras=cameras
+    )
     kept = np.asarray(episode.meta["frame_index"], dtype=np.int64)
     n_native = int(kept[-1]) + 1  # decode_video always keeps the final frame
     meta = {**episode.meta, "source_layout": "robo-dopamine"}
@@ -214,8 +224,9 @@ def load_dopamine_episode(
         return replace(episode, meta=meta)
     subtasks = read_keyframes(keyframes_path)
     if subtasks[-1].end > n_native:
-        raise EpisodeSourceError(keyframes_path, f"end_frame_id {subtasks[-1].end} is past the end of the "
-                                                 f"videos ({n_native} frames)")
+        raise EpisodeSourceError(
+            keyframes_path, f"end_frame_id {subtasks[-1].end} is past the end of the videos ({n_native} frames)"
+        )
     full = keyframe_progress(subtasks, n_native)
     meta["subtasks"] = [{"start_frame_id": s.start, "end_frame_id": s.end, "text": s.text} for s in subtasks]
     completed = bool(full[-1] >= 1.0)
@@ -239,10 +250,13 @@ def write_dopamine_episode(
     for camera, video in frames.items():
         write_video(folder / f"{camera}.mp4", video, fps=fps)
     if subtasks is not None:
-        atomic_write_json(folder / KEYFRAMES_JSON, [
-            {"anotation": s.text or f"subtask{k + 1}", "start_frame_id": s.start, "end_frame_id": s.end}
-            for k, s in enumerate(subtasks)
-        ])
+        atomic_write_json(
+            folder / KEYFRAMES_JSON,
+            [
+                {"anotation": s.text or f"subtask{k + 1}", "start_frame_id": s.start, "end_frame_id": s.end}
+                for k, s in enumerate(subtasks)
+            ],
+        )
     return folder
 
 

@@ -59,9 +59,7 @@ class Episode:
         for cam, arr in self.frames.items():
             arr = np.asarray(arr)
             if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-                raise ValueError(
-                    f"camera {cam!r}: frames must be uint8 (T, H, W, 3), got {arr.dtype} {arr.shape}"
-                )
+                raise ValueError(f"camera {cam!r}: frames must be uint8 (T, H, W, 3), got {arr.dtype} {arr.shape}")
             self.frames[cam] = arr
             lengths[cam] = arr.shape[0]
         if len(set(lengths.values())) != 1:
@@ -121,7 +119,7 @@ PARTIAL_PROGRESS = 0.4
 def tail_progress(progress: np.ndarray) -> float:
     """Mean progress over the last third of an episode: its last ceil(T/3) frames (at least one)."""
     progress = np.asarray(progress, dtype=np.float64).ravel()
-    return float(progress[-max(1, math.ceil(progress.size / 3)):].mean())
+    return float(progress[-max(1, math.ceil(progress.size / 3)) :].mean())
 
 
 def unfinished_outcome(progress: np.ndarray) -> str:

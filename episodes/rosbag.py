@@ -203,12 +203,16 @@ def read_bag(
                     joint_names = names
                 pos = np.asarray(msg.position, dtype=np.float64)
                 if len(pos) != len(names):
-                    raise BagError(bag, f"{conn.topic} message {len(s.stamps) - 1}: {len(names)} names but {len(pos)} positions")
+                    raise BagError(
+                        bag, f"{conn.topic} message {len(s.stamps) - 1}: {len(names)} names but {len(pos)} positions"
+                    )
                 if names != joint_names:
                     try:
                         pos = pos[[names.index(n) for n in joint_names]]
                     except ValueError as exc:
-                        raise BagError(bag, f"{conn.topic}: joint set changed mid-bag ({joint_names} -> {names})") from exc
+                        raise BagError(
+                            bag, f"{conn.topic}: joint set changed mid-bag ({joint_names} -> {names})"
+                        ) from exc
                 s.payload.append(pos)
             else:
                 # Keep the raw message; decoding happens only for frames that land on a tick.
@@ -244,7 +248,9 @@ def read_bag(
                 if max_side and max(img.shape[:2]) > max_side:
                     img = resize_frames(img, *scaled_to_max_side(*img.shape[:2], max_side))
                 if out and img.shape != out[0].shape:
-                    raise BagError(bag, f"{cam.topic}: image size changes from {out[0].shape} to {img.shape} at message {i}")
+                    raise BagError(
+                        bag, f"{cam.topic}: image size changes from {out[0].shape} to {img.shape} at message {i}"
+                    )
                 cache = {i: img}  # ticks are increasing: only the latest decoded frame can repeat
             out.append(cache[i])
         frames[cam.name] = np.stack(out)
@@ -260,7 +266,9 @@ def read_bag(
         js = streams[joint_topic]
         stamps = np.asarray(js.stamps, dtype=np.float64)
         pos = np.stack(js.payload)
-        state = np.stack([np.interp(ticks.astype(np.float64), stamps, pos[:, j]) for j in range(pos.shape[1])], axis=1).astype(np.float32)
+        state = np.stack(
+            [np.interp(ticks.astype(np.float64), stamps, pos[:, j]) for j in range(pos.shape[1])], axis=1
+        ).astype(np.float32)
         meta["joint_names"] = joint_names
     return Episode(task=task, frames=frames, fps=float(fps), episode_index=episode_index, state=state, meta=meta)
 

@@ -180,9 +180,7 @@ def _read_episode_json(path: Path) -> dict[str, Any]:
         if bad:
             raise EpisodeSourceError(path, f"field 'progress': {bad}")
     if ("success" in meta and "outcome" in meta) and (meta["success"] != (meta["outcome"] == "success")):
-        raise EpisodeSourceError(
-            path, f"fields disagree: success={meta['success']} but outcome={meta['outcome']!r}"
-        )
+        raise EpisodeSourceError(path, f"fields disagree: success={meta['success']} but outcome={meta['outcome']!r}")
     return meta
 
 
@@ -247,12 +245,11 @@ def load_episode_folder(
         if fps_out is None:
             fps_out, kept_ref = f_out, kept
     if len(set(native.values())) != 1:
-        raise EpisodeSourceError(
-            folder, f"camera videos have different lengths (native frames): {native}"
-        )
+        raise EpisodeSourceError(folder, f"camera videos have different lengths (native frames): {native}")
     if len({len(v) for v in decoded.values()}) != 1:
         raise EpisodeSourceError(
-            folder, f"camera videos have different frame rates: {({c: len(v) for c, v in decoded.items()})} frames after resampling"
+            folder,
+            f"camera videos have different frame rates: { ({c: len(v) for c, v in decoded.items()}) } frames after resampling",
         )
     progress = None
     if "progress" in meta:
@@ -331,7 +328,9 @@ def load_video_item(
     item = Path(item)
     if item.is_file():
         return load_video_file(item, task or "", camera=camera, fps=fps, max_side=max_side, episode_index=episode_index)
-    return load_episode_folder(item, task=task, fps=fps, max_side=max_side, episode_index=episode_index, cameras=cameras)
+    return load_episode_folder(
+        item, task=task, fps=fps, max_side=max_side, episode_index=episode_index, cameras=cameras
+    )
 
 
 def load_video_source(
@@ -348,7 +347,9 @@ def load_video_source(
     once). Errors name the offending file.
     """
     for i, item in enumerate(list_video_source(path)):
-        yield load_video_item(item, task=task, fps=fps, max_side=max_side, episode_index=i, camera=camera, cameras=cameras)
+        yield load_video_item(
+            item, task=task, fps=fps, max_side=max_side, episode_index=i, camera=camera, cameras=cameras
+        )
 
 
 def write_episode_folder(

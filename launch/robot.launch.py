@@ -57,37 +57,76 @@ def _truthy(context, name):
 def _nodes(context):
     namespace = context.launch_configurations["namespace"]
     params_file = context.launch_configurations["params_file"] or os.path.join(
-        CONFIG_DIR, context.launch_configurations["arm"] + ".yaml")
+        CONFIG_DIR, context.launch_configurations["arm"] + ".yaml"
+    )
     if not os.path.isfile(params_file):
         raise RuntimeError(f"parameter file {params_file!r} not found (arm presets: franka_fr3, ur5e)")
     if not context.launch_configurations["policy"]:
         raise RuntimeError("policy:=<prism-train run directory> is required")
     nodes = [
-        Node(executable="prism-policy", name="prism_policy", namespace=namespace, output="screen",
-             parameters=[params_file, _overrides(context, {
-                 "policy": "policy", "task": "task", "camera_topics": "camera_topics",
-                 "command_interface": "command_interface", "device": "device",
-                 "max_linear_speed": "max_linear_speed", "max_joint_step": "max_joint_step",
-                 "stale_timeout_s": "stale_timeout_s", "episode_time_limit_s": "episode_time_limit_s"})]),
+        Node(
+            executable="prism-policy",
+            name="prism_policy",
+            namespace=namespace,
+            output="screen",
+            parameters=[
+                params_file,
+                _overrides(
+                    context,
+                    {
+                        "policy": "policy",
+                        "task": "task",
+                        "camera_topics": "camera_topics",
+                        "command_interface": "command_interface",
+                        "device": "device",
+                        "max_linear_speed": "max_linear_speed",
+                        "max_joint_step": "max_joint_step",
+                        "stale_timeout_s": "stale_timeout_s",
+                        "episode_time_limit_s": "episode_time_limit_s",
+                    },
+                ),
+            ],
+        ),
     ]
     if _truthy(context, "monitor"):
-        nodes.append(Node(executable="prism-reward-monitor", name="prism_reward_monitor", namespace=namespace,
-                          output="screen",
-                          parameters=[params_file, _overrides(context, {
-                              "reward_model": "model", "task": "task", "camera_topics": "camera_topics",
-                              "device": "device"})]))
+        nodes.append(
+            Node(
+                executable="prism-reward-monitor",
+                name="prism_reward_monitor",
+                namespace=namespace,
+                output="screen",
+                parameters=[
+                    params_file,
+                    _overrides(
+                        context,
+                        {"reward_model": "model", "task": "task", "camera_topics": "camera_topics", "device": "device"},
+                    ),
+                ],
+            )
+        )
     if _truthy(context, "record"):
-        nodes.append(Node(executable="prism-ros-record", name="prism_ros_record", namespace=namespace,
-                          output="screen",
-                          parameters=[params_file, _overrides(context, {
-                              "output": "output", "mcap": "mcap", "task": "task",
-                              "camera_topics": "camera_topics"})]))
+        nodes.append(
+            Node(
+                executable="prism-ros-record",
+                name="prism_ros_record",
+                namespace=namespace,
+                output="screen",
+                parameters=[
+                    params_file,
+                    _overrides(
+                        context, {"output": "output", "mcap": "mcap", "task": "task", "camera_topics": "camera_topics"}
+                    ),
+                ],
+            )
+        )
     return nodes
 
 
 def generate_launch_description():
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=text)
-         for name, (default, text) in ARGUMENTS.items()]
+        [
+            DeclareLaunchArgument(name, default_value=default, description=text)
+            for name, (default, text) in ARGUMENTS.items()
+        ]
         + [OpaqueFunction(function=_nodes)]
     )

@@ -51,28 +51,63 @@ def _nodes(context):
     # without a recorder nothing may subscribe to the cameras: the twin must not wait for one
     no_recorder_to_wait_for = [] if record else [{"wait_for_subscribers": 0}]
     nodes = [
-        Node(executable="prism-sim-robot", name="prism_sim_robot", namespace=namespace, output="screen",
-             parameters=[params_file, _overrides(context, {"task": "task",
-                                                           "command_interface": "command_interface"}),
-                         *no_recorder_to_wait_for]),
-        Node(executable="prism-policy", name="prism_policy", namespace=namespace, output="screen",
-             parameters=[params_file, _overrides(context, {
-                 "policy": "policy", "command_interface": "command_interface", "device": "device",
-                 "max_linear_speed": "max_linear_speed", "stale_timeout_s": "stale_timeout_s",
-                 "episode_time_limit_s": "episode_time_limit_s"})]),
-        Node(executable="prism-reward-monitor", name="prism_reward_monitor", namespace=namespace, output="screen",
-             parameters=[params_file, _overrides(context, {"reward_model": "model", "device": "device"})]),
+        Node(
+            executable="prism-sim-robot",
+            name="prism_sim_robot",
+            namespace=namespace,
+            output="screen",
+            parameters=[
+                params_file,
+                _overrides(context, {"task": "task", "command_interface": "command_interface"}),
+                *no_recorder_to_wait_for,
+            ],
+        ),
+        Node(
+            executable="prism-policy",
+            name="prism_policy",
+            namespace=namespace,
+            output="screen",
+            parameters=[
+                params_file,
+                _overrides(
+                    context,
+                    {
+                        "policy": "policy",
+                        "command_interface": "command_interface",
+                        "device": "device",
+                        "max_linear_speed": "max_linear_speed",
+                        "stale_timeout_s": "stale_timeout_s",
+                        "episode_time_limit_s": "episode_time_limit_s",
+                    },
+                ),
+            ],
+        ),
+        Node(
+            executable="prism-reward-monitor",
+            name="prism_reward_monitor",
+            namespace=namespace,
+            output="screen",
+            parameters=[params_file, _overrides(context, {"reward_model": "model", "device": "device"})],
+        ),
     ]
     if record:
-        nodes.append(Node(executable="prism-ros-record", name="prism_ros_record", namespace=namespace,
-                          output="screen",
-                          parameters=[params_file, _overrides(context, {"output": "output", "mcap": "mcap"})]))
+        nodes.append(
+            Node(
+                executable="prism-ros-record",
+                name="prism_ros_record",
+                namespace=namespace,
+                output="screen",
+                parameters=[params_file, _overrides(context, {"output": "output", "mcap": "mcap"})],
+            )
+        )
     return nodes
 
 
 def generate_launch_description():
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=text)
-         for name, (default, text) in ARGUMENTS.items()]
+        [
+            DeclareLaunchArgument(name, default_value=default, description=text)
+            for name, (default, text) in ARGUMENTS.items()
+        ]
         + [OpaqueFunction(function=_nodes)]
     )

@@ -111,9 +111,16 @@ class AsyncShapedRewardVecEnv(ShapedRewardVecEnv):
         next_obs, reset_obs, reset_tasks = self._step_batches(obs, dones, infos)
         start_obs, start_tasks = self._start if self._start is not None else (None, None)
         self._start = None
-        step = RelabelStep(next_obs=next_obs, dones=dones, terminated=dones & ~truncated,
-                           env_success=np.array([bool(info.get("is_success", False)) for info in infos]),
-                           reset_obs=reset_obs, reset_tasks=reset_tasks, start_obs=start_obs, start_tasks=start_tasks)
+        step = RelabelStep(
+            next_obs=next_obs,
+            dones=dones,
+            terminated=dones & ~truncated,
+            env_success=np.array([bool(info.get("is_success", False)) for info in infos]),
+            reset_obs=reset_obs,
+            reset_tasks=reset_tasks,
+            start_obs=start_obs,
+            start_tasks=start_tasks,
+        )
         out = []
         for info in infos:
             info = dict(info)
@@ -217,9 +224,15 @@ class RewardLabeller:
 
                 model = load_progress_model(spec.model_spec, device=config.device)
         self.model = PreEncodedModel(model) if model is not None else None
-        self.potential = make_potential(spec, config.n_envs, device=config.device, cameras=config.cameras,
-                                        fusion=FusionConfig(mode=config.fusion, delta=config.delta),
-                                        delta=config.delta, model=self.model)
+        self.potential = make_potential(
+            spec,
+            config.n_envs,
+            device=config.device,
+            cameras=config.cameras,
+            fusion=FusionConfig(mode=config.fusion, delta=config.delta),
+            delta=config.delta,
+            model=self.model,
+        )
         self.naive = spec.naive
         self.phi = np.zeros(config.n_envs)
         self.started = False
@@ -227,9 +240,11 @@ class RewardLabeller:
 
     def stats(self) -> dict[str, int]:
         """Steps labelled and model encode calls: batched (one per chunk) and fallback (rows not prefetched)."""
-        return {"steps": self.n_steps_labelled,
-                "batched_encodes": self.model.n_batched_encodes if self.model is not None else 0,
-                "fallback_encodes": self.model.n_fallback_encodes if self.model is not None else 0}
+        return {
+            "steps": self.n_steps_labelled,
+            "batched_encodes": self.model.n_batched_encodes if self.model is not None else 0,
+            "fallback_encodes": self.model.n_fallback_encodes if self.model is not None else 0,
+        }
 
     def label(self, chunk: Sequence[tuple[int, RelabelStep]]) -> tuple[np.ndarray, np.ndarray]:
         """``(step ids (k,), shaped rewards (k, n_envs))`` of a chunk of consecutive steps."""
@@ -241,7 +256,9 @@ class RewardLabeller:
                     batches.append({k: np.asarray(v)[step.dones] for k, v in step.reset_obs.items()})
             self.model.prefetch(batches)
         ids = np.array([i for i, _ in chunk], dtype=np.int64)
-        rewards = np.stack([self._label_step(step) for _, step in chunk]) if chunk else np.zeros((0, self.config.n_envs))
+        rewards = (
+            np.stack([self._label_step(step) for _, step in chunk]) if chunk else np.zeros((0, self.config.n_envs))
+        )
         self.n_steps_labelled += len(chunk)
         return ids, rewards
 
@@ -252,13 +269,16 @@ class RewardLabeller:
             self.phi = np.asarray(self.potential.reset(step.start_obs, tasks), dtype=np.float64).copy()
             self.started = True
         if not self.started:
-            raise RuntimeError("RewardLabeller got a step before the env's first reset (its RelabelStep had no start_obs)")
+            raise RuntimeError(
+                "RewardLabeller got a step before the env's first reset (its RelabelStep had no start_obs)"
+            )
         dones = np.asarray(step.dones, dtype=bool)
         phi_next, phi_start, model_success = self.potential.step(step.next_obs, dones, step.reset_obs, step.reset_tasks)
         phi_next = np.asarray(phi_next, dtype=np.float64)
         success = np.asarray(step.env_success if cfg.success_source == "env" else model_success, dtype=bool)
-        rewards = shaped_reward(cfg.success_reward * success.astype(np.float64), self.phi, phi_next,
-                                step.terminated, cfg.gamma, self.naive)
+        rewards = shaped_reward(
+            cfg.success_reward * success.astype(np.float64), self.phi, phi_next, step.terminated, cfg.gamma, self.naive
+        )
         # Φ(s') becomes the next step's Φ(s); finished envs continue from their new s_0.
         self.phi = np.where(dones, np.asarray(phi_start, dtype=np.float64), phi_next)
         return rewards
@@ -273,13 +293,31 @@ class _AsyncRelabelMixin:
     """Pending rewards, chunked shipping to the labeller actor, sampling of labelled steps only.
     Mixed in before an SB3 buffer class, whose constructor it calls with the SB3 arguments."""
 
-    def __init__(self, buffer_size, observation_space, action_space, device="auto", n_envs: int = 1,
-                 optimize_memory_usage: bool = False, handle_timeout_termination: bool = True, *,
-                 labeller: LabellerConfig | dict, model_factory: Callable[[], Any] | None = None,
-                 label_batch_steps: int = 64, max_pending_chunks: int = 8, labeller_cpus: float = 1.0) -> None:
-        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
-                         optimize_memory_usage=optimize_memory_usage,
-                         handle_timeout_termination=handle_timeout_termination)
+    def __init__(
+        self,
+        buffer_size,
+        observation_space,
+        action_space,
+        device="auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        *,
+        labeller: LabellerConfig | dict,
+        model_factory: Callable[[], Any] | None = None,
+        label_batch_steps: int = 64,
+        max_pending_chunks: int = 8,
+        labeller_cpus: float = 1.0,
+    ) -> None:
+        super().__init__(
+            buffer_size,
+            observation_space,
+            action_space,
+            device=device,
+            n_envs=n_envs,
+            optimize_memory_usage=optimize_memory_usage,
+            handle_timeout_termination=handle_timeout_termination,
+        )
         if getattr(self, "optimize_memory_usage", False):
             raise ValueError("asynchronous relabelling does not support optimize_memory_usage")
         if label_batch_steps < 1 or max_pending_chunks < 1:
@@ -333,16 +371,20 @@ class _AsyncRelabelMixin:
             except ray.exceptions.RayTaskError as exc:
                 raise exc.as_instanceof_cause() from None
             except ray.exceptions.RayActorError as exc:
-                raise RuntimeError(f"the reward labeller actor died ({str(exc).splitlines()[0]}); "
-                                   "its tracker state is lost, restart training from the last checkpoint") from None
+                raise RuntimeError(
+                    f"the reward labeller actor died ({str(exc).splitlines()[0]}); "
+                    "its tracker state is lost, restart training from the last checkpoint"
+                ) from None
             self._pending.remove(ref)
             pos = ids % self.buffer_size
             live = self.step_ids[pos] == ids  # a wrapped-around buffer may have replaced the step
             self.rewards[pos[live]] = rewards[live].astype(self.rewards.dtype)
             self.labelled[pos[live]] = True
         # pending chunks finish in order, so the labelled ids form a prefix
-        while self.frontier < self.n_added and (self.labelled[self.frontier % self.buffer_size]
-                                                or self.step_ids[self.frontier % self.buffer_size] != self.frontier):
+        while self.frontier < self.n_added and (
+            self.labelled[self.frontier % self.buffer_size]
+            or self.step_ids[self.frontier % self.buffer_size] != self.frontier
+        ):
             self.frontier += 1
 
     def collect_labels(self, wait: bool = False) -> None:
@@ -361,8 +403,10 @@ class _AsyncRelabelMixin:
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
         step = infos[0].get(RELABEL_KEY) if infos else None
         if not isinstance(step, RelabelStep):
-            raise ValueError(f"{type(self).__name__}.add needs info[{RELABEL_KEY!r}] from AsyncShapedRewardVecEnv "
-                             "(train with the asynchronous shaping env)")
+            raise ValueError(
+                f"{type(self).__name__}.add needs info[{RELABEL_KEY!r}] from AsyncShapedRewardVecEnv "
+                "(train with the asynchronous shaping env)"
+            )
         pos = self.pos
         self.labelled[pos] = False
         self.step_ids[pos] = self.n_added
@@ -410,6 +454,15 @@ def async_buffer_class(obs_mode: str) -> type:
     return AsyncRelabelDictReplayBuffer if obs_mode == "pixels" else AsyncRelabelReplayBuffer
 
 
-__all__ = ["RELABEL_KEY", "AsyncRelabelDictReplayBuffer", "AsyncRelabelReplayBuffer", "AsyncShapedRewardVecEnv",
-           "DeferredPotential", "LabellerConfig", "PreEncodedModel", "RelabelStep", "RewardLabeller",
-           "async_buffer_class"]
+__all__ = [
+    "RELABEL_KEY",
+    "AsyncRelabelDictReplayBuffer",
+    "AsyncRelabelReplayBuffer",
+    "AsyncShapedRewardVecEnv",
+    "DeferredPotential",
+    "LabellerConfig",
+    "PreEncodedModel",
+    "RelabelStep",
+    "RewardLabeller",
+    "async_buffer_class",
+]

@@ -69,8 +69,18 @@ class ShapingLogCallback(StatefulCallback):
     ``shaping/model_success_rate`` (the reward model's view), plus ``shaping/phi`` per step.
     """
 
-    STATE = ("true_success", "true_return", "shaped_return", "phi_final", "phi_max", "model_success",
-             "phi_sum", "phi_count", "episodes", "history")
+    STATE = (
+        "true_success",
+        "true_return",
+        "shaped_return",
+        "phi_final",
+        "phi_max",
+        "model_success",
+        "phi_sum",
+        "phi_count",
+        "episodes",
+        "history",
+    )
 
     def __init__(self, window: int = 100) -> None:
         super().__init__()
@@ -179,8 +189,11 @@ def run_episodes(
             done = terminated or truncated
             if record:
                 frames.append(env.unwrapped.render_cameras((video_camera,))[video_camera])
-        results.append(EpisodeResult(bool(info.get("is_success", False)), total, length, seed + k,
-                                     float(info.get("progress", float("nan")))))
+        results.append(
+            EpisodeResult(
+                bool(info.get("is_success", False)), total, length, seed + k, float(info.get("progress", float("nan")))
+            )
+        )
     return results, frames
 
 
@@ -301,7 +314,9 @@ class TrueSuccessEvalCallback(StatefulCallback):
         writer = csv.DictWriter(buf, fieldnames=self.FIELDS)
         writer.writeheader()
         for row in self.curve:
-            writer.writerow({k: (int(row[k]) if k in ("timesteps", "episodes") else row.get(k, "")) for k in self.FIELDS})
+            writer.writerow(
+                {k: (int(row[k]) if k in ("timesteps", "episodes") else row.get(k, "")) for k in self.FIELDS}
+            )
         atomic_write_text(self.eval_dir / "curve.csv", buf.getvalue())  # (creates eval_dir)
 
     def _write_video(self, frames: list[np.ndarray]) -> None:
@@ -399,9 +414,12 @@ def capture_training_state(model: Any, callbacks: dict[str, StatefulCallback]) -
     """Everything besides the model zip and the replay buffer that a resumed run needs to carry on as
     this one would: RNG states (python, numpy, torch, the action space's, each env's), the callbacks'
     bookkeeping and VecNormalize's running statistics."""
-    rng: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                           "torch": torch.get_rng_state(),
-                           "action_space": model.action_space.np_random.bit_generator.state}
+    rng: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "action_space": model.action_space.np_random.bit_generator.state,
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["torch_cuda"] = torch.cuda.get_rng_state_all()
     env = model.get_env()
@@ -466,8 +484,9 @@ def write_checkpoint(model: Any, run_dir: Path, state: dict[str, Any]) -> Path:
     return target
 
 
-def load_checkpoint(path: Path, algo_class: Any, env: Any, device: str,
-                    tensorboard_log: str | None = None) -> tuple[Any, dict[str, Any]]:
+def load_checkpoint(
+    path: Path, algo_class: Any, env: Any, device: str, tensorboard_log: str | None = None
+) -> tuple[Any, dict[str, Any]]:
     """``(model, state)`` from a checkpoint directory (verified first) or a legacy ``step_N.zip``
     (with the run's one ``replay_buffer.pkl`` if present; it may not match that step, and it has
     no RNG or callback state). Raises if anything in it cannot be read."""
@@ -477,12 +496,23 @@ def load_checkpoint(path: Path, algo_class: Any, env: Any, device: str,
         buffer = path.parent / REPLAY_BUFFER_FILE
         if hasattr(model, "load_replay_buffer") and buffer.is_file():
             model.load_replay_buffer(buffer)
-        print(f"prism-train: resuming from {path}, a checkpoint of an earlier version: its replay buffer "
-              "may be from another step and its RNG state was not saved", file=sys.stderr)
+        print(
+            f"prism-train: resuming from {path}, a checkpoint of an earlier version: its replay buffer "
+            "may be from another step and its RNG state was not saved",
+            file=sys.stderr,
+        )
         curve_file = path.parent.parent / "eval" / "curve.csv"
-        curve = [r for r in read_eval_curve(curve_file) if r["timesteps"] <= model.num_timesteps] if curve_file.is_file() else []
-        evaluation = {"curve": curve, "best": max((r["success_rate"] for r in curve), default=-1.0),
-                      "last_eval_step": int(model.num_timesteps), "n_evals": len(curve)}
+        curve = (
+            [r for r in read_eval_curve(curve_file) if r["timesteps"] <= model.num_timesteps]
+            if curve_file.is_file()
+            else []
+        )
+        evaluation = {
+            "curve": curve,
+            "best": max((r["success_rate"] for r in curve), default=-1.0),
+            "last_eval_step": int(model.num_timesteps),
+            "n_evals": len(curve),
+        }
         return model, {"callbacks": {"eval": evaluation}}
     manifest = verify_checkpoint(path)
     model = algo_class.load(path / MODEL_FILE, env=env, device=device, tensorboard_log=tensorboard_log)
@@ -490,7 +520,9 @@ def load_checkpoint(path: Path, algo_class: Any, env: Any, device: str,
         model.load_replay_buffer(path / REPLAY_BUFFER_FILE)
     state = pickle.loads((path / STATE_FILE).read_bytes())
     if model.num_timesteps != manifest["timesteps"]:
-        raise ValueError(f"{path}: the model is at step {model.num_timesteps}, the manifest says {manifest['timesteps']}")
+        raise ValueError(
+            f"{path}: the model is at step {model.num_timesteps}, the manifest says {manifest['timesteps']}"
+        )
     return model, state
 
 
@@ -526,9 +558,15 @@ class AtomicCheckpointCallback(BaseCallback):
     Not a ``CheckpointCallback`` subclass: that one saves from ``on_step`` (before the step's
     transition is stored), as separate files, without RNG or callback state, so nothing would be kept."""
 
-    def __init__(self, run_dir: Path, every: int, keep: int = 3, every_seconds: float = 0.0,
-                 eval_callback: TrueSuccessEvalCallback | None = None,
-                 stateful: dict[str, StatefulCallback] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        every: int,
+        keep: int = 3,
+        every_seconds: float = 0.0,
+        eval_callback: TrueSuccessEvalCallback | None = None,
+        stateful: dict[str, StatefulCallback] | None = None,
+    ) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / "checkpoints"
@@ -580,7 +618,7 @@ class AtomicCheckpointCallback(BaseCallback):
         return path
 
     def _prune(self) -> None:
-        for _step, path in checkpoint_candidates(self.run_dir)[self.keep:]:
+        for _step, path in checkpoint_candidates(self.run_dir)[self.keep :]:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:  # a legacy zip: the newer checkpoints replace it and the buffer it shared
@@ -591,8 +629,9 @@ class AtomicCheckpointCallback(BaseCallback):
 
 
 @contextlib.contextmanager
-def stop_on_signals(callback: AtomicCheckpointCallback,
-                    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+def stop_on_signals(
+    callback: AtomicCheckpointCallback, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[None]:
     """While inside, SIGINT/SIGTERM ask ``callback`` to checkpoint and stop (a second one stops at
     once, without saving). Only the main thread can install signal handlers; elsewhere a no-op."""
     if threading.current_thread() is not threading.main_thread():

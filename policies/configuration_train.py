@@ -34,18 +34,46 @@ from episodes.cli_errors import check_numeric_fields, parse_config
 ALGOS = ("sac", "ppo")
 
 FIELD_RANGES: dict[str, str] = {
-    "image_size": "[8, 4096]", "max_episode_steps": "[1, inf)", "n_envs": "[1, inf)", "steps": "[1, inf)",
-    "seed": "[0, 2147483647]", "gamma": "(0, 1]", "success_delta": "[0, 1)", "query_every": "[1, inf)",
-    "obs_stats_steps": "[0, inf)", "eval_every": "[0, inf)", "eval_episodes": "[1, inf)",
-    "video_every": "[0, inf)", "checkpoint_every": "[0, inf)", "checkpoint_minutes": "[0, inf)",
-    "demo_episodes": "[0, inf)", "demo_fraction": "[0, 1)", "bc_weight": "[0, inf)", "demo_noise": "[0, inf)",
-    "demo_max_progress": "(0, 1]", "torch_threads": "[0, inf)", "ray_workers": "[1, inf)",
+    "image_size": "[8, 4096]",
+    "max_episode_steps": "[1, inf)",
+    "n_envs": "[1, inf)",
+    "steps": "[1, inf)",
+    "seed": "[0, 2147483647]",
+    "gamma": "(0, 1]",
+    "success_delta": "[0, 1)",
+    "query_every": "[1, inf)",
+    "obs_stats_steps": "[0, inf)",
+    "eval_every": "[0, inf)",
+    "eval_episodes": "[1, inf)",
+    "video_every": "[0, inf)",
+    "checkpoint_every": "[0, inf)",
+    "checkpoint_minutes": "[0, inf)",
+    "demo_episodes": "[0, inf)",
+    "demo_fraction": "[0, 1)",
+    "bc_weight": "[0, inf)",
+    "demo_noise": "[0, inf)",
+    "demo_max_progress": "(0, 1]",
+    "torch_threads": "[0, inf)",
+    "ray_workers": "[1, inf)",
 }
 """Allowed interval of each numeric field of :class:`RLTrainConfig` (every one is also checked finite)."""
 
-INT_FIELDS = ("image_size", "max_episode_steps", "n_envs", "steps", "seed", "query_every", "obs_stats_steps",
-              "eval_every", "eval_episodes", "video_every", "checkpoint_every", "demo_episodes", "torch_threads",
-              "ray_workers")
+INT_FIELDS = (
+    "image_size",
+    "max_episode_steps",
+    "n_envs",
+    "steps",
+    "seed",
+    "query_every",
+    "obs_stats_steps",
+    "eval_every",
+    "eval_episodes",
+    "video_every",
+    "checkpoint_every",
+    "demo_episodes",
+    "torch_threads",
+    "ray_workers",
+)
 
 
 def _positive(v: float) -> bool:
@@ -284,14 +312,19 @@ class RLTrainConfig:
             raise ValueError("--demo-episodes needs an off-policy learner (--algo sac)")
         if self.policy_features not in ("none", "relative"):
             raise ValueError(f"policy_features must be 'none' or 'relative', got {self.policy_features!r}")
-        if self.policy_features == "relative" and (self.obs != "state" or not self.normalize_obs
-                                                   or self.obs_stats_steps < 1):
-            raise ValueError("--policy-features relative works with --obs state and the policy's state "
-                             "normalisation (--normalize-obs, --obs-stats-steps >= 1)")
-        if self.async_reward and (self.algo != "sac" or self.query_every != 1 or self.normalize_reward
-                                  or self.demo_episodes > 0):
-            raise ValueError("--async-reward needs --algo sac, --query-every 1, no --normalize-reward and no "
-                             "--demo-episodes")
+        if self.policy_features == "relative" and (
+            self.obs != "state" or not self.normalize_obs or self.obs_stats_steps < 1
+        ):
+            raise ValueError(
+                "--policy-features relative works with --obs state and the policy's state "
+                "normalisation (--normalize-obs, --obs-stats-steps >= 1)"
+            )
+        if self.async_reward and (
+            self.algo != "sac" or self.query_every != 1 or self.normalize_reward or self.demo_episodes > 0
+        ):
+            raise ValueError(
+                "--async-reward needs --algo sac, --query-every 1, no --normalize-reward and no --demo-episodes"
+            )
         if self.critic_layer_norm and self.algo != "sac":
             raise ValueError("--critic-layer-norm applies to SAC's critics (--algo sac)")
         if self.obs == "pixels" and not self.cameras.strip():
@@ -302,7 +335,7 @@ class RLTrainConfig:
         checked once, here, so a NaN never trains silently or fails late inside torch."""
         for name in (*INT_FIELDS, "net_arch"):
             values = getattr(self, name)
-            for value in (values if name == "net_arch" else [values]):
+            for value in values if name == "net_arch" else [values]:
                 if value is None and name == "max_episode_steps":
                     continue
                 if not _is_number(value) or (isinstance(value, float) and not value.is_integer()):
@@ -322,16 +355,30 @@ class RLTrainConfig:
         self.hyperparams = dict(self.hyperparams)
         check_hyperparams(self.hyperparams)
 
-    BOOKKEEPING_FIELDS = frozenset({"out", "config", "resume", "progress_bar", "video_every", "checkpoint_every",
-                                    "checkpoint_minutes", "steps", "device", "torch_threads", "ray_address"})
+    BOOKKEEPING_FIELDS = frozenset(
+        {
+            "out",
+            "config",
+            "resume",
+            "progress_bar",
+            "video_every",
+            "checkpoint_every",
+            "checkpoint_minutes",
+            "steps",
+            "device",
+            "torch_threads",
+            "ray_address",
+        }
+    )
     """Fields that change neither what a run learns nor how its curve is sampled: two configs that differ
     only in these (another checkpoint cadence, no progress bar, a longer budget) describe the same run."""
 
     def learning_differences(self, other: RLTrainConfig) -> dict[str, tuple[Any, Any]]:
         """``{field: (other's value, this one's)}`` for every field outside ``BOOKKEEPING_FIELDS`` that differs."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return {k: (theirs[k], mine[k]) for k in sorted(mine)
-                if k not in self.BOOKKEEPING_FIELDS and mine[k] != theirs[k]}
+        return {
+            k: (theirs[k], mine[k]) for k in sorted(mine) if k not in self.BOOKKEEPING_FIELDS and mine[k] != theirs[k]
+        }
 
     # -- YAML ---------------------------------------------------------------------------------
 
@@ -397,8 +444,7 @@ def parse_train_config(argv: list[str] | None = None, description: str | None = 
     ``config.yaml`` -- and the full parse puts every explicit flag on top of it."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        base, _ = parse_config(BaseConfigChoice, argv, return_unknown_args=True, add_help=False,
-                               console_outputs=False)
+        base, _ = parse_config(BaseConfigChoice, argv, return_unknown_args=True, add_help=False, console_outputs=False)
     except SystemExit:  # a malformed option: the full parse below reports it, with the whole usage
         base = BaseConfigChoice()
     default = RLTrainConfig.for_task(base.task, base.algo if base.algo in ALGOS else RLTrainConfig.algo)

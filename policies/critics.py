@@ -27,10 +27,25 @@ from torch import nn
 class LayerNormContinuousCritic(ContinuousCritic):
     """SB3's twin Q-networks with a LayerNorm after every hidden Linear layer."""
 
-    def __init__(self, observation_space, action_space, net_arch, features_extractor, features_dim,
-                 activation_fn: type[nn.Module] = nn.ReLU, **kwargs) -> None:
-        super().__init__(observation_space, action_space, net_arch, features_extractor, features_dim,
-                         activation_fn=activation_fn, **kwargs)
+    def __init__(
+        self,
+        observation_space,
+        action_space,
+        net_arch,
+        features_extractor,
+        features_dim,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            net_arch,
+            features_extractor,
+            features_dim,
+            activation_fn=activation_fn,
+            **kwargs,
+        )
         q_in = features_dim + get_action_dim(self.action_space)
         self.q_networks = []
         for idx in range(self.n_critics):

@@ -147,9 +147,15 @@ def stage_grm(args: DemoArgs, datasets: list[str]) -> Path:
     if (ckpt / "config.json").exists() and not args.force:
         _log(f"grm: kept existing checkpoint {ckpt}")
         return ckpt
-    cfg = GRMTrainConfig(data=tuple(Path(d) for d in datasets), out=ckpt, steps=args.grm_steps,
-                         image_size=args.grm_image_size, seed=args.seed, num_threads=1,
-                         resume=(ckpt.with_name("grm.run") / "last").exists() and not args.force)
+    cfg = GRMTrainConfig(
+        data=tuple(Path(d) for d in datasets),
+        out=ckpt,
+        steps=args.grm_steps,
+        image_size=args.grm_image_size,
+        seed=args.seed,
+        num_threads=1,
+        resume=(ckpt.with_name("grm.run") / "last").exists() and not args.force,
+    )
     t0 = time.perf_counter()
     train_grm(cfg)
     _log(f"grm: trained {args.grm_steps} steps in {time.perf_counter() - t0:.0f}s -> {ckpt}")
@@ -167,8 +173,15 @@ def stage_eval(args: DemoArgs, tasks: list[str], model_spec: str) -> dict[str, d
             result = json.loads(metrics_path.read_text())
             _log(f"eval {task}: kept existing {out}")
         else:
-            result = run_eval(EvalConfig(model=[model_spec, "oracle"], data=str(args.out / "heldout" / task),
-                                         out=str(out), videos=2, progress_bar=False))
+            result = run_eval(
+                EvalConfig(
+                    model=[model_spec, "oracle"],
+                    data=str(args.out / "heldout" / task),
+                    out=str(out),
+                    videos=2,
+                    progress_bar=False,
+                )
+            )
         row = {}
         for label, run in result["models"].items():
             m = run["metrics"]
@@ -195,17 +208,30 @@ def stage_policy(args: DemoArgs, model_spec: str) -> dict:
         else:
             reward = model_spec if name == "grm" else name
             # The task's tuned SAC preset (policies/configs/sac_<task>.yaml), shortened to the demo's budget.
-            cfg = RLTrainConfig.for_task(args.policy_task, "sac", reward=reward, steps=args.policy_steps,
-                                         seed=args.seed, out=out, eval_every=max(500, args.policy_steps // 4),
-                                         eval_episodes=10, progress_bar=True,
-                                         hyperparams={"learning_starts": min(500, max(100, args.policy_steps // 8))})
+            cfg = RLTrainConfig.for_task(
+                args.policy_task,
+                "sac",
+                reward=reward,
+                steps=args.policy_steps,
+                seed=args.seed,
+                out=out,
+                eval_every=max(500, args.policy_steps // 4),
+                eval_episodes=10,
+                progress_bar=True,
+                hyperparams={"learning_starts": min(500, max(100, args.policy_steps // 8))},
+            )
             result = train(cfg)
             curve = result.eval_curve
-            _log(f"policy {name}: {result.env_steps} env steps in {result.train_seconds:.0f}s, "
-                 f"true success {result.final_success_rate:.0%}")
+            _log(
+                f"policy {name}: {result.env_steps} env steps in {result.train_seconds:.0f}s, "
+                f"true success {result.final_success_rate:.0%}"
+            )
         runs[name] = {"run": str(out), "curve": curve}
-    plot = _plot_curves({k: v["curve"] for k, v in runs.items()}, args.out / "policy_curve.png",
-                        f"{args.policy_task}: SAC, {args.policy_steps} env steps, seed {args.seed}")
+    plot = _plot_curves(
+        {k: v["curve"] for k, v in runs.items()},
+        args.out / "policy_curve.png",
+        f"{args.policy_task}: SAC, {args.policy_steps} env steps, seed {args.seed}",
+    )
     return {"runs": runs, "plot": plot.name}
 
 
@@ -231,8 +257,12 @@ def _plot_curves(curves: dict[str, list[dict]], path: Path, title: str) -> Path:
 
     fig, ax = plt.subplots(figsize=(5, 3))
     for name, curve in curves.items():
-        ax.plot([row["timesteps"] for row in curve], [row["success_rate"] for row in curve], marker="o",
-                label=f"{name} reward")
+        ax.plot(
+            [row["timesteps"] for row in curve],
+            [row["success_rate"] for row in curve],
+            marker="o",
+            label=f"{name} reward",
+        )
     ax.set_xlabel("env steps")
     ax.set_ylabel("true success rate")
     ax.set_ylim(-0.02, 1.02)
@@ -278,8 +308,9 @@ def contact_sheet(datasets: dict[str, str], path: Path) -> Path:
         rows.append((task, chosen))
     cameras = rows[0][1].cameras
     moments = ("start", "middle", "end")
-    fig, axes = plt.subplots(len(rows), len(cameras) * 3, figsize=(1.6 * len(cameras) * 3, 1.9 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), len(cameras) * 3, figsize=(1.6 * len(cameras) * 3, 1.9 * len(rows)), squeeze=False
+    )
     for r, (task, ep) in enumerate(rows):
         idx = (0, ep.length // 2, ep.length - 1)
         for c, cam in enumerate(cameras):
@@ -293,8 +324,14 @@ def contact_sheet(datasets: dict[str, str], path: Path) -> Path:
                 if c == 0 and m == 0:
                     ax.set_ylabel(task, fontsize=9)
                 if ep.progress is not None:
-                    ax.text(2, 10, f"Φ={ep.progress[t]:.2f}", color="white", fontsize=6,
-                            bbox=dict(facecolor="black", alpha=0.5, pad=1, lw=0))
+                    ax.text(
+                        2,
+                        10,
+                        f"Φ={ep.progress[t]:.2f}",
+                        color="white",
+                        fontsize=6,
+                        bbox=dict(facecolor="black", alpha=0.5, pad=1, lw=0),
+                    )
     fig.suptitle("prism-rl demo: camera views (start / middle / end of one episode per task)", fontsize=10)
     return _save_figure(fig, path)
 
@@ -307,41 +344,50 @@ def write_report(args: DemoArgs, summary: dict, sheet: Path) -> Path:
         f"<td>{esc(', '.join(f'{k}: {v}' for k, v in sorted(record[t]['outcomes'].items())))}</td></tr>"
         for t in record
     )
-    sections = [f"""<h2>Scripted experts and recorded outcomes</h2>
+    sections = [
+        f"""<h2>Scripted experts and recorded outcomes</h2>
 <table><tr><th>task</th><th>expert success ({args.expert_seeds} fresh seeds)</th><th>episodes recorded</th>
-<th>outcomes (failure-mix)</th></tr>{rows}</table>"""]
+<th>outcomes (failure-mix)</th></tr>{rows}</table>"""
+    ]
     if summary.get("eval"):
         head = "<tr><th>task</th><th>model</th><th>VOC+</th><th>3-class completion</th><th>success AUROC</th><th>report</th></tr>"
         body = ""
         for task, ev in summary["eval"].items():
-            link = Path(ev["report"]).relative_to(args.out.resolve()) if Path(ev["report"]).is_absolute() else \
-                Path(ev["report"]).relative_to(args.out)
+            link = (
+                Path(ev["report"]).relative_to(args.out.resolve())
+                if Path(ev["report"]).is_absolute()
+                else Path(ev["report"]).relative_to(args.out)
+            )
             for label, m in ev["metrics"].items():
-                body += (f"<tr><td>{esc(task)}</td><td>{esc(label)}</td><td>{_fmt(m['voc_plus'])}</td>"
-                         f"<td>{_fmt(m['completion_accuracy'])}</td><td>{_fmt(m['success_auroc'])}</td>"
-                         f"<td><a href=\"{esc(str(link))}\">report</a></td></tr>")
+                body += (
+                    f"<tr><td>{esc(task)}</td><td>{esc(label)}</td><td>{_fmt(m['voc_plus'])}</td>"
+                    f"<td>{_fmt(m['completion_accuracy'])}</td><td>{_fmt(m['success_auroc'])}</td>"
+                    f'<td><a href="{esc(str(link))}">report</a></td></tr>'
+                )
         sections.append(f"""<h2>Process reward model on held-out episodes</h2>
 <p>{esc(_model_description(args))}; evaluated beside the ground-truth oracle on
 {args.heldout_episodes} held-out episodes per task (seeds never used in training).</p>
 <table>{head}{body}</table>""")
     if summary.get("policy"):
         pol = summary["policy"]
-        finals = ", ".join(f"{esc(name)} {run['curve'][-1]['success_rate']:.0%}" if run["curve"] else esc(name)
-                           for name, run in pol["runs"].items())
+        finals = ", ".join(
+            f"{esc(name)} {run['curve'][-1]['success_rate']:.0%}" if run["curve"] else esc(name)
+            for name, run in pol["runs"].items()
+        )
         sections.append(f"""<h2>Policy training with shaped rewards</h2>
 <p>SAC on <b>{esc(args.policy_task)}</b>, {args.policy_steps} env steps per reward, the same seed; shaped rewards are
 r = r_success + γΦ(s') − Φ(s) with Φ from the named source. Final true success: {finals}. Runs:
 <code>policy/&lt;reward&gt;/</code>. A GRM trained for a few CPU minutes on a few dozen episodes is a rough
 potential; longer training (<code>prism-reward train</code>) and longer RL runs (<code>prism-train</code>) do better.</p>
-<img src="{esc(pol['plot'])}" alt="success vs env steps" style="max-width:520px">""")
+<img src="{esc(pol["plot"])}" alt="success vs env steps" style="max-width:520px">""")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>prism-rl demo report</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 10px}}img{{max-width:100%}}</style></head><body>
 <h1>prism-rl demo report</h1>
-<p>Recorded {sum(r['episodes'] for r in record.values())} training episodes ({args.size} px, cameras
-{esc(args.cameras)}); this invocation took {summary['seconds']:.0f} s (finished stages are reused). Datasets are LeRobot v3.0 under
+<p>Recorded {sum(r["episodes"] for r in record.values())} training episodes ({args.size} px, cameras
+{esc(args.cameras)}); this invocation took {summary["seconds"]:.0f} s (finished stages are reused). Datasets are LeRobot v3.0 under
 <code>data/&lt;task&gt;</code> and <code>heldout/&lt;task&gt;</code>.</p>
-{''.join(sections)}
+{"".join(sections)}
 <h2>Contact sheet</h2><img src="{sheet.name}" alt="contact sheet">
 </body></html>"""
     path = args.out / "report.html"

@@ -147,8 +147,12 @@ def make_vec_env(n_envs: int, seed: int, vec_env: str = "dummy", **env_kwargs: A
 
 
 def state_statistics(
-    task: str, steps: int = 2_000, seed: int = 0, action_mode: str = "ee_delta",
-    max_episode_steps: int | None = None, min_std: float = 1e-2,
+    task: str,
+    steps: int = 2_000,
+    seed: int = 0,
+    action_mode: str = "ee_delta",
+    max_episode_steps: int | None = None,
+    min_std: float = 1e-2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of the sim's ``state`` vector under uniformly random actions (``steps`` steps,
     seeded). Used to normalise the policy's input; ``std`` is floored at ``min_std`` so constant
@@ -176,12 +180,15 @@ def state_statistics(
     return data.mean(axis=0), np.maximum(data.std(axis=0), min_std)
 
 
-def _normalizer_buffers(module: torch.nn.Module, mean: Sequence[float], std: Sequence[float], dim: int,
-                        clip: float) -> None:
+def _normalizer_buffers(
+    module: torch.nn.Module, mean: Sequence[float], std: Sequence[float], dim: int, clip: float
+) -> None:
     mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32).reshape(-1))
     std_t = torch.as_tensor(np.asarray(std, dtype=np.float32).reshape(-1))
     if mean_t.numel() != dim or std_t.numel() != dim:
-        raise ValueError(f"state normaliser: mean/std have {mean_t.numel()}/{std_t.numel()} entries, the state has {dim}")
+        raise ValueError(
+            f"state normaliser: mean/std have {mean_t.numel()}/{std_t.numel()} entries, the state has {dim}"
+        )
     if not torch.all(std_t > 0):
         raise ValueError("state normaliser: std must be positive")
     module.register_buffer("state_mean", mean_t)
@@ -198,8 +205,9 @@ class NormalizedFlattenExtractor(FlattenExtractor):
     synchronised, and the critic's inputs do not drift while it learns. Observation
     normalisation leaves the reward untouched, so shaping still telescopes exactly."""
 
-    def __init__(self, observation_space: gym.spaces.Box, mean: Sequence[float], std: Sequence[float],
-                 clip: float = 10.0) -> None:
+    def __init__(
+        self, observation_space: gym.spaces.Box, mean: Sequence[float], std: Sequence[float], clip: float = 10.0
+    ) -> None:
         super().__init__(observation_space)
         _normalizer_buffers(self, mean, std, int(np.prod(observation_space.shape)), clip)
 
@@ -212,15 +220,22 @@ class NormalizedCombinedExtractor(CombinedExtractor):
     """``MultiInputPolicy`` extractor: as :class:`NormalizedFlattenExtractor` for the ``state``
     entry; camera images go through SB3's CNNs unchanged."""
 
-    def __init__(self, observation_space: gym.spaces.Dict, mean: Sequence[float], std: Sequence[float],
-                 clip: float = 10.0, cnn_output_dim: int = 256) -> None:
+    def __init__(
+        self,
+        observation_space: gym.spaces.Dict,
+        mean: Sequence[float],
+        std: Sequence[float],
+        clip: float = 10.0,
+        cnn_output_dim: int = 256,
+    ) -> None:
         super().__init__(observation_space, cnn_output_dim=cnn_output_dim)
         _normalizer_buffers(self, mean, std, int(np.prod(observation_space["state"].shape)), clip)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         observations = dict(observations)
         observations["state"] = torch.clamp(
-            (observations["state"] - self.state_mean) / self.state_std, -self.clip, self.clip)
+            (observations["state"] - self.state_mean) / self.state_std, -self.clip, self.clip
+        )
         return super().forward(observations)
 
 
@@ -228,5 +243,7 @@ def normalizing_policy_kwargs(obs_mode: str, mean: np.ndarray, std: np.ndarray) 
     """``policy_kwargs`` entries that make an SB3 policy normalise the state input (see
     :func:`state_statistics`)."""
     cls = NormalizedFlattenExtractor if obs_mode == "state" else NormalizedCombinedExtractor
-    return {"features_extractor_class": cls,
-            "features_extractor_kwargs": {"mean": [float(x) for x in mean], "std": [float(x) for x in std]}}
+    return {
+        "features_extractor_class": cls,
+        "features_extractor_kwargs": {"mean": [float(x) for x in mean], "std": [float(x) for x in std]},
+    }

@@ -70,8 +70,15 @@ class EvalArgs:
     """Use the policy's deterministic action (mean) rather than sampling."""
 
 
-def rollout_figures(args: EvalArgs, task: str, policy: Any, act: Callable[[Any], np.ndarray],
-                    make_env: Callable[[], Any], video_path: Path, **record_kwargs: Any) -> dict:
+def rollout_figures(
+    args: EvalArgs,
+    task: str,
+    policy: Any,
+    act: Callable[[Any], np.ndarray],
+    make_env: Callable[[], Any],
+    video_path: Path,
+    **record_kwargs: Any,
+) -> dict:
     """True success (Wilson 95% interval), return, length and final progress of ``args.episodes``
     rollouts of ``policy`` on fresh seeds: recorded as a dataset with ``--record`` (``policy`` is a
     ``policies.record`` rollout policy; ``record_kwargs`` go to ``record_episodes``), else run live
@@ -86,8 +93,9 @@ def rollout_figures(args: EvalArgs, task: str, policy: Any, act: Callable[[Any],
 
         cams = parse_cameras(args.record_cameras)
         cams = tuple(dict.fromkeys(cams + policy.cameras))  # the policy's own views must be rendered
-        summary = record_episodes(args.record, task, policy=policy, episodes=args.episodes, seed=args.seed,
-                                  cameras=cams, **record_kwargs)
+        summary = record_episodes(
+            args.record, task, policy=policy, episodes=args.episodes, seed=args.seed, cameras=cams, **record_kwargs
+        )
         successes = int(round(summary.success_rate * args.episodes))
         # True returns straight from the recorded next.reward column (the extra final frame has 0).
         recorded = [open_dataset(args.record).load_episode(i) for i in range(args.episodes)]
@@ -97,9 +105,14 @@ def rollout_figures(args: EvalArgs, task: str, policy: Any, act: Callable[[Any],
     else:
         env = make_env()
         try:
-            results, frames = run_episodes(act, env, args.episodes, args.seed,
-                                           video_camera="front" if args.video else None,
-                                           video_episodes=args.video_episodes)
+            results, frames = run_episodes(
+                act,
+                env,
+                args.episodes,
+                args.seed,
+                video_camera="front" if args.video else None,
+                video_episodes=args.video_episodes,
+            )
         finally:
             env.close()
         successes = sum(r.success for r in results)
@@ -137,18 +150,26 @@ def evaluate(args: EvalArgs) -> dict:
     policy = load_policy(args.run, device=args.device, checkpoint=args.checkpoint)
     config = policy.config
     report = rollout_figures(
-        args, policy.task, policy, lambda obs: policy.model.predict(obs, deterministic=args.deterministic)[0],
-        make_eval_env_fn(config), Path(args.run) / "eval" / "videos" / "eval.mp4",
-        size=policy.image_size, max_steps=config.max_episode_steps, env_kwargs={"action_mode": policy.action_mode},
+        args,
+        policy.task,
+        policy,
+        lambda obs: policy.model.predict(obs, deterministic=args.deterministic)[0],
+        make_eval_env_fn(config),
+        Path(args.run) / "eval" / "videos" / "eval.mp4",
+        size=policy.image_size,
+        max_steps=config.max_episode_steps,
+        env_kwargs={"action_mode": policy.action_mode},
     )
-    report.update({
-        "task": policy.task,
-        "reward": config.reward,
-        "algo": config.algo,
-        "checkpoint": str(policy.model_path),
-        "seed": args.seed,
-        "recorded_to": str(args.record) if args.record is not None else None,
-    })
+    report.update(
+        {
+            "task": policy.task,
+            "reward": config.reward,
+            "algo": config.algo,
+            "checkpoint": str(policy.model_path),
+            "seed": args.seed,
+            "recorded_to": str(args.record) if args.record is not None else None,
+        }
+    )
     atomic_write_json(Path(args.run) / "eval" / "eval.json", report)
     return report
 

@@ -39,30 +39,52 @@ class DemoMixReplayBuffer(ReplayBuffer):
     ``{"demo_fraction": f, "demo_capacity": n}``.
     """
 
-    def __init__(self, buffer_size: int, observation_space, action_space, device="auto", n_envs: int = 1,
-                 optimize_memory_usage: bool = False, handle_timeout_termination: bool = True,
-                 demo_fraction: float = 0.5, demo_capacity: int = 10_000):
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space,
+        action_space,
+        device="auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        demo_fraction: float = 0.5,
+        demo_capacity: int = 10_000,
+    ):
         if not 0.0 <= demo_fraction < 1.0:
             raise ValueError(f"demo_fraction must be in [0, 1), got {demo_fraction}")
-        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
-                         optimize_memory_usage=optimize_memory_usage,
-                         handle_timeout_termination=handle_timeout_termination)
+        super().__init__(
+            buffer_size,
+            observation_space,
+            action_space,
+            device=device,
+            n_envs=n_envs,
+            optimize_memory_usage=optimize_memory_usage,
+            handle_timeout_termination=handle_timeout_termination,
+        )
         self.demo_fraction = float(demo_fraction)
         self.last_n_demo = 0
         """How many rows at the end of the last sampled batch came from the demonstrations."""
         # one row per transition (n_envs=1), so a demonstration env can stop storing on its own
-        self.demos = ReplayBuffer(max(1, int(demo_capacity)), observation_space, action_space,
-                                  device=device, n_envs=1,
-                                  handle_timeout_termination=handle_timeout_termination)
+        self.demos = ReplayBuffer(
+            max(1, int(demo_capacity)),
+            observation_space,
+            action_space,
+            device=device,
+            n_envs=1,
+            handle_timeout_termination=handle_timeout_termination,
+        )
 
-    def add_demo(self, obs, next_obs, action, reward, done, infos: list[dict[str, Any]],
-                 keep: np.ndarray | None = None) -> None:
+    def add_demo(
+        self, obs, next_obs, action, reward, done, infos: list[dict[str, Any]], keep: np.ndarray | None = None
+    ) -> None:
         """Store one vectorised step of demonstrations; ``keep`` (bool per env) selects the envs stored."""
         for i in range(len(infos)) if keep is None else np.flatnonzero(keep):
             if self.demos.full:
                 raise RuntimeError(f"demonstration buffer full ({self.demos.buffer_size} transitions)")
-            self.demos.add(obs[i:i + 1], next_obs[i:i + 1], action[i:i + 1], reward[i:i + 1], done[i:i + 1],
-                           [infos[i]])
+            self.demos.add(
+                obs[i : i + 1], next_obs[i : i + 1], action[i : i + 1], reward[i : i + 1], done[i : i + 1], [infos[i]]
+            )
 
     def demo_transitions(self) -> int:
         return self.demos.size()
@@ -81,8 +103,16 @@ class DemoMixReplayBuffer(ReplayBuffer):
         return ReplayBufferSamples(*(None if a is None else torch.cat([a, b]) for a, b in zip(online, demo)))
 
 
-def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise: float = 0.0,
-                           policy: str = "expert", progress: bool = False, max_progress: float = 1.0) -> int:
+def collect_demonstrations(
+    model,
+    venv: VecEnv,
+    episodes: int,
+    seed: int,
+    noise: float = 0.0,
+    policy: str = "expert",
+    progress: bool = False,
+    max_progress: float = 1.0,
+) -> int:
     """Roll the task's scripted ``policy`` (sim/experts.py) out in ``venv`` -- the learner's own,
     shaped, DummyVecEnv -- until ``episodes`` episodes have finished; store every transition in
     ``model.replay_buffer`` (a :class:`DemoMixReplayBuffer`). Returns the env steps taken.
@@ -132,8 +162,10 @@ def collect_demonstrations(model, venv: VecEnv, episodes: int, seed: int, noise:
                 stopped[i] = False
             elif max_progress < 1.0 and store[i]:
                 if "progress" not in infos[i]:
-                    raise KeyError("partial demonstrations (max_progress < 1) need the env's info['progress'] "
-                                   "(the sim tasks' ground-truth progress)")
+                    raise KeyError(
+                        "partial demonstrations (max_progress < 1) need the env's info['progress'] "
+                        "(the sim tasks' ground-truth progress)"
+                    )
                 stopped[i] = infos[i]["progress"] >= max_progress
         buffer.add_demo(obs, next_obs, actions, rewards, dones, infos, keep=store)
         obs = new_obs
@@ -174,8 +206,13 @@ class DemoSAC(SAC):
         if self.ent_coef_optimizer is not None:
             optimizers.append(self.ent_coef_optimizer)
         self._update_learning_rate(optimizers)
-        stats: dict[str, list[float]] = {"critic_loss": [], "actor_loss": [], "ent_coef": [], "bc_loss": [],
-                                         "bc_kept": []}
+        stats: dict[str, list[float]] = {
+            "critic_loss": [],
+            "actor_loss": [],
+            "ent_coef": [],
+            "bc_loss": [],
+            "bc_kept": [],
+        }
         for step in range(gradient_steps):
             batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             n_demo = getattr(self.replay_buffer, "last_n_demo", 0)
@@ -189,8 +226,9 @@ class DemoSAC(SAC):
             # critics: soft Bellman backup through the target critics
             with torch.no_grad():
                 next_actions, next_log_prob = self.actor.action_log_prob(batch.next_observations)
-                next_v = _min_q(self.critic_target, batch.next_observations, next_actions) \
-                    - alpha * next_log_prob.reshape(-1, 1)
+                next_v = _min_q(
+                    self.critic_target, batch.next_observations, next_actions
+                ) - alpha * next_log_prob.reshape(-1, 1)
                 target_q = batch.rewards + (1 - batch.dones) * discount * next_v
             critic_loss = 0.5 * sum(F.mse_loss(q, target_q) for q in self.critic(batch.observations, batch.actions))
             self.critic.optimizer.zero_grad()

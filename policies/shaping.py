@@ -135,13 +135,17 @@ class RewardSpec:
             try:
                 k = float(option)
             except ValueError:
-                raise ValueError(f"--reward {raw!r}: {PESSIMISM_SUFFIX}K needs a number K >= 0, got {option!r}") from None
+                raise ValueError(
+                    f"--reward {raw!r}: {PESSIMISM_SUFFIX}K needs a number K >= 0, got {option!r}"
+                ) from None
             if not np.isfinite(k) or k < 0:
                 raise ValueError(f"--reward {raw!r}: {PESSIMISM_SUFFIX}K needs a finite K >= 0, got {option!r}")
             spec = cls.parse(base)
             if spec.potential != "model":
-                raise ValueError(f"--reward {raw!r}: {PESSIMISM_SUFFIX}K applies to reward-model potentials "
-                                 f"(grm, grm:CKPT, ...), not to {base!r}")
+                raise ValueError(
+                    f"--reward {raw!r}: {PESSIMISM_SUFFIX}K applies to reward-model potentials "
+                    f"(grm, grm:CKPT, ...), not to {base!r}"
+                )
             return cls(spec.potential, spec.naive, spec.model_spec, raw, k)
         naive = False
         inner = raw
@@ -149,7 +153,9 @@ class RewardSpec:
             naive = True
             inner = raw.partition(":")[2] or "oracle"
             if inner in ("sparse", "naive-delta") or inner.startswith("naive-delta:"):
-                raise ValueError(f"--reward {raw!r}: naive-delta needs a potential (oracle or a model spec), not {inner!r}")
+                raise ValueError(
+                    f"--reward {raw!r}: naive-delta needs a potential (oracle or a model spec), not {inner!r}"
+                )
         if inner == "sparse":
             return cls("none", False, None, raw)
         if inner == "oracle":
@@ -222,7 +228,9 @@ class ProgressInfoPotential(Potential):
     @staticmethod
     def _progress(obs: Mapping[str, np.ndarray], what: str) -> np.ndarray:
         if "progress" not in obs:
-            raise KeyError(f"the oracle reward needs info['progress'] from the env ({what}); this env does not report it")
+            raise KeyError(
+                f"the oracle reward needs info['progress'] from the env ({what}); this env does not report it"
+            )
         return np.asarray(obs["progress"], dtype=np.float64).reshape(-1)
 
     def reset(self, obs, tasks):
@@ -413,8 +421,9 @@ class ShapedRewardVecEnv(VecEnvWrapper):
         ]
         return self._batch(rows), [self._task(info) for info in reset_infos]
 
-    def _step_batches(self, obs: VecEnvObs, dones: np.ndarray, infos: Sequence[Mapping]) -> tuple[
-            dict[str, np.ndarray], dict[str, np.ndarray] | None, list[str] | None]:
+    def _step_batches(
+        self, obs: VecEnvObs, dones: np.ndarray, infos: Sequence[Mapping]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, list[str] | None]:
         """What :meth:`Potential.step` takes besides ``dones``: the reward observation of every s'
         (terminal observations of finished envs), and the finished envs' new first states and tasks
         (None when no env finished)."""
@@ -479,7 +488,7 @@ class ShapedRewardVecEnv(VecEnvWrapper):
         r_success = self.success_reward * success.astype(np.float64)
         rewards = shaped_reward(r_success, self._phi, phi_next, terminated, self.gamma, self.naive)
 
-        self._ep_disc_return += (self.gamma ** self._ep_len) * rewards
+        self._ep_disc_return += (self.gamma**self._ep_len) * rewards
         self._ep_return += rewards
         self._ep_len += 1
         self._ep_model_success |= self._model_success

@@ -92,9 +92,15 @@ def build_train_env(config: RLTrainConfig, device: str, reward_model: Any = None
     reward_cams: tuple[str, ...] = ()
     if spec.potential == "model":
         reward_cams = parse_cameras(config.reward_cameras) or tuple(getattr(reward_model, "cameras", None) or ())
-    env_kwargs = dict(task=config.task, obs_mode=config.obs, cameras=parse_cameras(config.cameras),
-                      image_size=config.image_size, action_mode=config.action_mode,
-                      max_episode_steps=config.max_episode_steps, reward_cameras=reward_cams)
+    env_kwargs = dict(
+        task=config.task,
+        obs_mode=config.obs,
+        cameras=parse_cameras(config.cameras),
+        image_size=config.image_size,
+        action_mode=config.action_mode,
+        max_episode_steps=config.max_episode_steps,
+        reward_cameras=reward_cams,
+    )
     if config.vec_env == "ray":
         from policies.envs import make_env_fns
         from policies.ray_rollouts import RayVecEnv, actor_cpu_share
@@ -102,8 +108,11 @@ def build_train_env(config: RLTrainConfig, device: str, reward_model: Any = None
 
         ensure_ray(config.ray_address)
         workers = min(config.ray_workers, config.n_envs)
-        venv = RayVecEnv(make_env_fns(config.n_envs, config.seed, **env_kwargs), n_workers=workers,
-                         worker_cpus=actor_cpu_share(workers + int(config.async_reward)))
+        venv = RayVecEnv(
+            make_env_fns(config.n_envs, config.seed, **env_kwargs),
+            n_workers=workers,
+            worker_cpus=actor_cpu_share(workers + int(config.async_reward)),
+        )
         venv.seed(config.seed)
     else:
         venv = make_vec_env(config.n_envs, config.seed, vec_env=config.vec_env, **env_kwargs)
@@ -113,23 +122,37 @@ def build_train_env(config: RLTrainConfig, device: str, reward_model: Any = None
         if config.async_reward:  # the labeller actor scores the frames (policies/async_relabel.py)
             from policies.async_relabel import AsyncShapedRewardVecEnv
 
-            shaped = AsyncShapedRewardVecEnv(venv, reward_cams, gamma=config.gamma,
-                                             default_task=sim.resolve_task(config.task))
+            shaped = AsyncShapedRewardVecEnv(
+                venv, reward_cams, gamma=config.gamma, default_task=sim.resolve_task(config.task)
+            )
             return shaped, shaped
         potential = make_potential(
-            spec, config.n_envs, device=device, cameras=reward_cams,
+            spec,
+            config.n_envs,
+            device=device,
+            cameras=reward_cams,
             fusion=FusionConfig(mode=config.fusion, delta=config.success_delta),
-            delta=config.success_delta, model=reward_model,
+            delta=config.success_delta,
+            model=reward_model,
         )
         shaped = ShapedRewardVecEnv(
-            venv, potential, gamma=config.gamma, naive=spec.naive, success_source=config.success_source,
-            success_reward=config.success_reward, query_every=config.query_every,
+            venv,
+            potential,
+            gamma=config.gamma,
+            naive=spec.naive,
+            success_source=config.success_source,
+            success_reward=config.success_reward,
+            query_every=config.query_every,
             default_task=sim.resolve_task(config.task),
         )
     except BaseException:
         venv.close()
         raise
-    outer = VecNormalize(shaped, norm_obs=False, norm_reward=True, gamma=config.gamma) if config.normalize_reward else shaped
+    outer = (
+        VecNormalize(shaped, norm_obs=False, norm_reward=True, gamma=config.gamma)
+        if config.normalize_reward
+        else shaped
+    )
     return outer, shaped
 
 
@@ -138,9 +161,13 @@ def make_eval_env_fn(config: RLTrainConfig):
 
     def make():
         return make_sim_env(
-            task=config.task, obs_mode=config.obs, cameras=parse_cameras(config.cameras),
-            image_size=config.image_size, action_mode=config.action_mode,
-            max_episode_steps=config.max_episode_steps, monitor=False,
+            task=config.task,
+            obs_mode=config.obs,
+            cameras=parse_cameras(config.cameras),
+            image_size=config.image_size,
+            action_mode=config.action_mode,
+            max_episode_steps=config.max_episode_steps,
+            monitor=False,
         )
 
     return make
@@ -167,8 +194,13 @@ def build_model(config: RLTrainConfig, env, device: str):
     if config.normalize_obs and config.obs_stats_steps > 0 and "features_extractor_class" not in policy_kwargs:
         from policies.envs import normalizing_policy_kwargs, state_statistics
 
-        mean, std = state_statistics(config.task, config.obs_stats_steps, seed=config.seed,
-                                     action_mode=config.action_mode, max_episode_steps=config.max_episode_steps)
+        mean, std = state_statistics(
+            config.task,
+            config.obs_stats_steps,
+            seed=config.seed,
+            action_mode=config.action_mode,
+            max_episode_steps=config.max_episode_steps,
+        )
         if config.policy_features == "relative":
             from policies.features import relative_features_kwargs, state_names
 
@@ -190,8 +222,10 @@ def build_model(config: RLTrainConfig, env, device: str):
         # room for the requested episodes plus the unfinished ones of the other envs
         longest = config.max_episode_steps or sim.MAX_EPISODE_STEPS[sim.resolve_task(config.task)]
         hyper["replay_buffer_class"] = DemoMixReplayBuffer
-        hyper["replay_buffer_kwargs"] = {"demo_fraction": config.demo_fraction,
-                                         "demo_capacity": (config.demo_episodes + config.n_envs) * longest}
+        hyper["replay_buffer_kwargs"] = {
+            "demo_fraction": config.demo_fraction,
+            "demo_capacity": (config.demo_episodes + config.n_envs) * longest,
+        }
         hyper["bc_weight"] = config.bc_weight
     if config.obs == "pixels" and config.algo == "sac":
         hyper.setdefault("buffer_size", 50_000)
@@ -206,16 +240,34 @@ def build_model(config: RLTrainConfig, env, device: str):
         rollout_actors = min(config.ray_workers, config.n_envs) if config.vec_env == "ray" else 0
 
         hyper["replay_buffer_class"] = async_buffer_class(config.obs)
-        hyper["replay_buffer_kwargs"] = {"labeller": {
-            "reward": config.reward, "n_envs": config.n_envs, "gamma": config.gamma,
-            "cameras": tuple(env.potential.cameras), "success_source": config.success_source,
-            "success_reward": config.success_reward, "fusion": config.fusion, "delta": config.success_delta,
-            "device": device, "default_task": sim.resolve_task(config.task)},
-            "labeller_cpus": actor_cpu_share(rollout_actors + 1)}
+        hyper["replay_buffer_kwargs"] = {
+            "labeller": {
+                "reward": config.reward,
+                "n_envs": config.n_envs,
+                "gamma": config.gamma,
+                "cameras": tuple(env.potential.cameras),
+                "success_source": config.success_source,
+                "success_reward": config.success_reward,
+                "fusion": config.fusion,
+                "delta": config.success_delta,
+                "device": device,
+                "default_task": sim.resolve_task(config.task),
+            },
+            "labeller_cpus": actor_cpu_share(rollout_actors + 1),
+        }
     cls = _algo_class(config.algo, demos=config.demo_episodes > 0)
     try:
-        return cls(policy, env, gamma=config.gamma, seed=config.seed, device=device, verbose=0,
-                   tensorboard_log=str(config.out / "tb"), policy_kwargs=policy_kwargs, **hyper)
+        return cls(
+            policy,
+            env,
+            gamma=config.gamma,
+            seed=config.seed,
+            device=device,
+            verbose=0,
+            tensorboard_log=str(config.out / "tb"),
+            policy_kwargs=policy_kwargs,
+            **hyper,
+        )
     except TypeError as exc:
         raise ValueError(f"bad hyperparams for {config.algo}: {exc}") from exc
 
@@ -230,18 +282,28 @@ def _resume_model(config: RLTrainConfig, env: Any, device: str) -> tuple[Any, di
     unusable: list[Path] = []
     for i, (_, path) in enumerate(candidates):
         try:
-            loaded = load_checkpoint(path, _algo_class(config.algo, demos=config.demo_episodes > 0), env, device,
-                                     tensorboard_log=str(out / "tb"))
+            loaded = load_checkpoint(
+                path,
+                _algo_class(config.algo, demos=config.demo_episodes > 0),
+                env,
+                device,
+                tensorboard_log=str(out / "tb"),
+            )
         except Exception as exc:  # anything unreadable in it (zip, pickle, torch): fall back
-            following = (f"trying the previous one, {candidates[i + 1][1].name}" if i + 1 < len(candidates)
-                         else "no older checkpoint to fall back to")
+            following = (
+                f"trying the previous one, {candidates[i + 1][1].name}"
+                if i + 1 < len(candidates)
+                else "no older checkpoint to fall back to"
+            )
             print(f"prism-train: checkpoint {path} is unusable ({one_line(exc)}); {following}", file=sys.stderr)
             unusable.append(path)
             continue
         for bad in unusable:  # kept for inspection, out of the way of the checkpoints to come
             print(f"prism-train: moved the unusable checkpoint aside to {set_aside(bad)}", file=sys.stderr)
         return loaded
-    raise FileNotFoundError(f"--resume: none of the {len(candidates)} checkpoints in {out / 'checkpoints'} can be loaded")
+    raise FileNotFoundError(
+        f"--resume: none of the {len(candidates)} checkpoints in {out / 'checkpoints'} can be loaded"
+    )
 
 
 def train(config: RLTrainConfig) -> RunResult:
@@ -297,9 +359,15 @@ def train(config: RLTrainConfig) -> RunResult:
         if config.demo_episodes > 0 and state is None:
             from policies.expert_demos import collect_demonstrations
 
-            demo_steps = collect_demonstrations(model, env, config.demo_episodes, seed=config.seed + 20_000,
-                                                noise=config.demo_noise, progress=config.progress_bar,
-                                                max_progress=config.demo_max_progress)
+            demo_steps = collect_demonstrations(
+                model,
+                env,
+                config.demo_episodes,
+                seed=config.seed + 20_000,
+                noise=config.demo_noise,
+                progress=config.progress_bar,
+                max_progress=config.demo_max_progress,
+            )
             atomic_write_json(demos_file, {"episodes": config.demo_episodes, "env_steps": demo_steps})
         else:  # resuming: the demonstrations came back with the replay buffer
             demo_steps = int(json.loads(demos_file.read_text())["env_steps"]) if demos_file.is_file() else 0
@@ -308,12 +376,21 @@ def train(config: RLTrainConfig) -> RunResult:
 
         log_cb = ShapingLogCallback()
         eval_cb = TrueSuccessEvalCallback(
-            make_eval_env_fn(config), out / "eval", config.eval_every, config.eval_episodes,
-            seed=config.seed + 10_000, video_every=config.video_every,
+            make_eval_env_fn(config),
+            out / "eval",
+            config.eval_every,
+            config.eval_episodes,
+            seed=config.seed + 10_000,
+            video_every=config.video_every,
         )
         stateful = {"shaping_log": log_cb, "eval": eval_cb}
-        ckpt_cb = AtomicCheckpointCallback(out, config.checkpoint_every, every_seconds=60 * config.checkpoint_minutes,
-                                           eval_callback=eval_cb, stateful=stateful)
+        ckpt_cb = AtomicCheckpointCallback(
+            out,
+            config.checkpoint_every,
+            every_seconds=60 * config.checkpoint_minutes,
+            eval_callback=eval_cb,
+            stateful=stateful,
+        )
         if state is not None:
             restore_training_state(model, state, stateful)
         remaining = max(0, config.steps - model.num_timesteps)
@@ -324,18 +401,25 @@ def train(config: RLTrainConfig) -> RunResult:
         if remaining > 0:
             with stop_on_signals(ckpt_cb):
                 model.learn(
-                    total_timesteps=remaining, callback=[cb for cb in (log_cb, eval_cb, ckpt_cb, bar_cb) if cb is not None],
-                    reset_num_timesteps=not config.resume, tb_log_name="run",
+                    total_timesteps=remaining,
+                    callback=[cb for cb in (log_cb, eval_cb, ckpt_cb, bar_cb) if cb is not None],
+                    reset_num_timesteps=not config.resume,
+                    tb_log_name="run",
                 )
         seconds = time.perf_counter() - t0
         model_path = save_model_atomic(model, out / "model.zip")
         steps_done = model.num_timesteps
         curve = list(eval_cb.curve)
         result = RunResult(
-            run_dir=out, model_path=model_path, env_steps=int(steps_done), train_seconds=seconds,
+            run_dir=out,
+            model_path=model_path,
+            env_steps=int(steps_done),
+            train_seconds=seconds,
             steps_per_second=(steps_done - start_steps) / seconds if seconds > 0 else 0.0,
             final_success_rate=float(curve[-1]["success_rate"]) if curve else 0.0,
-            eval_curve=curve, train_curve=log_cb.history, model_calls=shaped.n_model_calls - calls0,
+            eval_curve=curve,
+            train_curve=log_cb.history,
+            model_calls=shaped.n_model_calls - calls0,
             demo_env_steps=demo_steps,
         )
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items() if k != "train_curve"}
@@ -355,8 +439,11 @@ def _train_command(argv: list[str]) -> int:
     try:
         result = train(config)
     except TrainingInterrupted as stop:
-        print(f"prism-train: interrupted at step {stop.step}; checkpoint saved in {stop.checkpoint}; "
-              f"resume with: prism-train --out {shlex.quote(str(config.out))} --resume", file=sys.stderr)
+        print(
+            f"prism-train: interrupted at step {stop.step}; checkpoint saved in {stop.checkpoint}; "
+            f"resume with: prism-train --out {shlex.quote(str(config.out))} --resume",
+            file=sys.stderr,
+        )
         return 128 + int(stop.signum)
     print(
         f"trained {result.env_steps} env steps in {result.train_seconds:.0f}s "

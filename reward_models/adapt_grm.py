@@ -73,8 +73,13 @@ from reward_models.train_grm import (
 )
 
 ADAPT_RANGES: dict[str, str] = {
-    "anchor_weight": "[0, inf)", "holdout_every": "[2, inf)", "check_every": "[1, inf)", "min_gain": "[0, inf)",
-    "unlabelled_weight": "[0, inf)", "rehearse_episodes": "[1, inf)", "guard_tolerance": "[0, inf)",
+    "anchor_weight": "[0, inf)",
+    "holdout_every": "[2, inf)",
+    "check_every": "[1, inf)",
+    "min_gain": "[0, inf)",
+    "unlabelled_weight": "[0, inf)",
+    "rehearse_episodes": "[1, inf)",
+    "guard_tolerance": "[0, inf)",
 }
 """Valid interval of each numeric adaptation field (the training ones come from NUMERIC_RANGES)."""
 FREEZE_CHOICES = ("none", "early", "backbone")
@@ -163,7 +168,9 @@ class AdaptConfig:
         self.demo = None if self.demo is None else Path(self.demo)
         if self.labels not in ("auto", "progress", "linear"):
             raise ValueError(f"labels must be auto, progress or linear, got {self.labels!r}")
-        self.rehearse = tuple(Path(r) for r in ((self.rehearse,) if isinstance(self.rehearse, (str, Path)) else self.rehearse))
+        self.rehearse = tuple(
+            Path(r) for r in ((self.rehearse,) if isinstance(self.rehearse, (str, Path)) else self.rehearse)
+        )
         self.unlabelled = None if self.unlabelled is None else Path(self.unlabelled)
         self.eval = None if self.eval is None else Path(self.eval)
         self.eval_out = None if self.eval_out is None else Path(self.eval_out)
@@ -209,8 +216,12 @@ def split_rehearsal(episodes: Sequence[Any]) -> tuple[list[Any], list[Any]]:
 
 def keep_frames(ep: TrainEpisode, rows: np.ndarray) -> TrainEpisode:
     """The training episode restricted to the frames ``rows`` (in order)."""
-    return replace(ep, frames=ep.frames[torch.from_numpy(rows)], progress=ep.progress[rows],
-                   state=None if ep.state is None else ep.state[rows])
+    return replace(
+        ep,
+        frames=ep.frames[torch.from_numpy(rows)],
+        progress=ep.progress[rows],
+        state=None if ep.state is None else ep.state[rows],
+    )
 
 
 def rewound(episode: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -232,7 +243,9 @@ def demo_negatives(episode: Any, rows: np.ndarray, task: str, rng: np.random.Gen
     return [({cam: frames[order] for cam, frames in episode.frames.items()}, task) for order in orders]
 
 
-def self_check(model: GRM, videos: Sequence[Video], device: torch.device, negatives: Sequence[Video] = ()) -> dict[str, float]:
+def self_check(
+    model: GRM, videos: Sequence[Video], device: torch.device, negatives: Sequence[Video] = ()
+) -> dict[str, float]:
     """Label-free score in [-1, 1] of a model on successful videos played forward then rewound:
     the mean of (a) Spearman(Φ, the rise-then-fall time order), (b) 2·Φ_end − 1, Φ_end being Φ at
     the last forward frame (a successful demo ends done), and, with ``negatives``, (c) 1 − 2·Φ̄_neg,
@@ -249,7 +262,9 @@ def self_check(model: GRM, videos: Sequence[Video], device: torch.device, negati
     terms = [float(np.mean(order)), 2.0 * float(np.mean(end)) - 1.0]
     result = {"rise_fall_order": terms[0], "end_progress": float(np.mean(end))}
     if negatives:
-        result["negative_end_progress"] = float(np.mean([track_episode(tracked, f, task=t).final for f, t in negatives]))
+        result["negative_end_progress"] = float(
+            np.mean([track_episode(tracked, f, task=t).final for f, t in negatives])
+        )
         terms.append(1.0 - 2.0 * result["negative_end_progress"])
     model.train()
     return {"score": float(np.mean(terms)), **result}
@@ -267,9 +282,11 @@ def rehearsal_metrics(model: GRM, episodes: Sequence[Any], device: torch.device)
     model.train()
     success = np.array([ep.outcome == "success" for ep in episodes])
     vocs = [np.nan_to_num(voc(phi)) for phi, ok in zip(phis, success) if ok]  # a flat Φ orders nothing: 0
-    return {"success_auroc": auroc([phi[-1] for phi in phis], success),
-            "completion_accuracy": float(np.mean([completion_class(phi) == ep.outcome for phi, ep in zip(phis, episodes)])),
-            "voc_plus": float(np.mean(vocs)) if vocs else float("nan")}
+    return {
+        "success_auroc": auroc([phi[-1] for phi in phis], success),
+        "completion_accuracy": float(np.mean([completion_class(phi) == ep.outcome for phi, ep in zip(phis, episodes)])),
+        "voc_plus": float(np.mean(vocs)) if vocs else float("nan"),
+    }
 
 
 class BestStepKeeper:
@@ -278,9 +295,18 @@ class BestStepKeeper:
     With ``guard`` episodes (labelled), a later step is a candidate only if none of their
     :data:`GUARD_METRICS` fell more than ``tolerance`` below step 0's."""
 
-    def __init__(self, model: GRM, videos: Sequence[Video], device: torch.device, every: int, last: int,
-                 min_gain: float, negatives: Sequence[Video] = (), guard: Sequence[Any] = (),
-                 tolerance: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: GRM,
+        videos: Sequence[Video],
+        device: torch.device,
+        every: int,
+        last: int,
+        min_gain: float,
+        negatives: Sequence[Video] = (),
+        guard: Sequence[Any] = (),
+        tolerance: float = 0.0,
+    ) -> None:
         self.videos, self.device, self.every, self.last, self.min_gain = videos, device, every, last, min_gain
         self.negatives, self.guard, self.tolerance = negatives, guard, tolerance
         self.curve: list[dict[str, Any]] = []
@@ -290,8 +316,11 @@ class BestStepKeeper:
 
     def guard_holds(self, rehearsal: dict[str, float]) -> bool:
         """No metric more than ``tolerance`` below step 0's (metrics undefined at step 0 are skipped)."""
-        return all(not np.isfinite(self.reference[k]) or np.nan_to_num(rehearsal[k], nan=-np.inf) >=
-                   self.reference[k] - self.tolerance for k in GUARD_METRICS)
+        return all(
+            not np.isfinite(self.reference[k])
+            or np.nan_to_num(rehearsal[k], nan=-np.inf) >= self.reference[k] - self.tolerance
+            for k in GUARD_METRICS
+        )
 
     def __call__(self, step: int, model: GRM) -> None:
         if step % self.every and step != self.last:
@@ -321,7 +350,9 @@ def l2sp_loss(model: GRM, weight: float) -> Callable[[GRM, torch.device], tuple[
     return loss
 
 
-def time_order_loss(sampler: PairSampler, weight: float) -> Callable[[GRM, torch.device], tuple[torch.Tensor, dict[str, float]]]:
+def time_order_loss(
+    sampler: PairSampler, weight: float
+) -> Callable[[GRM, torch.device], tuple[torch.Tensor, dict[str, float]]]:
     """``extra_loss`` hook: a batch of unlabelled videos each step, only the hops' signs supervised."""
 
     def loss(m: GRM, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
@@ -331,13 +362,25 @@ def time_order_loss(sampler: PairSampler, weight: float) -> Callable[[GRM, torch
     return loss
 
 
-def adapt_grm(cfg: AdaptConfig, demo_episode: Any | None = None, unlabelled_episodes: Sequence[Any] | None = None,
-              rehearse_episodes: Sequence[Any] | None = None) -> Path:
+def adapt_grm(
+    cfg: AdaptConfig,
+    demo_episode: Any | None = None,
+    unlabelled_episodes: Sequence[Any] | None = None,
+    rehearse_episodes: Sequence[Any] | None = None,
+) -> Path:
     """Adapt and write the new checkpoint; returns its path. In-memory :class:`episodes.Episode`
     objects replace the files when given: ``demo_episode`` (``cfg.demo``/``cfg.episode``),
     ``unlabelled_episodes`` (``cfg.unlabelled``), ``rehearse_episodes`` (``cfg.rehearse``)."""
-    check_numeric_fields(cfg, {**ADAPT_RANGES, **{key: NUMERIC_RANGES[key] for key in
-                               ("steps", "lr", "frames_per_episode", "batch_episodes", "num_threads", "fps")}})
+    check_numeric_fields(
+        cfg,
+        {
+            **ADAPT_RANGES,
+            **{
+                key: NUMERIC_RANGES[key]
+                for key in ("steps", "lr", "frames_per_episode", "batch_episodes", "num_threads", "fps")
+            },
+        },
+    )
     if cfg.freeze not in FREEZE_CHOICES:  # checked here, not in __post_init__: tyro would box the message
         raise ValueError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {cfg.freeze!r}")
     cfg.checkpoint = resolve_grm_checkpoint(cfg.checkpoint)  # "grm": the shipped one
@@ -392,25 +435,42 @@ def adapt_grm(cfg: AdaptConfig, demo_episode: Any | None = None, unlabelled_epis
         held_out["demo"] = checked.tolist()
     unlabelled: list[TrainEpisode] = []
     for ep in unlabelled_episodes:
-        ep = replace(ep, task=cfg.task or ep.task or task, outcome="success",
-                     progress=np.linspace(0.0, 1.0, ep.length, dtype=np.float32))  # time order (signs only)
+        ep = replace(
+            ep,
+            task=cfg.task or ep.task or task,
+            outcome="success",
+            progress=np.linspace(0.0, 1.0, ep.length, dtype=np.float32),
+        )  # time order (signs only)
         trained, checked = split_held_out(ep.length, cfg.holdout_every)
         unlabelled.append(keep_frames(to_train_episode(ep, cameras, size, source=str(cfg.unlabelled)), trained))
         check_videos.append((rewound(ep, checked), ep.task))
         negatives += demo_negatives(ep, checked, ep.task, negative_rng)
         held_out.setdefault("unlabelled", []).append(checked.tolist())
     if rehearse_episodes is None:
-        rehearse_episodes = [item.load() for root in cfg.rehearse for item in
-                             load_source_episodes(root, size, max_episodes=cfg.rehearse_episodes)[1]]
+        rehearse_episodes = [
+            item.load()
+            for root in cfg.rehearse
+            for item in load_source_episodes(root, size, max_episodes=cfg.rehearse_episodes)[1]
+        ]
     guard, rehearsed = split_rehearsal(rehearse_episodes)
     labelled += [to_train_episode(ep, cameras, size, source="rehearse") for ep in rehearsed]
     added = model.extend_vocabulary(sorted({task} | {ep.task for ep in unlabelled}))
     frozen = freeze_for_adaptation(model, cfg.freeze)
     train_cfg = GRMTrainConfig(
-        out=cfg.out, run_dir=cfg.run_dir, steps=cfg.steps, lr=cfg.lr, warmup_steps=min(20, cfg.steps // 5),
-        batch_episodes=cfg.batch_episodes, frames_per_episode=cfg.frames_per_episode,
-        image_size=model.config.image_size, counterfactual=0.0, seed=cfg.seed, device=cfg.device,
-        num_threads=cfg.num_threads, progress_bar=cfg.progress_bar, save_every=0,
+        out=cfg.out,
+        run_dir=cfg.run_dir,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        warmup_steps=min(20, cfg.steps // 5),
+        batch_episodes=cfg.batch_episodes,
+        frames_per_episode=cfg.frames_per_episode,
+        image_size=model.config.image_size,
+        counterfactual=0.0,
+        seed=cfg.seed,
+        device=cfg.device,
+        num_threads=cfg.num_threads,
+        progress_bar=cfg.progress_bar,
+        save_every=0,
         # L2-SP replaces decay towards 0: the prior for the weights is the checkpoint, not zero.
         **({"weight_decay": 0.0} if cfg.anchor_weight > 0 else {}),
     )
@@ -418,33 +478,67 @@ def adapt_grm(cfg: AdaptConfig, demo_episode: Any | None = None, unlabelled_epis
     model.to(device)
     extra = [l2sp_loss(model, cfg.anchor_weight)] if cfg.anchor_weight > 0 else []
     if labelled and unlabelled and cfg.unlabelled_weight > 0:
-        extra.append(time_order_loss(PairSampler(unlabelled, train_cfg, np.random.default_rng(cfg.seed + 1)),
-                                     cfg.unlabelled_weight))
-    keeper = BestStepKeeper(model, check_videos, device, cfg.check_every or max(1, cfg.steps // 10), cfg.steps,
-                            cfg.min_gain, negatives, guard, cfg.guard_tolerance)
+        extra.append(
+            time_order_loss(
+                PairSampler(unlabelled, train_cfg, np.random.default_rng(cfg.seed + 1)), cfg.unlabelled_weight
+            )
+        )
+    keeper = BestStepKeeper(
+        model,
+        check_videos,
+        device,
+        cfg.check_every or max(1, cfg.steps // 10),
+        cfg.steps,
+        cfg.min_gain,
+        negatives,
+        guard,
+        cfg.guard_tolerance,
+    )
 
     def extra_loss(m: GRM, dev: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         parts = [hook(m, dev) for hook in extra]
         return sum(p[0] for p in parts), {k: v for p in parts for k, v in p[1].items()}
 
-    model, summary = run_training(model, labelled or unlabelled, train_cfg, desc="adapt GRM",
-                                  sign_only=not labelled, extra_loss=extra_loss if extra else None, on_step=keeper)
+    model, summary = run_training(
+        model,
+        labelled or unlabelled,
+        train_cfg,
+        desc="adapt GRM",
+        sign_only=not labelled,
+        extra_loss=extra_loss if extra else None,
+        on_step=keeper,
+    )
     model.load_state_dict(keeper.best_state)
     model.requires_grad_(True)
     training = dict(model.config.training)
     adaptations = list(training.get("adaptations", []))
-    adaptations.append({
-        "from": str(cfg.checkpoint), "demo": None if demo_episode is None else str(cfg.demo),
-        "episode": cfg.episode, "task": task, "camera_map": mapping,
-        "new_words": added, "steps": cfg.steps, "final_metrics": summary,
-        "selected_step": keeper.best_step, "self_check": keeper.curve, "held_out_frames": held_out,
-        "method": {"anchor_weight": cfg.anchor_weight, "freeze": cfg.freeze, "frozen_parameters": frozen,
-                   "rehearse": [str(r) for r in cfg.rehearse] or (["<memory>"] if rehearse_episodes else []),
-                   "rehearse_episodes_used": len(rehearsed), "guard_episodes": len(guard),
-                   "guard_tolerance": cfg.guard_tolerance,
-                   "unlabelled": None if not unlabelled else str(cfg.unlabelled or "<memory>"),
-                   "unlabelled_videos": len(unlabelled), "min_gain": cfg.min_gain},
-    })
+    adaptations.append(
+        {
+            "from": str(cfg.checkpoint),
+            "demo": None if demo_episode is None else str(cfg.demo),
+            "episode": cfg.episode,
+            "task": task,
+            "camera_map": mapping,
+            "new_words": added,
+            "steps": cfg.steps,
+            "final_metrics": summary,
+            "selected_step": keeper.best_step,
+            "self_check": keeper.curve,
+            "held_out_frames": held_out,
+            "method": {
+                "anchor_weight": cfg.anchor_weight,
+                "freeze": cfg.freeze,
+                "frozen_parameters": frozen,
+                "rehearse": [str(r) for r in cfg.rehearse] or (["<memory>"] if rehearse_episodes else []),
+                "rehearse_episodes_used": len(rehearsed),
+                "guard_episodes": len(guard),
+                "guard_tolerance": cfg.guard_tolerance,
+                "unlabelled": None if not unlabelled else str(cfg.unlabelled or "<memory>"),
+                "unlabelled_videos": len(unlabelled),
+                "min_gain": cfg.min_gain,
+            },
+        }
+    )
     training["adaptations"] = adaptations
     training["instructions"] = sorted(set(training.get("instructions", [])) | {task})
     model.config.training = training
@@ -464,14 +558,30 @@ def before_after(cfg: AdaptConfig) -> dict[str, dict[str, float | None]]:
     from reward_models.evaluate import EvalConfig, run_eval
 
     report = cfg.resolved_eval_out()
-    result = run_eval(EvalConfig(model=[str(cfg.checkpoint), str(cfg.out)], data=str(cfg.eval), out=str(report),
-                                 task=cfg.task, device=cfg.device, videos=0, progress_bar=cfg.progress_bar,
-                                 camera_map=list(cfg.camera_map) or None))
+    result = run_eval(
+        EvalConfig(
+            model=[str(cfg.checkpoint), str(cfg.out)],
+            data=str(cfg.eval),
+            out=str(report),
+            task=cfg.task,
+            device=cfg.device,
+            videos=0,
+            progress_bar=cfg.progress_bar,
+            camera_map=list(cfg.camera_map) or None,
+        )
+    )
     before, after = (m["metrics"] for m in result["models"].values())
     table = {key: {"zero_shot": before[key]["value"], "adapted": after[key]["value"]} for key in EVAL_METRICS}
-    atomic_write_json(report / "before_after.json", {"zero_shot": str(cfg.checkpoint), "adapted": str(cfg.out),
-                                                     "data": str(cfg.eval), "episodes": result["n_episodes"],
-                                                     "metrics": table})
+    atomic_write_json(
+        report / "before_after.json",
+        {
+            "zero_shot": str(cfg.checkpoint),
+            "adapted": str(cfg.out),
+            "data": str(cfg.eval),
+            "episodes": result["n_episodes"],
+            "metrics": table,
+        },
+    )
     return table
 
 

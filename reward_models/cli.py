@@ -17,11 +17,26 @@ from episodes.cli_errors import run_cli
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("reward_models.train_grm:main", "Train a GRM on LeRobot v3 datasets (ground-truth progress labels)."),
-    "adapt": ("reward_models.adapt_grm:main", "One-shot adaptation of a GRM to a new task from a single demonstration."),
-    "eval": ("reward_models.evaluate:main", "Evaluate reward models on recorded episodes (VOC, completion, AUROC, ...)."),
-    "calibrate": ("reward_models.confidence:main", "Fit a GRM's post-hoc confidence (OOD statistics, calibrated P(success)) on reference data."),
-    "serve": ("reward_models.serve:main", "Serve a reward model to many clients with Ray Serve (dynamic batching); clients name it serve:NAME."),
-    "ingest": ("reward_models.evaluate:ingest_main", "Convert rosbag2 bags (sqlite3 or MCAP: camera + joint-state topics) into a LeRobot v3 dataset."),
+    "adapt": (
+        "reward_models.adapt_grm:main",
+        "One-shot adaptation of a GRM to a new task from a single demonstration.",
+    ),
+    "eval": (
+        "reward_models.evaluate:main",
+        "Evaluate reward models on recorded episodes (VOC, completion, AUROC, ...).",
+    ),
+    "calibrate": (
+        "reward_models.confidence:main",
+        "Fit a GRM's post-hoc confidence (OOD statistics, calibrated P(success)) on reference data.",
+    ),
+    "serve": (
+        "reward_models.serve:main",
+        "Serve a reward model to many clients with Ray Serve (dynamic batching); clients name it serve:NAME.",
+    ),
+    "ingest": (
+        "reward_models.evaluate:ingest_main",
+        "Convert rosbag2 bags (sqlite3 or MCAP: camera + joint-state topics) into a LeRobot v3 dataset.",
+    ),
 }
 
 

@@ -89,13 +89,16 @@ class MahalanobisOOD:
     """Shrinkage, frame counts, reference distance percentiles."""
 
     @classmethod
-    def fit(cls, features: np.ndarray, held_out: np.ndarray | None = None,
-            percentile: float = OOD_PERCENTILE) -> MahalanobisOOD:
+    def fit(
+        cls, features: np.ndarray, held_out: np.ndarray | None = None, percentile: float = OOD_PERCENTILE
+    ) -> MahalanobisOOD:
         """Fit on ``features`` (N, F); the threshold comes from ``held_out`` rows (None: the fit
         rows themselves, biased low -- said in ``info``)."""
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or features.shape[0] < 2:
-            raise ValueError(f"out-of-distribution statistics need at least 2 reference frames, got {features.shape[0]}")
+            raise ValueError(
+                f"out-of-distribution statistics need at least 2 reference frames, got {features.shape[0]}"
+            )
         cov, rho = ledoit_wolf_covariance(features)
         evals, evecs = np.linalg.eigh(cov)
         floor = max(float(evals.max()) * 1e-9, 1e-12)
@@ -105,9 +108,12 @@ class MahalanobisOOD:
         dist = ood.distance(ref)
         ood.threshold = float(np.percentile(dist, percentile))
         ood.info = {
-            "shrinkage": rho, "n_fit_frames": int(features.shape[0]), "n_threshold_frames": int(ref.shape[0]),
+            "shrinkage": rho,
+            "n_fit_frames": int(features.shape[0]),
+            "n_threshold_frames": int(ref.shape[0]),
             "threshold_from": "held-out episodes" if ref is not features else "the fit frames (in-sample)",
-            "percentile": percentile, "dims": int(features.shape[1]),
+            "percentile": percentile,
+            "dims": int(features.shape[1]),
             "reference_distance": {f"p{q}": float(np.percentile(dist, q)) for q in (50, 90, 99)},
         }
         return ood
@@ -116,7 +122,9 @@ class MahalanobisOOD:
         """(B,) Mahalanobis distances of feature rows (B, F)."""
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or features.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"state features have shape {features.shape}; the calibration expects (B, {self.mean.shape[0]})")
+            raise ValueError(
+                f"state features have shape {features.shape}; the calibration expects (B, {self.mean.shape[0]})"
+            )
         return np.linalg.norm((features - self.mean) @ self.whiten, axis=1)
 
     def is_out(self, distance: np.ndarray) -> np.ndarray:
@@ -149,7 +157,9 @@ class PlattScaling:
     """Labelled episodes it was fitted on."""
 
     @classmethod
-    def fit(cls, final_phi: Sequence[float], success: Sequence[bool], l2: float = 0.1, steps: int = 100) -> PlattScaling:
+    def fit(
+        cls, final_phi: Sequence[float], success: Sequence[bool], l2: float = 0.1, steps: int = 100
+    ) -> PlattScaling:
         """Newton's method on the log-likelihood with an L2 pull towards (a, b) = (1, 0)."""
         x = _logit(final_phi)
         y = np.asarray(success, dtype=np.float64)
@@ -195,7 +205,10 @@ class ConfidenceCalibration:
 
         tensors = {"ood.mean": np.zeros(0), "ood.whiten": np.zeros((0, 0))}
         if self.ood is not None:
-            tensors = {"ood.mean": np.ascontiguousarray(self.ood.mean), "ood.whiten": np.ascontiguousarray(self.ood.whiten)}
+            tensors = {
+                "ood.mean": np.ascontiguousarray(self.ood.mean),
+                "ood.whiten": np.ascontiguousarray(self.ood.whiten),
+            }
         header = {
             "kind": CONFIDENCE_KIND,
             "meta": self.meta,
@@ -213,8 +226,12 @@ class ConfidenceCalibration:
             mean, whiten = f.get_tensor("ood.mean"), f.get_tensor("ood.whiten")
         ood = None
         if header.get("ood") is not None:
-            ood = MahalanobisOOD(mean=mean, whiten=whiten, threshold=float(header["ood"]["threshold"]),
-                                 info=header["ood"].get("info", {}))
+            ood = MahalanobisOOD(
+                mean=mean,
+                whiten=whiten,
+                threshold=float(header["ood"]["threshold"]),
+                info=header["ood"].get("info", {}),
+            )
         platt = PlattScaling(**header["platt"]) if header.get("platt") else None
         return cls(ood=ood, platt=platt, meta=header.get("meta", {}))
 
@@ -345,8 +362,15 @@ def calibrate(cfg: CalibrateConfig) -> tuple[Path, ConfidenceCalibration]:
     finals: list[float] = []
     labels: list[bool | None] = []
     for source in cfg.data:
-        _, items = list_source_episodes(source, task=cfg.task, fps=cfg.fps, max_side=cfg.max_side,
-                                        cameras=cfg.cameras, camera_map=cfg.camera_map, max_episodes=cfg.max_episodes)
+        _, items = list_source_episodes(
+            source,
+            task=cfg.task,
+            fps=cfg.fps,
+            max_side=cfg.max_side,
+            cameras=cfg.cameras,
+            camera_map=cfg.camera_map,
+            max_episodes=cfg.max_episodes,
+        )
         for item in items:
             ep = item.load()
             if not ep.task:
@@ -368,10 +392,19 @@ def calibrate(cfg: CalibrateConfig) -> tuple[Path, ConfidenceCalibration]:
         platt = PlattScaling.fit([f for f, _ in known], [y for _, y in known])
     else:
         notes.append("no Platt scaling: needs both successful and failed episodes with labels")
-    cal = ConfidenceCalibration(ood=ood, platt=platt, meta={
-        "weights_sha256": weights_sha256(ckpt), "checkpoint": str(ckpt), "data": list(cfg.data),
-        "n_episodes": len(features), "n_labelled": len(known), "fusion": cfg.fusion, "notes": notes,
-    })
+    cal = ConfidenceCalibration(
+        ood=ood,
+        platt=platt,
+        meta={
+            "weights_sha256": weights_sha256(ckpt),
+            "checkpoint": str(ckpt),
+            "data": list(cfg.data),
+            "n_episodes": len(features),
+            "n_labelled": len(known),
+            "fusion": cfg.fusion,
+            "notes": notes,
+        },
+    )
     cal.save(out)
     return out, cal
 
@@ -381,10 +414,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(CalibrateConfig, argv, description=CalibrateConfig.__doc__)
     out, cal = calibrate(cfg)
     ood = cal.ood
-    print(f"wrote {out}: {cal.meta['n_episodes']} episode(s); OOD threshold {ood.threshold:.2f} "
-          f"(p{ood.info['percentile']:g} of {ood.info['threshold_from']})"
-          + (f"; P(success) = σ({cal.platt.a:.2f}·logit Φ_final + {cal.platt.b:.2f}) on {cal.platt.n} labelled"
-             if cal.platt else f"; {'; '.join(cal.meta['notes'])}"))
+    print(
+        f"wrote {out}: {cal.meta['n_episodes']} episode(s); OOD threshold {ood.threshold:.2f} "
+        f"(p{ood.info['percentile']:g} of {ood.info['threshold_from']})"
+        + (
+            f"; P(success) = σ({cal.platt.a:.2f}·logit Φ_final + {cal.platt.b:.2f}) on {cal.platt.n} labelled"
+            if cal.platt
+            else f"; {'; '.join(cal.meta['notes'])}"
+        )
+    )
     return 0
 
 

@@ -147,13 +147,17 @@ class GRMConfig:
             raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by view_heads ({self.view_heads})")
         self.vocabulary = build_vocabulary([], self.vocabulary)
         if self.text_encoder != "words" and not self.text_encoder.startswith("sentence:"):
-            raise ValueError(f"GRMConfig.text_encoder must be 'words', 'sentence:minilm' or "
-                             f"'sentence:<local dir>', got {self.text_encoder!r}")
+            raise ValueError(
+                f"GRMConfig.text_encoder must be 'words', 'sentence:minilm' or "
+                f"'sentence:<local dir>', got {self.text_encoder!r}"
+            )
         if self.canonical_colors is not None:
             self.color_channels()  # validates
             if self.conditioning != "pooled":
-                raise ValueError("GRMConfig.canonical_colors needs conditioning='pooled' "
-                                 "(train spatial conditioning with --canonical-colors None)")
+                raise ValueError(
+                    "GRMConfig.canonical_colors needs conditioning='pooled' "
+                    "(train spatial conditioning with --canonical-colors None)"
+                )
 
     def color_channels(self) -> tuple[str, str, int, int] | None:
         """(word a, word b, channel a, channel b) of :attr:`canonical_colors`, None when off."""
@@ -161,8 +165,10 @@ class GRMConfig:
             return None
         a, sep, b = self.canonical_colors.partition(":")
         if not sep or a not in COLOR_CHANNELS or b not in COLOR_CHANNELS or a == b:
-            raise ValueError(f"GRMConfig.canonical_colors must be 'a:b' with two different words of "
-                             f"{sorted(COLOR_CHANNELS)}, got {self.canonical_colors!r}")
+            raise ValueError(
+                f"GRMConfig.canonical_colors must be 'a:b' with two different words of "
+                f"{sorted(COLOR_CHANNELS)}, got {self.canonical_colors!r}"
+            )
         return a, b, COLOR_CHANNELS[a], COLOR_CHANNELS[b]
 
     def reads_exchanged(self, text: str) -> bool:

@@ -29,5 +29,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise ValueError(f"--device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available (torch sees no CUDA device); use --device cpu or auto")
+        raise ValueError(
+            f"--device {device}: CUDA is not available (torch sees no CUDA device); use --device cpu or auto"
+        )
     return torch.device(device)

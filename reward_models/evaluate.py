@@ -134,7 +134,9 @@ def detect_source(path: str | Path) -> str:
         raise FileNotFoundError(f"--data {p} does not exist")
     if is_lerobot_dataset(p):
         return "lerobot"
-    if is_rosbag(p) or (p.is_dir() and any(is_rosbag(c) for c in p.iterdir()) and not any(c.suffix == ".mp4" for c in p.iterdir())):
+    if is_rosbag(p) or (
+        p.is_dir() and any(is_rosbag(c) for c in p.iterdir()) and not any(c.suffix == ".mp4" for c in p.iterdir())
+    ):
         return "rosbag"
     if is_dopamine_source(p):
         return "dopamine"
@@ -158,18 +160,35 @@ def subsample_episode(ep: Episode, fps: float | None) -> Episode:
     meta = dict(ep.meta)
     meta["frame_index"] = frame_index[keep].tolist()
     return Episode(
-        task=ep.task, frames={c: v[keep] for c, v in ep.frames.items()}, fps=float(fps),
-        episode_index=ep.episode_index, task_name=ep.task_name, state=take(ep.state), action=take(ep.action),
-        reward=take(ep.reward), done=take(ep.done), success=take(ep.success), progress=take(ep.progress),
-        stage=take(ep.stage), outcome=ep.outcome, meta=meta,
+        task=ep.task,
+        frames={c: v[keep] for c, v in ep.frames.items()},
+        fps=float(fps),
+        episode_index=ep.episode_index,
+        task_name=ep.task_name,
+        state=take(ep.state),
+        action=take(ep.action),
+        reward=take(ep.reward),
+        done=take(ep.done),
+        success=take(ep.success),
+        progress=take(ep.progress),
+        stage=take(ep.stage),
+        outcome=ep.outcome,
+        meta=meta,
     )
 
 
 def iter_source(cfg: EvalConfig) -> tuple[str, list[SourceItem]]:
     """The source kind of ``cfg.data`` and its episodes as lazily-loaded items."""
     return list_source_episodes(
-        cfg.data, task=cfg.task, topics=cfg.topics, fps=cfg.fps, max_side=cfg.max_side, camera=cfg.camera,
-        cameras=cfg.cameras, camera_map=cfg.camera_map, max_episodes=cfg.max_episodes,
+        cfg.data,
+        task=cfg.task,
+        topics=cfg.topics,
+        fps=cfg.fps,
+        max_side=cfg.max_side,
+        camera=cfg.camera,
+        cameras=cfg.cameras,
+        camera_map=cfg.camera_map,
+        max_episodes=cfg.max_episodes,
     )
 
 
@@ -216,19 +235,46 @@ def list_source_episodes(
         loaders = [(f"{data.name}#episode{i}", make(i)) for i in range(len(ds))]
     elif kind == "rosbag":
         if not topics:
-            raise ValueError(f"{data} is a rosbag2: pass the camera topics with --topics /cam/front/image_raw,... "
-                             "(prism-reward eval), or convert it first with prism-reward ingest")
+            raise ValueError(
+                f"{data} is a rosbag2: pass the camera topics with --topics /cam/front/image_raw,... "
+                "(prism-reward eval), or convert it first with prism-reward ingest"
+            )
         bags = [data] if is_rosbag(data) else sorted(c for c in data.iterdir() if is_rosbag(c))
-        loaders = [(str(b), (lambda b=b, i=i: read_bag(b, topics, fps=fps or 10.0, task=task or "", episode_index=i,
-                                                      max_side=max_side))) for i, b in enumerate(bags)]
+        loaders = [
+            (
+                str(b),
+                (
+                    lambda b=b, i=i: read_bag(
+                        b, topics, fps=fps or 10.0, task=task or "", episode_index=i, max_side=max_side
+                    )
+                ),
+            )
+            for i, b in enumerate(bags)
+        ]
     elif kind == "dopamine":
-        loaders = [(str(folder), (lambda folder=folder, i=i: load_dopamine_episode(
-            folder, task=task, fps=fps, max_side=max_side, episode_index=i, cameras=select)))
-            for i, folder in enumerate(list_dopamine_episodes(data))]
+        loaders = [
+            (
+                str(folder),
+                (
+                    lambda folder=folder, i=i: load_dopamine_episode(
+                        folder, task=task, fps=fps, max_side=max_side, episode_index=i, cameras=select
+                    )
+                ),
+            )
+            for i, folder in enumerate(list_dopamine_episodes(data))
+        ]
     else:
-        loaders = [(str(item), (lambda item=item, i=i: load_video_item(
-            item, task=task, fps=fps, max_side=max_side, episode_index=i, camera=camera, cameras=select)))
-            for i, item in enumerate(list_video_source(data))]
+        loaders = [
+            (
+                str(item),
+                (
+                    lambda item=item, i=i: load_video_item(
+                        item, task=task, fps=fps, max_side=max_side, episode_index=i, camera=camera, cameras=select
+                    )
+                ),
+            )
+            for i, item in enumerate(list_video_source(data))
+        ]
     if max_episodes is not None:
         loaders = loaders[:max_episodes]
 
@@ -330,7 +376,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     if not items:
         raise ValueError(f"{cfg.data}: no episodes found")
     taken: set[str] = set()
-    runs = [ModelRun(spec, load_progress_model(spec, device=cfg.device), short_label(spec, taken)) for spec in cfg.model]
+    runs = [
+        ModelRun(spec, load_progress_model(spec, device=cfg.device), short_label(spec, taken)) for spec in cfg.model
+    ]
 
     skips: list[Skip] = []
     sidecar_rows: dict[str, list] = {"index": [], "episode_index": [], "frame_index": [], "timestamp": []}
@@ -371,11 +419,20 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                 r.seconds += time.time() - t0
                 r.frames += ep.length
                 curves[r.label] = phi
-                r.scores.append(EpisodeScore(
-                    episode_index=ep.episode_index, progress=phi, success=episode_success_label(ep),
-                    outcome=ep.outcome, true_progress=ep.progress, policy=ep.meta.get("policy"),
-                    end_score=end_score, source=item.name, extra=extra, **confidence,
-                ))
+                r.scores.append(
+                    EpisodeScore(
+                        episode_index=ep.episode_index,
+                        progress=phi,
+                        success=episode_success_label(ep),
+                        outcome=ep.outcome,
+                        true_progress=ep.progress,
+                        policy=ep.meta.get("policy"),
+                        end_score=end_score,
+                        source=item.name,
+                        extra=extra,
+                        **confidence,
+                    )
+                )
                 if confidence.get("phi_std") is not None:
                     spreads[r.label] = confidence["phi_std"]
             frame_index = np.asarray(ep.meta["frame_index"], dtype=np.int64)
@@ -388,20 +445,40 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             for r in runs:
                 sidecar_rows[f"phi.{r.label}"].extend(curves.get(r.label, np.full(ep.length, np.nan)).tolist())
                 if r.label in spreads or f"phi_std.{r.label}" in sidecar_rows:
-                    column = sidecar_rows.setdefault(f"phi_std.{r.label}", [np.nan] * (len(sidecar_rows["index"]) - ep.length))
+                    column = sidecar_rows.setdefault(
+                        f"phi_std.{r.label}", [np.nan] * (len(sidecar_rows["index"]) - ep.length)
+                    )
                     column.extend(spreads.get(r.label, np.full(ep.length, np.nan)).tolist())
             page = rep.write_episode_assets(
-                tmp / "episodes", ep, curves, name=f"episode_{ep.episode_index:05d}",
-                video=n_item < cfg.videos, delta=cfg.delta, spreads=spreads,
+                tmp / "episodes",
+                ep,
+                curves,
+                name=f"episode_{ep.episode_index:05d}",
+                video=n_item < cfg.videos,
+                delta=cfg.delta,
+                spreads=spreads,
             )
-            page.update({"source": item.name, "episode_index": ep.episode_index, "task": ep.task,
-                         "n_frames": ep.length, "label_success": episode_success_label(ep), "outcome": ep.outcome,
-                         "policy": ep.meta.get("policy"), "final": {k: float(v[-1]) for k, v in curves.items()}})
+            page.update(
+                {
+                    "source": item.name,
+                    "episode_index": ep.episode_index,
+                    "task": ep.task,
+                    "n_frames": ep.length,
+                    "label_success": episode_success_label(ep),
+                    "outcome": ep.outcome,
+                    "policy": ep.meta.get("policy"),
+                    "final": {k: float(v[-1]) for k, v in curves.items()},
+                }
+            )
             episode_pages.append(page)
 
         models_out = {}
         for r in runs:
-            metrics = compute_metrics(r.scores, delta=cfg.delta) if r.scores else {"episodes": [], "error": "no episode scored"}
+            metrics = (
+                compute_metrics(r.scores, delta=cfg.delta)
+                if r.scores
+                else {"episodes": [], "error": "no episode scored"}
+            )
             models_out[r.label] = {
                 "spec": r.spec,
                 "config": jsonable(r.model.config()),
@@ -421,12 +498,24 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             "models": models_out,
         }
         if not episode_pages:
-            raise ValueError(f"{cfg.data}: every episode was skipped (--skip-bad), so there is nothing to "
-                             f"report; first reasons: {'; '.join(s.reason for s in skips[:3])}")
-        rep.write_sidecar(tmp / "progress.parquet", sidecar_rows, {r.label: {"spec": r.spec, "config": jsonable(r.model.config())} for r in runs})
+            raise ValueError(
+                f"{cfg.data}: every episode was skipped (--skip-bad), so there is nothing to "
+                f"report; first reasons: {'; '.join(s.reason for s in skips[:3])}"
+            )
+        rep.write_sidecar(
+            tmp / "progress.parquet",
+            sidecar_rows,
+            {r.label: {"spec": r.spec, "config": jsonable(r.model.config())} for r in runs},
+        )
         for r in runs:  # the same Φ as LeRobot's RA-BC weighting reads it (--rabc_progress_path)
-            write_rabc_progress(tmp / f"sarm_progress.{r.label}.parquet", sidecar_rows["index"], sidecar_rows["episode_index"],
-                                sidecar_rows["frame_index"], sidecar_rows[f"phi.{r.label}"], r.spec)
+            write_rabc_progress(
+                tmp / f"sarm_progress.{r.label}.parquet",
+                sidecar_rows["index"],
+                sidecar_rows["episode_index"],
+                sidecar_rows["frame_index"],
+                sidecar_rows[f"phi.{r.label}"],
+                r.spec,
+            )
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False, default=jsonable))
         rep.write_html(tmp / "report.html", result, episode_pages)
     return result
@@ -438,16 +527,21 @@ def check_cameras_match(run: ModelRun, ep: Episode) -> None:
     model/data mismatch, not a bad episode."""
     wanted = getattr(run.model, "cameras", None)
     if wanted and not set(wanted) & set(ep.cameras):
-        raise ValueError(f"model {run.spec} reads cameras {sorted(wanted)} but the data has cameras "
-                         f"{sorted(ep.cameras)}: none match; map the data's cameras onto the model's views with "
-                         f"--camera-map DATA_CAMERA=VIEW (e.g. --camera-map {ep.cameras[0]}={min(wanted)}), "
-                         "or choose views with --cameras or --camera")
+        raise ValueError(
+            f"model {run.spec} reads cameras {sorted(wanted)} but the data has cameras "
+            f"{sorted(ep.cameras)}: none match; map the data's cameras onto the model's views with "
+            f"--camera-map DATA_CAMERA=VIEW (e.g. --camera-map {ep.cameras[0]}={min(wanted)}), "
+            "or choose views with --cameras or --camera"
+        )
 
 
 def _reraisable(exc: Exception) -> bool:
     """Can the exception be re-created from a message (to prefix the episode's name)?"""
     if isinstance(exc, (ValueError, FileNotFoundError, RuntimeError, OSError)) and type(exc).__init__ in (
-        ValueError.__init__, FileNotFoundError.__init__, RuntimeError.__init__, OSError.__init__,
+        ValueError.__init__,
+        FileNotFoundError.__init__,
+        RuntimeError.__init__,
+        OSError.__init__,
     ):
         return True
     return False
@@ -472,7 +566,10 @@ def _print_summary(result: dict[str, Any], out: str) -> None:
             vals.append(f"{k}={'n/a' if v is None else f'{v:.3f}'}")
         print(f"  {label}: " + " ".join(vals))
     if result["skipped"]:
-        print(f"  skipped {len(result['skipped'])}: " + "; ".join(f"{s['source']}: {s['reason']}" for s in result["skipped"][:5]))
+        print(
+            f"  skipped {len(result['skipped'])}: "
+            + "; ".join(f"{s['source']}: {s['reason']}" for s in result["skipped"][:5])
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -510,11 +607,29 @@ def ingest_main(argv: Sequence[str] | None = None) -> Path:
     check_output_not_input(cfg.out, cfg.bag)
     if not cfg.task:
         print("warning: no --task given; episodes get an empty instruction")
-    path = ingest_bags(cfg.bag, cfg.out, cfg.topics, fps=cfg.fps, task=cfg.task, joint_topic=cfg.joint_topic,
-                       max_side=cfg.max_side, overwrite=cfg.overwrite)
+    path = ingest_bags(
+        cfg.bag,
+        cfg.out,
+        cfg.topics,
+        fps=cfg.fps,
+        task=cfg.task,
+        joint_topic=cfg.joint_topic,
+        max_side=cfg.max_side,
+        overwrite=cfg.overwrite,
+    )
     print(f"wrote {len(cfg.bag)} episode(s) to {path}")
     return path
 
 
-__all__ = ["EvalConfig", "IngestConfig", "detect_source", "ingest_main", "iter_source", "list_source_episodes", "main",
-           "run_eval", "score_episode", "subsample_episode"]
+__all__ = [
+    "EvalConfig",
+    "IngestConfig",
+    "detect_source",
+    "ingest_main",
+    "iter_source",
+    "list_source_episodes",
+    "main",
+    "run_eval",
+    "score_episode",
+    "subsample_episode",
+]

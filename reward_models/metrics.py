@@ -202,8 +202,10 @@ class EpisodeScore:
             if value is not None:
                 value = np.asarray(value, dtype=bool if name == "ood" else np.float64).ravel()
                 if len(value) != len(self.progress):
-                    raise ValueError(f"episode {self.episode_index}: {name} has {len(value)} values but progress has "
-                                     f"{len(self.progress)}")
+                    raise ValueError(
+                        f"episode {self.episode_index}: {name} has {len(value)} values but progress has "
+                        f"{len(self.progress)}"
+                    )
                 setattr(self, name, value)
         if self.true_progress is not None:
             self.true_progress = np.asarray(self.true_progress, dtype=np.float64).ravel()
@@ -307,8 +309,10 @@ def compute_metrics(scores: Sequence[EpisodeScore], delta: float = SUCCESS_DELTA
     if labelled:
         hits = [s.predicted_class == s.label_class for s in labelled]
         confusion = {
-            true: {pred: sum(1 for s in labelled if s.label_class == true and s.predicted_class == pred)
-                   for pred in ("success", "partial", "fail")}
+            true: {
+                pred: sum(1 for s in labelled if s.label_class == true and s.predicted_class == pred)
+                for pred in ("success", "partial", "fail")
+            }
             for true in ("success", "partial", "fail")
         }
         out["completion_accuracy"] = {"value": float(np.mean(hits)), "n": len(labelled), "confusion": confusion}
@@ -329,9 +333,7 @@ def compute_metrics(scores: Sequence[EpisodeScore], delta: float = SUCCESS_DELTA
             "recall": tp / int(y.sum()),
         }
     else:
-        out["success_auroc"] = _missing(
-            "needs both successful and failed episodes with labels", n=len(with_success)
-        )
+        out["success_auroc"] = _missing("needs both successful and failed episodes with labels", n=len(with_success))
 
     rubric = [(s.predicted_rubric, s.label_rubric) for s in scores if s.label_rubric is not None]
     if rubric:
@@ -383,28 +385,44 @@ def confidence_metrics(scores: Sequence[EpisodeScore]) -> dict[str, Any]:
     y = [bool(s.label_success) for s in labelled]
     with_p = [s for s in labelled if s.success_probability is not None]
     if with_p:
-        out["success_ece"] = {"value": expected_calibration_error([s.success_probability for s in with_p],
-                                                                  [bool(s.label_success) for s in with_p]),
-                              "n": len(with_p), "bins": 10}
+        out["success_ece"] = {
+            "value": expected_calibration_error(
+                [s.success_probability for s in with_p], [bool(s.label_success) for s in with_p]
+            ),
+            "n": len(with_p),
+            "bins": 10,
+        }
     else:
         out["success_ece"] = _missing("needs a calibrated model (prism-reward calibrate) and success labels")
-    out["raw_phi_ece"] = ({"value": expected_calibration_error([s.final for s in labelled], y), "n": len(labelled), "bins": 10}
-                          if labelled else _missing("no episode carries a success label"))
+    out["raw_phi_ece"] = (
+        {"value": expected_calibration_error([s.final for s in labelled], y), "n": len(labelled), "bins": 10}
+        if labelled
+        else _missing("no episode carries a success label")
+    )
     pairs = [s for s in scores if s.phi_std is not None and s.true_progress is not None]
     if pairs:
         err = np.concatenate([np.abs(s.progress - s.true_progress) for s in pairs])
         std = np.concatenate([s.phi_std for s in pairs])
         rho = spearman(err, std)
-        out["spread_error_corr"] = ({"value": rho, "n": int(err.size)} if np.isfinite(rho)
-                                    else _missing("the spread or the error is constant", n=int(err.size)))
+        out["spread_error_corr"] = (
+            {"value": rho, "n": int(err.size)}
+            if np.isfinite(rho)
+            else _missing("the spread or the error is constant", n=int(err.size))
+        )
     else:
         out["spread_error_corr"] = _missing("needs a model with a spread and episodes with true progress")
     with_std = [s.phi_std for s in scores if s.phi_std is not None]
-    out["mean_phi_std"] = ({"value": float(np.concatenate(with_std).mean()), "n": len(with_std)} if with_std
-                           else _missing("the model reports no spread"))
+    out["mean_phi_std"] = (
+        {"value": float(np.concatenate(with_std).mean()), "n": len(with_std)}
+        if with_std
+        else _missing("the model reports no spread")
+    )
     with_ood = [s.ood for s in scores if s.ood is not None]
-    out["ood_fraction"] = ({"value": float(np.concatenate(with_ood).mean()), "n": len(with_ood)} if with_ood
-                           else _missing("needs a calibrated model (prism-reward calibrate)"))
+    out["ood_fraction"] = (
+        {"value": float(np.concatenate(with_ood).mean()), "n": len(with_ood)}
+        if with_ood
+        else _missing("needs a calibrated model (prism-reward calibrate)")
+    )
     return out
 
 

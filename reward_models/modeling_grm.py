@@ -74,7 +74,9 @@ class _Backbone(nn.Module):
         # inference sees.
         x = images.float() / 255.0
         if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False
+            )
         return (x - self.mean) / self.std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -139,8 +141,12 @@ class OpenClipBackbone(_Backbone):
         if backbone_config is not None:
             # Rebuilding from a GRM checkpoint: the architecture is in the checkpoint, the
             # weights come from model.safetensors afterwards.
-            model = open_clip.create_model(_register_open_clip_config(backbone_config["model_cfg"]), pretrained=None,
-                                           pretrained_image=False, pretrained_text=False)
+            model = open_clip.create_model(
+                _register_open_clip_config(backbone_config["model_cfg"]),
+                pretrained=None,
+                pretrained_image=False,
+                pretrained_text=False,
+            )
             model_cfg = backbone_config["model_cfg"]
             mean, std = backbone_config["image_mean"], backbone_config["image_std"]
         else:
@@ -159,7 +165,9 @@ class OpenClipBackbone(_Backbone):
             else:
                 model_cfg = open_clip.get_model_config(arch)
                 if model_cfg is None:
-                    raise ValueError(f"unknown open_clip architecture {arch!r}; known: {open_clip.list_models()[:20]} ...")
+                    raise ValueError(
+                        f"unknown open_clip architecture {arch!r}; known: {open_clip.list_models()[:20]} ..."
+                    )
                 preprocess, name = {}, arch
             model = open_clip.create_model(name, pretrained=None, pretrained_image=False, pretrained_text=False)
             if pretrained is not None:
@@ -315,8 +323,12 @@ class GRM(nn.Module):
         nn.init.zeros_(self.text_film.bias)
         h = config.hidden_dim
         self.head = nn.Sequential(
-            nn.Linear(config.text_dim + 5 * d, h), nn.GELU(), nn.LayerNorm(h),
-            nn.Linear(h, h), nn.GELU(), nn.Linear(h, config.num_bins),
+            nn.Linear(config.text_dim + 5 * d, h),
+            nn.GELU(),
+            nn.LayerNorm(h),
+            nn.Linear(h, h),
+            nn.GELU(),
+            nn.Linear(h, config.num_bins),
         )
         self.register_buffer("bin_centers", torch.linspace(-1.0, 1.0, config.num_bins), persistent=False)
         if config.freeze_backbone and config.backbone_kind != "conv":
@@ -370,8 +382,9 @@ class GRM(nn.Module):
         tokens[..., :d] = tokens[..., :d] + self.view_embed.view(1, v, 1, d)
         return tokens.reshape(b, v * n, d + 1)
 
-    def condition_states(self, states: torch.Tensor, text: torch.Tensor,
-                         exchanged: torch.Tensor | None = None) -> torch.Tensor:
+    def condition_states(
+        self, states: torch.Tensor, text: torch.Tensor, exchanged: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Task-conditioned (B, D) state vectors from ``encode_states`` output and (B, text_dim)
         instruction embeddings: text queries attend over the spatial tokens (``spatial``); the
         pooled embedding itself otherwise (there FiLM in the head does the conditioning).
@@ -398,8 +411,9 @@ class GRM(nn.Module):
         """(B,) bool: which instructions read the colour-exchanged encoding (None when off)."""
         if self.config.canonical_colors is None:
             return None
-        return torch.tensor([self.config.reads_exchanged(t) for t in texts], dtype=torch.bool,
-                            device=self.null_start.device)
+        return torch.tensor(
+            [self.config.reads_exchanged(t) for t in texts], dtype=torch.bool, device=self.null_start.device
+        )
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """(B, text_dim) instruction embeddings."""
@@ -433,7 +447,7 @@ class GRM(nn.Module):
             return []
         old = self.config.vocabulary
         new_vocab = build_vocabulary(list(instructions), old)
-        added = new_vocab[len(old):]
+        added = new_vocab[len(old) :]
         if added:
             if self.spatial:
                 emb = nn.Embedding(len(new_vocab), self.config.text_dim, padding_idx=0)
@@ -442,7 +456,7 @@ class GRM(nn.Module):
             emb = emb.to(self.null_start.device)
             with torch.no_grad():
                 emb.weight[: len(old)] = self.word_embed.weight
-                emb.weight[len(old):] = self.word_embed.weight[1]
+                emb.weight[len(old) :] = self.word_embed.weight[1]
             self.word_embed = emb
             self.config.vocabulary = new_vocab
         return added
@@ -571,8 +585,9 @@ class GRMProgressModel(ProgressModel):
 
     @torch.no_grad()
     def encode(self, obs: Observation) -> torch.Tensor:
-        images, mask = observation_to_views(obs, self.cameras, self.model.backbone.input_size
-                                            if self.model.config.backbone_kind == "conv" else None)
+        images, mask = observation_to_views(
+            obs, self.cameras, self.model.backbone.input_size if self.model.config.backbone_kind == "conv" else None
+        )
         return self.model.encode_states(images.to(self.device), mask.to(self.device))
 
     def _text(self, tasks: Sequence[str]) -> torch.Tensor:
@@ -592,8 +607,10 @@ class GRMProgressModel(ProgressModel):
     @torch.no_grad()
     def hop_and_std_from_embeddings(self, before, after, tasks, start=None, goal=None) -> tuple[np.ndarray, np.ndarray]:
         logits = self._hop_logits(before, after, tasks, start, goal)
-        return (self.model.hop_from_logits(logits).double().cpu().numpy(),
-                self.model.hop_std_from_logits(logits).double().cpu().numpy())
+        return (
+            self.model.hop_from_logits(logits).double().cpu().numpy(),
+            self.model.hop_std_from_logits(logits).double().cpu().numpy(),
+        )
 
     @torch.no_grad()
     def state_features(self, embeddings: Any) -> np.ndarray:
@@ -613,7 +630,9 @@ class GRMProgressModel(ProgressModel):
     def _hop_logits(self, before, after, tasks, start=None, goal=None) -> torch.Tensor:
         before, after = torch.as_tensor(before, device=self.device), torch.as_tensor(after, device=self.device)
         if len(tasks) != before.shape[0] or after.shape[0] != before.shape[0]:
-            raise ValueError(f"hop batch mismatch: {before.shape[0]} before, {after.shape[0]} after, {len(tasks)} tasks")
+            raise ValueError(
+                f"hop batch mismatch: {before.shape[0]} before, {after.shape[0]} after, {len(tasks)} tasks"
+            )
         start = None if start is None else torch.as_tensor(start, device=self.device)
         goal = None if goal is None else torch.as_tensor(goal, device=self.device)
         text = self._text(list(tasks))
@@ -622,9 +641,13 @@ class GRMProgressModel(ProgressModel):
         def cond(states):
             return self.model.condition_states(states, text, exchanged)
 
-        return self.model.hop_logits(cond(before), cond(after), text,
-                                     None if start is None else cond(start),
-                                     None if goal is None else cond(goal))
+        return self.model.hop_logits(
+            cond(before),
+            cond(after),
+            text,
+            None if start is None else cond(start),
+            None if goal is None else cond(goal),
+        )
 
 
 # -- checkpoints ------------------------------------------------------------------------------
@@ -673,4 +696,3 @@ __all__ = [
     "two_hot",
     "observation_to_views",
 ]
-

@@ -72,8 +72,15 @@ MODEL_KINDS: dict[str, ModelKind] = {}
 """Registered kinds by name, in registration order (the order errors list their forms in)."""
 
 
-def register_model(kind: str, loader: ModelLoader, spec_form: str | tuple[str, ...], prefix: bool = True, *,
-                   bare_argument: Callable[[], str] | None = None, replace: bool = False) -> ModelKind:
+def register_model(
+    kind: str,
+    loader: ModelLoader,
+    spec_form: str | tuple[str, ...],
+    prefix: bool = True,
+    *,
+    bare_argument: Callable[[], str] | None = None,
+    replace: bool = False,
+) -> ModelKind:
     """Make specs of ``kind`` loadable: ``KIND:ARG`` if ``prefix`` else the bare word ``KIND``.
 
     ``spec_form`` describes the form(s) for error messages, e.g. ``"toy:ARG (my toy model)"``.
@@ -145,8 +152,10 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 def pretrained_grm_path() -> Path:
     """Directory of the shipped GRM; a clear error when this install lacks it."""
     if not (PRETRAINED_GRM_DIR / "config.json").is_file():
-        raise FileNotFoundError(f"the pretrained GRM is missing from this install ({PRETRAINED_GRM_DIR}); "
-                                "reinstall prism-rl or name a GRM checkpoint directory instead of 'grm'")
+        raise FileNotFoundError(
+            f"the pretrained GRM is missing from this install ({PRETRAINED_GRM_DIR}); "
+            "reinstall prism-rl or name a GRM checkpoint directory instead of 'grm'"
+        )
     return PRETRAINED_GRM_DIR
 
 
@@ -224,8 +233,12 @@ def _load_served(arg: str | None, *, spec: str, device: str, **options: Any) -> 
     return load_served_progress_model(spec, **options)
 
 
-register_model("grm", _load_grm, ("grm (the pretrained GRM shipped with prism-rl)", "PATH | grm:PATH (GRM checkpoint dir)"),
-               bare_argument=lambda: str(pretrained_grm_path()))
+register_model(
+    "grm",
+    _load_grm,
+    ("grm (the pretrained GRM shipped with prism-rl)", "PATH | grm:PATH (GRM checkpoint dir)"),
+    bare_argument=lambda: str(pretrained_grm_path()),
+)
 register_model("clip", _load_clip, "clip:ARCH:WEIGHTS (open_clip arch name or config .json, local weights file)")
 register_model("vlm", _load_gvl, "vlm:DIR (GVL per-frame percent, local transformers VLM)")
 register_model("vlm-rubric", _load_rubric, "vlm-rubric:DIR (RoboReward-style 1-5 rubric, local transformers VLM)")
@@ -234,6 +247,19 @@ register_model("oracle", _load_oracle, "oracle (ground-truth progress)", prefix=
 register_model("serve", _load_served, "serve:NAME[@RAY_ADDRESS] (a running `prism-reward serve` reward service)")
 
 
-__all__ = ["MODEL_KINDS", "PATH_KIND", "PRETRAINED_GRM_DIR", "SPEC_FORMS", "ModelKind", "ModelLoader",
-           "UnknownModelSpecError", "load_progress_model", "parse_spec", "pretrained_grm_path", "register_model",
-           "resolve_grm_checkpoint", "spec_forms", "unregister_model"]
+__all__ = [
+    "MODEL_KINDS",
+    "PATH_KIND",
+    "PRETRAINED_GRM_DIR",
+    "SPEC_FORMS",
+    "ModelKind",
+    "ModelLoader",
+    "UnknownModelSpecError",
+    "load_progress_model",
+    "parse_spec",
+    "pretrained_grm_path",
+    "register_model",
+    "resolve_grm_checkpoint",
+    "spec_forms",
+    "unregister_model",
+]

@@ -62,16 +62,23 @@ def _thumb_strip(ep: Any, n: int = 6, height: int = 72) -> tuple[np.ndarray, np.
     return np.concatenate(rows, axis=0), idx
 
 
-def plot_curves(ax: Any, ep: Any, curves: Mapping[str, np.ndarray], delta: float, cursor: int | None = None,
-                spreads: Mapping[str, np.ndarray] | None = None) -> None:
+def plot_curves(
+    ax: Any,
+    ep: Any,
+    curves: Mapping[str, np.ndarray],
+    delta: float,
+    cursor: int | None = None,
+    spreads: Mapping[str, np.ndarray] | None = None,
+) -> None:
     """Φ per model (a ±spread band where ``spreads`` has the model), true progress, the δ line."""
     x = np.arange(ep.length)
     for k, (label, phi) in enumerate(curves.items()):
         ax.plot(x, phi, color=_COLORS[k % len(_COLORS)], lw=2, label=label)
         if spreads and label in spreads:
             std = np.asarray(spreads[label])
-            ax.fill_between(x, np.clip(phi - std, 0, 1), np.clip(phi + std, 0, 1), color=_COLORS[k % len(_COLORS)],
-                            alpha=0.15, lw=0)
+            ax.fill_between(
+                x, np.clip(phi - std, 0, 1), np.clip(phi + std, 0, 1), color=_COLORS[k % len(_COLORS)], alpha=0.15, lw=0
+            )
     if ep.progress is not None:
         ax.plot(x, ep.progress, color="black", lw=1.2, ls="--", label="true progress")
     ax.axhline(1.0 - delta, color="grey", lw=0.8, ls=":")
@@ -85,7 +92,12 @@ def plot_curves(ax: Any, ep: Any, curves: Mapping[str, np.ndarray], delta: float
 
 
 def write_episode_assets(
-    folder: Path, ep: Any, curves: Mapping[str, np.ndarray], name: str, video: bool = True, delta: float = 0.05,
+    folder: Path,
+    ep: Any,
+    curves: Mapping[str, np.ndarray],
+    name: str,
+    video: bool = True,
+    delta: float = 0.05,
     spreads: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """``<name>.png`` (curves over thumbnails) and optionally ``<name>.mp4`` (curve overlay)."""
@@ -96,7 +108,9 @@ def write_episode_assets(
     ax_img = fig.add_subplot(gs[0])
     ax_img.imshow(strip)
     ax_img.set_axis_off()
-    ax_img.set_title(f"{name} — {ep.task}  (frames {', '.join(map(str, idx))}; views: {', '.join(ep.cameras)})", fontsize=9)
+    ax_img.set_title(
+        f"{name} — {ep.task}  (frames {', '.join(map(str, idx))}; views: {', '.join(ep.cameras)})", fontsize=9
+    )
     ax = fig.add_subplot(gs[1])
     plot_curves(ax, ep, curves, delta, spreads=spreads)
     for i in idx:
@@ -208,25 +222,34 @@ th{background:#f4f6f8} td.l,th.l{text-align:left} .na{color:#999;font-size:11px;
 .meta{color:#555;font-size:13px} .ep{margin:18px 0;padding:8px;border:1px solid #eee;border-radius:6px}
 .ok{color:#1a7f37}.bad{color:#c62828} img{max-width:100%} code{background:#f4f4f4;padding:1px 4px}
 """
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>prism-reward eval — {e(str(result['data']))}</title><style>{css}</style></head><body>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>prism-reward eval — {e(str(result['data']))}</title><style>{css}</style></head><body>"
+    ]
     parts.append("<h1>Progress reward model evaluation</h1>")
     parts.append(
         f"<p class='meta'>data: <code>{e(str(result['data']))}</code> ({e(result['source_kind'])}) · "
         f"{result['n_episodes']} of {result['n_items']} episodes evaluated · "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} · {result['elapsed_s']:.1f}s</p>"
     )
-    parts.append("<h2>Models</h2><table><tr><th class='l'>label</th><th class='l'>spec</th><th>frames</th><th>frames/s</th><th class='l'>parse failures</th></tr>")
+    parts.append(
+        "<h2>Models</h2><table><tr><th class='l'>label</th><th class='l'>spec</th><th>frames</th><th>frames/s</th><th class='l'>parse failures</th></tr>"
+    )
     for label, m in models.items():
         cfg = m.get("config", {})
         pf = f"{cfg['parse_failures']}/{cfg['answers']}" if "parse_failures" in cfg else "—"
-        parts.append(f"<tr><td class='l'><b>{e(label)}</b></td><td class='l'><code>{e(m['spec'])}</code></td><td>{m['frames']}</td><td>{_fmt(m['frames_per_s'], 1)}</td><td class='l'>{e(pf)}</td></tr>")
+        parts.append(
+            f"<tr><td class='l'><b>{e(label)}</b></td><td class='l'><code>{e(m['spec'])}</code></td><td>{m['frames']}</td><td>{_fmt(m['frames_per_s'], 1)}</td><td class='l'>{e(pf)}</td></tr>"
+        )
     parts.append("</table>")
 
-    parts.append("<h2>Metrics</h2><table><tr><th class='l'>metric</th>" + "".join(f"<th>{e(lb)}</th>" for lb in labels) + "</tr>")
+    parts.append(
+        "<h2>Metrics</h2><table><tr><th class='l'>metric</th>" + "".join(f"<th>{e(lb)}</th>" for lb in labels) + "</tr>"
+    )
     for key in METRIC_KEYS + CONFIDENCE_METRIC_KEYS:
         if key in CONFIDENCE_METRIC_KEYS and not any(
-                isinstance(models[lb]["metrics"].get(key), dict) and models[lb]["metrics"][key].get("value") is not None
-                for lb in labels):
+            isinstance(models[lb]["metrics"].get(key), dict) and models[lb]["metrics"][key].get("value") is not None
+            for lb in labels
+        ):
             continue  # no model has this confidence figure: no row of n/a's
         row = [f"<td class='l'>{e(METRIC_TITLES[key])}</td>"]
         for lb in labels:
@@ -238,54 +261,96 @@ th{background:#f4f6f8} td.l,th.l{text-align:left} .na{color:#999;font-size:11px;
             else:
                 extra = f" <span class='meta'>(n={m.get('n')})</span>" if m.get("n") is not None else ""
                 if key == "success_auroc":
-                    extra += f"<br><span class='meta'>P={_fmt(m.get('precision'), 2)} R={_fmt(m.get('recall'), 2)}</span>"
+                    extra += (
+                        f"<br><span class='meta'>P={_fmt(m.get('precision'), 2)} R={_fmt(m.get('recall'), 2)}</span>"
+                    )
                 row.append(f"<td>{m['value']:.3f}{extra}</td>")
         parts.append("<tr>" + "".join(row) + "</tr>")
     parts.append("</table>")
 
-    if any(isinstance(models[lb]["metrics"].get("kendall_tau"), dict) and models[lb]["metrics"]["kendall_tau"].get("policies") for lb in labels):
-        parts.append("<h2>Policies</h2><table><tr><th class='l'>policy</th><th>true success rate</th>" + "".join(f"<th>{e(lb)} mean Φ_final</th>" for lb in labels) + "</tr>")
+    if any(
+        isinstance(models[lb]["metrics"].get("kendall_tau"), dict)
+        and models[lb]["metrics"]["kendall_tau"].get("policies")
+        for lb in labels
+    ):
+        parts.append(
+            "<h2>Policies</h2><table><tr><th class='l'>policy</th><th>true success rate</th>"
+            + "".join(f"<th>{e(lb)} mean Φ_final</th>" for lb in labels)
+            + "</tr>"
+        )
         pols = {}
         for lb in labels:
             for p, v in (models[lb]["metrics"].get("kendall_tau", {}).get("policies") or {}).items():
                 pols.setdefault(p, {"rate": v["success_rate"]})[lb] = v["mean_final_progress"]
         for p, v in sorted(pols.items()):
-            parts.append(f"<tr><td class='l'>{e(p)}</td><td>{_fmt(v['rate'], 2)}</td>" + "".join(f"<td>{_fmt(v.get(lb))}</td>" for lb in labels) + "</tr>")
+            parts.append(
+                f"<tr><td class='l'>{e(p)}</td><td>{_fmt(v['rate'], 2)}</td>"
+                + "".join(f"<td>{_fmt(v.get(lb))}</td>" for lb in labels)
+                + "</tr>"
+            )
         parts.append("</table>")
 
     if result["skipped"]:
-        parts.append(f"<h2 class='bad'>Skipped ({len(result['skipped'])})</h2><table><tr><th class='l'>source</th><th class='l'>model</th><th class='l'>reason</th></tr>")
+        parts.append(
+            f"<h2 class='bad'>Skipped ({len(result['skipped'])})</h2><table><tr><th class='l'>source</th><th class='l'>model</th><th class='l'>reason</th></tr>"
+        )
         for s in result["skipped"]:
-            parts.append(f"<tr><td class='l'>{e(s['source'])}</td><td class='l'>{e(s.get('model') or 'all')}</td><td class='l'>{e(s['reason'])}</td></tr>")
+            parts.append(
+                f"<tr><td class='l'>{e(s['source'])}</td><td class='l'>{e(s.get('model') or 'all')}</td><td class='l'>{e(s['reason'])}</td></tr>"
+            )
         parts.append("</table>")
 
     per_ep = {lb: {r["source"]: r for r in models[lb]["metrics"].get("episodes", [])} for lb in labels}
     # Confidence columns only for models that report them: mean spread, OOD fraction, P(success).
-    conf_cols = {lb: [k for k in ("mean_phi_std", "ood_fraction", "success_probability")
-                      if any(r.get(k) is not None for r in per_ep[lb].values())] for lb in labels}
+    conf_cols = {
+        lb: [
+            k
+            for k in ("mean_phi_std", "ood_fraction", "success_probability")
+            if any(r.get(k) is not None for r in per_ep[lb].values())
+        ]
+        for lb in labels
+    }
     col_titles = {"mean_phi_std": "mean spread", "ood_fraction": "OOD frames", "success_probability": "P(success)"}
-    parts.append("<h2>Episodes</h2><table><tr><th class='l'>episode</th><th class='l'>task</th><th>frames</th><th>label</th><th class='l'>policy</th>"
-                 + "".join(f"<th>{e(lb)} Φ_final</th><th>{e(lb)} class</th>" + "".join(f"<th>{e(lb)} {col_titles[k]}</th>" for k in conf_cols[lb])
-                           for lb in labels) + "</tr>")
+    parts.append(
+        "<h2>Episodes</h2><table><tr><th class='l'>episode</th><th class='l'>task</th><th>frames</th><th>label</th><th class='l'>policy</th>"
+        + "".join(
+            f"<th>{e(lb)} Φ_final</th><th>{e(lb)} class</th>"
+            + "".join(f"<th>{e(lb)} {col_titles[k]}</th>" for k in conf_cols[lb])
+            for lb in labels
+        )
+        + "</tr>"
+    )
     for p in pages:
-        label = p.get("outcome") or ({True: "success", False: "fail"}.get(p.get("label_success")) if p.get("label_success") is not None else None)
+        label = p.get("outcome") or (
+            {True: "success", False: "fail"}.get(p.get("label_success")) if p.get("label_success") is not None else None
+        )
         cls = "ok" if label == "success" else "bad" if label in ("fail", "partial") else ""
         cells = []
         for lb in labels:
             r = per_ep[lb].get(p["source"])
-            cells.append(f"<td>{_fmt(r['final_progress']) if r else '—'}</td><td>{e(r['predicted_class']) if r else '—'}</td>"
-                         + "".join(f"<td>{_fmt(r.get(k)) if r else '—'}</td>" for k in conf_cols[lb]))
-        parts.append(f"<tr><td class='l'><a href='#ep{p['episode_index']}'>{p['episode_index']}</a> <span class='meta'>{e(Path(p['source']).name)}</span></td>"
-                     f"<td class='l'>{e(p['task'])}</td><td>{p['n_frames']}</td><td class='{cls}'>{e(label or '—')}</td><td class='l'>{e(str(p.get('policy') or '—'))}</td>{''.join(cells)}</tr>")
+            cells.append(
+                f"<td>{_fmt(r['final_progress']) if r else '—'}</td><td>{e(r['predicted_class']) if r else '—'}</td>"
+                + "".join(f"<td>{_fmt(r.get(k)) if r else '—'}</td>" for k in conf_cols[lb])
+            )
+        parts.append(
+            f"<tr><td class='l'><a href='#ep{p['episode_index']}'>{p['episode_index']}</a> <span class='meta'>{e(Path(p['source']).name)}</span></td>"
+            f"<td class='l'>{e(p['task'])}</td><td>{p['n_frames']}</td><td class='{cls}'>{e(label or '—')}</td><td class='l'>{e(str(p.get('policy') or '—'))}</td>{''.join(cells)}</tr>"
+        )
     parts.append("</table>")
 
     for p in pages:
-        parts.append(f"<div class='ep' id='ep{p['episode_index']}'><b>Episode {p['episode_index']}</b> <span class='meta'>{e(p['source'])}</span><br>")
+        parts.append(
+            f"<div class='ep' id='ep{p['episode_index']}'><b>Episode {p['episode_index']}</b> <span class='meta'>{e(p['source'])}</span><br>"
+        )
         parts.append(f"<img src='{e(p['png'])}' alt='progress of episode {p['episode_index']}' loading='lazy'>")
         if p.get("mp4"):
-            parts.append(f"<br><video controls preload='none' width='640' src='{e(p['mp4'])}'></video> <a href='{e(p['mp4'])}'>mp4</a>")
+            parts.append(
+                f"<br><video controls preload='none' width='640' src='{e(p['mp4'])}'></video> <a href='{e(p['mp4'])}'>mp4</a>"
+            )
         parts.append("</div>")
-    parts.append("<p class='meta'>Files: <a href='metrics.json'>metrics.json</a> · <code>progress.parquet</code> (sidecar keyed by index, episode_index, frame_index; model configs in the schema metadata)</p>")
+    parts.append(
+        "<p class='meta'>Files: <a href='metrics.json'>metrics.json</a> · <code>progress.parquet</code> (sidecar keyed by index, episode_index, frame_index; model configs in the schema metadata)</p>"
+    )
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

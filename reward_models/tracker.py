@@ -161,18 +161,24 @@ def fuse(
     return np.clip(phi, 0.0, 1.0), weight
 
 
-def incremental_variance(var_prev: np.ndarray, phi_prev: np.ndarray, hop: np.ndarray, hop_std: np.ndarray) -> np.ndarray:
+def incremental_variance(
+    var_prev: np.ndarray, phi_prev: np.ndarray, hop: np.ndarray, hop_std: np.ndarray
+) -> np.ndarray:
     """Variance of Φ_I after one :func:`incremental_update`, to first order (delta method):
     Var = (∂Φ/∂Φ_prev)²·Var_prev + (∂Φ/∂H)²·σ_H², with ∂Φ/∂Φ_prev = 1 − |H| and ∂Φ/∂H = 1 − Φ_prev
     (progress) or Φ_prev (regress). Capped at :data:`MAX_PHI_VARIANCE`."""
     phi_prev = np.clip(np.asarray(phi_prev, dtype=np.float64), 0.0, 1.0)
     hop = np.clip(np.asarray(hop, dtype=np.float64), -1.0, 1.0)
     d_hop = np.where(hop >= 0, 1.0 - phi_prev, phi_prev)
-    var = (1.0 - np.abs(hop)) ** 2 * np.asarray(var_prev, dtype=np.float64) + d_hop**2 * np.asarray(hop_std, dtype=np.float64) ** 2
+    var = (1.0 - np.abs(hop)) ** 2 * np.asarray(var_prev, dtype=np.float64) + d_hop**2 * np.asarray(
+        hop_std, dtype=np.float64
+    ) ** 2
     return np.minimum(var, MAX_PHI_VARIANCE)
 
 
-def fusion_coefficients(weight: np.ndarray, has_goal: np.ndarray, config: FusionConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fusion_coefficients(
+    weight: np.ndarray, has_goal: np.ndarray, config: FusionConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a_I, a_F, a_B): Φ* = a_I·Φ_I + a_F·Φ_F + a_B·Φ_B before clipping, as :func:`fuse` computes it."""
     w = np.asarray(weight, dtype=np.float64)
     k = np.where(has_goal, 3.0, 2.0)
@@ -286,7 +292,9 @@ def obs_concat(parts: Sequence[Observation]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([np.asarray(p[k]) for p in parts], axis=0) for k in keys}
 
 
-def _hops_and_std(model: ProgressModel, before: Any, after: Any, tasks: list, start: Any, goal: Any) -> tuple[np.ndarray, np.ndarray]:
+def _hops_and_std(
+    model: ProgressModel, before: Any, after: Any, tasks: list, start: Any, goal: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`ProgressModel.hop_and_std_from_embeddings` as float64 arrays (duck-typed models
     without it give std 0)."""
     call = getattr(model, "hop_and_std_from_embeddings", None)
@@ -409,7 +417,9 @@ class ProgressTracker:
         a property of the whole tracker (all episodes have one or none), since all hops of a
         step go through one batched model call. Start and goal are encoded in one call.
         """
-        idx = np.atleast_1d(np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64))
+        idx = np.atleast_1d(
+            np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64)
+        )
         if idx.size == 0:
             return
         if idx.min() < 0 or idx.max() >= self.n or len(set(idx.tolist())) != idx.size:
@@ -528,14 +538,19 @@ class ProgressTracker:
                 tasks += list(reset_tasks) if reset_tasks is not None else list(tasks_arr[ridx])
             h, sd = self._hop_call(emb_concat(before), emb_concat(after), tasks, emb_concat(s_ctx), emb_concat(g_ctx))
             m = g_idx.size
-            inc_h[g_idx], fwd_h[g_idx], bwd_h[g_idx] = h[:m], h[m:2 * m], h[2 * m:3 * m]
-            hop_std[:, g_idx] = sd[:3 * m].reshape(3, m)
-            check_h = h[3 * m:]
+            inc_h[g_idx], fwd_h[g_idx], bwd_h[g_idx] = h[:m], h[m : 2 * m], h[2 * m : 3 * m]
+            hop_std[:, g_idx] = sd[: 3 * m].reshape(3, m)
+            check_h = h[3 * m :]
         if u_idx.size:
             prev, start, now = (self._rows(e, u_idx) for e in (self._prev, self._start, cur))
-            h, sd = self._hop_call(emb_concat([prev, start]), emb_concat([now, now]), list(tasks_arr[u_idx]) * 2,
-                                   emb_concat([start, start]), None)
-            inc_h[u_idx], fwd_h[u_idx] = h[:u_idx.size], h[u_idx.size:]
+            h, sd = self._hop_call(
+                emb_concat([prev, start]),
+                emb_concat([now, now]),
+                list(tasks_arr[u_idx]) * 2,
+                emb_concat([start, start]),
+                None,
+            )
+            inc_h[u_idx], fwd_h[u_idx] = h[: u_idx.size], h[u_idx.size :]
             hop_std[:2, u_idx] = sd.reshape(2, u_idx.size)
 
         inc_var = incremental_variance(self._chain_var, self._chain, inc_h, hop_std[0])
@@ -544,8 +559,13 @@ class ProgressTracker:
         self._bwd = backward_progress(bwd_h)  # NaN stays NaN where no goal is used
         uninformative = (~self._goal_ok) if self._has_goal else None
         self.phi, self._weight = fuse(self._inc, self._fwd, self._bwd, self.fusion, uninformative)
-        self.phi_std = fused_spread(self.phi, (self._inc, self._fwd, self._bwd),
-                                    (inc_var, hop_std[1] ** 2, hop_std[2] ** 2), self._weight, self.fusion)
+        self.phi_std = fused_spread(
+            self.phi,
+            (self._inc, self._fwd, self._bwd),
+            (inc_var, hop_std[1] ** 2, hop_std[2] ** 2),
+            self._weight,
+            self.fusion,
+        )
         self.ood_distance = _ood_or_nan(self.model, cur, n)
         self._chain = self._inc.copy()
         self._chain_var = inc_var
@@ -556,7 +576,9 @@ class ProgressTracker:
             self._start = emb_assign(self._start, ridx, new_start)
             self._prev = emb_assign(emb_copy(self._prev), ridx, new_start)
             if reset_goal_obs is not None:
-                self._goal = emb_assign(self._goal, ridx, emb_take(emb, np.arange(n + n_reset_rows, n + 2 * n_reset_rows)))
+                self._goal = emb_assign(
+                    self._goal, ridx, emb_take(emb, np.arange(n + n_reset_rows, n + 2 * n_reset_rows))
+                )
                 if check_rows:
                     self._goal_ok[ridx] = check_h >= self.fusion.goal_min_hop
             if reset_tasks is not None:
@@ -578,7 +600,9 @@ class ProgressTracker:
         hops, std = _hops_and_std(self.model, before, after, tasks, start, goal)
         self.n_hop_calls += 1
         if hops.shape != (rows,) or std.shape != (rows,):
-            raise ValueError(f"{type(self.model).__name__}.hop_from_embeddings returned shape {hops.shape}, expected ({rows},)")
+            raise ValueError(
+                f"{type(self.model).__name__}.hop_from_embeddings returned shape {hops.shape}, expected ({rows},)"
+            )
         return hops, std
 
     def _goal_check(self, start: Any, goal: Any, tasks: Sequence[str]) -> np.ndarray:
@@ -658,7 +682,9 @@ def _episode_to_obs(episode: Any, cameras: Sequence[str] | None) -> tuple[dict[s
     if cameras is not None:
         missing = [c for c in cameras if c not in frames]
         if missing:
-            raise ValueError(f"episode {getattr(episode, 'episode_index', '?')} has no camera(s) {missing}; it has {sorted(frames)}")
+            raise ValueError(
+                f"episode {getattr(episode, 'episode_index', '?')} has no camera(s) {missing}; it has {sorted(frames)}"
+            )
         frames = {c: frames[c] for c in cameras}
     if getattr(episode, "progress", None) is not None:
         frames["progress"] = np.asarray(episode.progress, dtype=np.float64)
@@ -775,8 +801,13 @@ def track_episode(
         weight=weight,
         hops=hops_inc,
         delta=fusion.delta,
-        meta={"task": task, "model_id": model.model_id, "fusion": fusion.mode,
-              "goal_check_hop": goal_check_hop, "goal_used": goal is not None},
+        meta={
+            "task": task,
+            "model_id": model.model_id,
+            "fusion": fusion.mode,
+            "goal_check_hop": goal_check_hop,
+            "goal_used": goal is not None,
+        },
         phi_std=phi_std,
         ood_distance=ood_distance(model, emb),
         ood_threshold=cal.ood.threshold if cal is not None and cal.ood is not None else None,

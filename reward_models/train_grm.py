@@ -94,12 +94,26 @@ def swap_instruction(text: str, pairs: Sequence[tuple[str, str]]) -> str | None:
 
 
 NUMERIC_RANGES: dict[str, str] = {
-    "steps": "[1, inf)", "batch_episodes": "[1, inf)", "frames_per_episode": "[2, inf)",
-    "image_size": "[8, 4096]", "embed_dim": "[1, inf)", "num_bins": "[3, inf)", "lr": "(0, inf)",
-    "weight_decay": "[0, inf)", "warmup_steps": "[0, inf)", "view_dropout": "[0, 1)",
-    "context_dropout": "[0, 1]", "counterfactual": "[0, 1]", "swap_counterfactual": "[0, 1]",
-    "adjacent_frames": "[0, 1]", "start_clip": "[0, 1]", "max_episodes": "[1, inf)",
-    "num_threads": "[1, inf)", "log_every": "[1, inf)", "save_every": "[0, inf)", "state_weight": "[0, inf)",
+    "steps": "[1, inf)",
+    "batch_episodes": "[1, inf)",
+    "frames_per_episode": "[2, inf)",
+    "image_size": "[8, 4096]",
+    "embed_dim": "[1, inf)",
+    "num_bins": "[3, inf)",
+    "lr": "(0, inf)",
+    "weight_decay": "[0, inf)",
+    "warmup_steps": "[0, inf)",
+    "view_dropout": "[0, 1)",
+    "context_dropout": "[0, 1]",
+    "counterfactual": "[0, 1]",
+    "swap_counterfactual": "[0, 1]",
+    "adjacent_frames": "[0, 1]",
+    "start_clip": "[0, 1]",
+    "max_episodes": "[1, inf)",
+    "num_threads": "[1, inf)",
+    "log_every": "[1, inf)",
+    "save_every": "[0, inf)",
+    "state_weight": "[0, inf)",
     "fps": "(0, inf)",
 }
 """Valid interval of each numeric field of :class:`GRMTrainConfig` (all must also be finite)."""
@@ -247,8 +261,12 @@ class GRMTrainConfig:
         """Check every numeric setting once, before any data is loaded (tyro would otherwise wrap
         these errors in its usage box; run_cli prints them as one line)."""
         check_numeric_fields(self, NUMERIC_RANGES)
-        shares = {"zero_hop_weight": self.zero_hop_weight, "counterfactual_weight": self.counterfactual_weight,
-                  "swap_weight": self.swap_weight, "anchor_weight": self.anchor_weight}
+        shares = {
+            "zero_hop_weight": self.zero_hop_weight,
+            "counterfactual_weight": self.counterfactual_weight,
+            "swap_weight": self.swap_weight,
+            "anchor_weight": self.anchor_weight,
+        }
         if min(shares.values()) < 0 or sum(shares.values()) >= 1.0:
             raise ValueError(f"loss shares must be >= 0 and sum to < 1 (the rest is the regular pairs'), got {shares}")
 
@@ -291,7 +309,9 @@ def resize_frames(frames: np.ndarray, size: int, chunk: int = 256) -> torch.Tens
         return x.contiguous()
     out = []
     for s in range(0, x.shape[0], chunk):
-        y = F.interpolate(x[s : s + chunk].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        y = F.interpolate(
+            x[s : s + chunk].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
         out.append(y.round().clamp(0, 255).to(torch.uint8))
     return torch.cat(out)
 
@@ -301,8 +321,10 @@ def to_train_episode(episode: Any, cameras: Sequence[str], image_size: int, sour
     where = f"{source or 'episode'} #{getattr(episode, 'episode_index', '?')}"
     present = [c for c in cameras if c in episode.frames]
     if not present:
-        raise ValueError(f"{where}: has cameras {episode.cameras}, none of the requested {list(cameras)}; "
-                         "rename the data's cameras with --camera-map DATA_CAMERA=VIEW")
+        raise ValueError(
+            f"{where}: has cameras {episode.cameras}, none of the requested {list(cameras)}; "
+            "rename the data's cameras with --camera-map DATA_CAMERA=VIEW"
+        )
     T = episode.length
     frames = torch.zeros(T, len(cameras), 3, image_size, image_size, dtype=torch.uint8)
     views = np.zeros(len(cameras), dtype=bool)
@@ -330,21 +352,32 @@ def to_train_episode(episode: Any, cameras: Sequence[str], image_size: int, sour
 
 
 def load_source_episodes(
-    root: Path, image_size: int, *, fps: float | None = None, camera_map: Sequence[str] | dict[str, str] = (),
-    cameras: Sequence[str] | None = None, max_episodes: int | None = None,
+    root: Path,
+    image_size: int,
+    *,
+    fps: float | None = None,
+    camera_map: Sequence[str] | dict[str, str] = (),
+    cameras: Sequence[str] | None = None,
+    max_episodes: int | None = None,
 ) -> tuple[str, list[Any]]:
     """``(kind, items)`` of any source ``prism-reward eval`` reads (its loader), for training at
     ``image_size``; ``cameras`` are view names (after ``camera_map``)."""
     # LeRobot frames are kept as stored (to_train_episode resizes them once); videos are resized
     # while decoding, to twice the training size so both axes stay above it up to a 2:1 aspect.
     max_side = None if detect_source(root) == "lerobot" else 2 * image_size
-    return list_source_episodes(root, fps=fps, max_side=max_side, cameras=cameras, camera_map=camera_map,
-                                max_episodes=max_episodes)
+    return list_source_episodes(
+        root, fps=fps, max_side=max_side, cameras=cameras, camera_map=camera_map, max_episodes=max_episodes
+    )
 
 
 def load_training_data(
-    roots: Sequence[Path], cameras: Sequence[str] | None, image_size: int, max_episodes: int | None = None,
-    progress_bar: bool = True, camera_map: Sequence[str] = (), fps: float | None = None,
+    roots: Sequence[Path],
+    cameras: Sequence[str] | None,
+    image_size: int,
+    max_episodes: int | None = None,
+    progress_bar: bool = True,
+    camera_map: Sequence[str] = (),
+    fps: float | None = None,
 ) -> tuple[list[TrainEpisode], tuple[str, ...]]:
     """Decode every episode of the sources once (each video file read front to back)."""
     if not roots:
@@ -358,10 +391,13 @@ def load_training_data(
             have = list(apply_camera_map({c: c for c in open_dataset(root).cameras}, mapping))
             select = [c for c in cameras if c in have]
             if not select:
-                raise ValueError(f"{root}: cameras {have} include none of {list(cameras)}; rename the data's "
-                                 "cameras with --camera-map DATA_CAMERA=VIEW")
-        _, items = load_source_episodes(root, image_size, fps=fps, camera_map=mapping, cameras=select,
-                                        max_episodes=max_episodes)
+                raise ValueError(
+                    f"{root}: cameras {have} include none of {list(cameras)}; rename the data's "
+                    "cameras with --camera-map DATA_CAMERA=VIEW"
+                )
+        _, items = load_source_episodes(
+            root, image_size, fps=fps, camera_map=mapping, cameras=select, max_episodes=max_episodes
+        )
         if not items:
             raise ValueError(f"{root}: no episodes found")
         for item in tqdm(items, desc=f"decode {Path(root).name}", disable=not progress_bar, leave=False):
@@ -545,8 +581,12 @@ class PairSampler:
                 hop = 0.0 if kind in ("counterfactual", "swap") else float(hop_from_progress(pb, pa))
                 rows["hop"].append(hop)
                 pair_kind.append(kind)
-                strata.append((int(np.clip(np.searchsorted(HOP_STRATA, hop, side="right") - 1, 0, 9)),
-                               int(np.searchsorted(GAP_STRATA, gap, side="right") - 1)))
+                strata.append(
+                    (
+                        int(np.clip(np.searchsorted(HOP_STRATA, hop, side="right") - 1, 0, 9)),
+                        int(np.searchsorted(GAP_STRATA, gap, side="right") - 1),
+                    )
+                )
 
             # Anchored hops, as the tracker asks them: start -> frame, goal -> frame.
             anchored = "anchor" if cfg.anchor_weight > 0 else "regular"
@@ -580,20 +620,36 @@ class PairSampler:
         return Batch(
             images=torch.cat(states),
             view_mask=torch.from_numpy(np.concatenate(masks)),
-            before=t("before"), after=t("after"), start=t("start"), goal=t("goal"),
-            start_keep=t("start_keep", torch.bool), goal_keep=t("goal_keep", torch.bool),
-            text=rows["text"], hop=t("hop", torch.float32), weight=torch.tensor(weight, dtype=torch.float32),
-            **({} if not probe_rows else dict(
-                state_rows=torch.tensor(probe_rows, dtype=torch.long), state_text=probe_text,
-                state_target=torch.from_numpy(np.concatenate(probe_target)),
-                state_mask=torch.arange(self.state_dim)[None] < torch.tensor(probe_width)[:, None])),
+            before=t("before"),
+            after=t("after"),
+            start=t("start"),
+            goal=t("goal"),
+            start_keep=t("start_keep", torch.bool),
+            goal_keep=t("goal_keep", torch.bool),
+            text=rows["text"],
+            hop=t("hop", torch.float32),
+            weight=torch.tensor(weight, dtype=torch.float32),
+            **(
+                {}
+                if not probe_rows
+                else dict(
+                    state_rows=torch.tensor(probe_rows, dtype=torch.long),
+                    state_text=probe_text,
+                    state_target=torch.from_numpy(np.concatenate(probe_target)),
+                    state_mask=torch.arange(self.state_dim)[None] < torch.tensor(probe_width)[:, None],
+                )
+            ),
         )
 
     def _weights(self, kinds: list[str], strata: list[tuple[int, int]]) -> np.ndarray:
         kinds_arr = np.array(kinds)
         w = np.zeros(len(kinds))
-        shares = {"zero": self.cfg.zero_hop_weight, "counterfactual": self.cfg.counterfactual_weight,
-                  "swap": self.cfg.swap_weight, "anchor": self.cfg.anchor_weight}
+        shares = {
+            "zero": self.cfg.zero_hop_weight,
+            "counterfactual": self.cfg.counterfactual_weight,
+            "swap": self.cfg.swap_weight,
+            "anchor": self.cfg.anchor_weight,
+        }
         present = {k: bool(np.any(kinds_arr == k)) for k in ("regular", *shares)}
         regular_share = 1.0 - sum(s for k, s in shares.items() if present[k])
         for kind, share in list(shares.items()) + [("regular", regular_share)]:
@@ -623,8 +679,13 @@ class StateProbe(torch.nn.Module):
     def __init__(self, embed_dim: int, text_dim: int, state_dim: int, hidden: int = 256) -> None:
         super().__init__()
         self.film = torch.nn.Linear(text_dim, 2 * embed_dim)
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(embed_dim + text_dim, hidden), torch.nn.GELU(),
-                                       torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, state_dim))
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(embed_dim + text_dim, hidden),
+            torch.nn.GELU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.GELU(),
+            torch.nn.Linear(hidden, state_dim),
+        )
 
     def forward(self, state_emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         scale, shift = self.film(text).chunk(2, dim=-1)
@@ -632,7 +693,11 @@ class StateProbe(torch.nn.Module):
 
 
 def batch_loss(
-    model: GRM, batch: Batch, device: torch.device, probe: StateProbe | None = None, probe_weight: float = 0.0,
+    model: GRM,
+    batch: Batch,
+    device: torch.device,
+    probe: StateProbe | None = None,
+    probe_weight: float = 0.0,
     sign_only: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted two-hot cross-entropy of the hop labels. ``sign_only``: only each label's sign is
@@ -650,12 +715,20 @@ def batch_loss(
     combos = torch.stack([r * len(unique) + text_idx for r in refs])
     keys, inverse = torch.unique(combos, return_inverse=True)
     exchanged = model.exchanged_rows(unique)
-    cond = model.condition_states(emb[keys // len(unique)], text_emb[keys % len(unique)],
-                                  None if exchanged is None else exchanged[keys % len(unique)])
+    cond = model.condition_states(
+        emb[keys // len(unique)],
+        text_emb[keys % len(unique)],
+        None if exchanged is None else exchanged[keys % len(unique)],
+    )
     before, after, start, goal = (cond[inv] for inv in inverse)
     logits = model.hop_logits(
-        before, after, text_emb[text_idx], start, goal,
-        batch.start_keep.to(device), batch.goal_keep.to(device),
+        before,
+        after,
+        text_emb[text_idx],
+        start,
+        goal,
+        batch.start_keep.to(device),
+        batch.goal_keep.to(device),
     )
     hop = batch.hop.to(device)
     weight = batch.weight.to(device)
@@ -673,8 +746,10 @@ def batch_loss(
         rows = batch.state_rows.to(device)
         probe_idx = torch.tensor([index_of[t] for t in batch.state_text], device=device)
         probe_text = text_emb[probe_idx]
-        pred = probe(model.condition_states(emb[rows], probe_text,
-                                            None if exchanged is None else exchanged[probe_idx]), probe_text)
+        pred = probe(
+            model.condition_states(emb[rows], probe_text, None if exchanged is None else exchanged[probe_idx]),
+            probe_text,
+        )
         mask = batch.state_mask.to(device).to(pred.dtype)
         state_loss = (((pred - batch.state_target.to(device)) ** 2) * mask).sum() / mask.sum().clamp_min(1.0)
         loss = loss + probe_weight * state_loss
@@ -684,8 +759,13 @@ def batch_loss(
         mae = float(((pred - hop).abs() * weight).sum())
         true_bin = ((hop + 1) * 0.5 * (model.config.num_bins - 1)).round().long()
         acc = float((logits.argmax(-1) == true_bin).float().mean())
-    return loss, {"loss": float(loss.detach()), "hop_mae": mae, "bin_accuracy": acc, "pairs": float(len(batch.text)),
-                  **extra}
+    return loss, {
+        "loss": float(loss.detach()),
+        "hop_mae": mae,
+        "bin_accuracy": acc,
+        "pairs": float(len(batch.text)),
+        **extra,
+    }
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -702,15 +782,30 @@ STATE_NAME = "trainer_state.pt"
 RNG_NAME = "rng_state.json"
 
 
-def _save_state(run_dir: Path, model: GRM, opt, sched, step: int, rng: np.random.Generator, extra: dict,
-                probe: torch.nn.Module | None = None) -> None:
+def _save_state(
+    run_dir: Path,
+    model: GRM,
+    opt,
+    sched,
+    step: int,
+    rng: np.random.Generator,
+    extra: dict,
+    probe: torch.nn.Module | None = None,
+) -> None:
     last = run_dir / "last"
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_dir(last, overwrite=True) as tmp:
         save_grm(model, tmp / "model", overwrite=True)
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                    "torch_rng": torch.get_rng_state(),
-                    **({"state_probe": probe.state_dict()} if probe is not None else {})}, tmp / STATE_NAME)
+        torch.save(
+            {
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "step": step,
+                "torch_rng": torch.get_rng_state(),
+                **({"state_probe": probe.state_dict()} if probe is not None else {}),
+            },
+            tmp / STATE_NAME,
+        )
         (tmp / RNG_NAME).write_text(json.dumps({"numpy": rng.bit_generator.state, **extra}))
 
 
@@ -767,8 +862,14 @@ def run_training(
     tail: dict[str, list[float]] = defaultdict(list)
     tail_from = int(cfg.steps * 0.9)
     model.train()
-    bar = tqdm(range(start_step, cfg.steps), desc=desc, initial=start_step, total=cfg.steps,
-               disable=not cfg.progress_bar, dynamic_ncols=True)
+    bar = tqdm(
+        range(start_step, cfg.steps),
+        desc=desc,
+        initial=start_step,
+        total=cfg.steps,
+        disable=not cfg.progress_bar,
+        dynamic_ncols=True,
+    )
     t0 = time.time()
     for step in bar:
         batch = sampler.sample()
@@ -847,8 +948,15 @@ def train_grm(cfg: GRMTrainConfig, episodes: Sequence[Any] | None = None) -> Pat
         data = [to_train_episode(ep, cameras, cfg.image_size, source="memory") for ep in episodes]
         sources = ["<memory>"]
     else:
-        data, cameras = load_training_data(cfg.data, cfg.cameras, cfg.image_size, cfg.max_episodes, cfg.progress_bar,
-                                           camera_map=cfg.camera_map, fps=cfg.fps)
+        data, cameras = load_training_data(
+            cfg.data,
+            cfg.cameras,
+            cfg.image_size,
+            cfg.max_episodes,
+            cfg.progress_bar,
+            camera_map=cfg.camera_map,
+            fps=cfg.fps,
+        )
         sources = [str(p) for p in cfg.data]
     last = cfg.resolved_run_dir() / "last" / "model"
     # On resume the architecture (vocabulary, cameras) comes from the run being resumed.

@@ -13,8 +13,9 @@ CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC3": 3,
 """8-bit encodings accepted from cameras (``sensor_msgs/image_encodings``)."""
 
 
-def rgb_from_buffer(data: bytes | bytearray | memoryview | np.ndarray, height: int, width: int,
-                    encoding: str, step: int) -> np.ndarray:
+def rgb_from_buffer(
+    data: bytes | bytearray | memoryview | np.ndarray, height: int, width: int, encoding: str, step: int
+) -> np.ndarray:
     """Decode an Image message buffer into uint8 (H, W, 3) RGB. Handles row padding (``step``)
     and BGR/alpha/mono encodings; anything else raises ValueError naming the encoding."""
     if encoding not in CHANNELS:
@@ -22,9 +23,7 @@ def rgb_from_buffer(data: bytes | bytearray | memoryview | np.ndarray, height: i
     channels = CHANNELS[encoding]
     buf = np.frombuffer(memoryview(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data.ravel()
     if step < width * channels or buf.size < step * height:
-        raise ValueError(
-            f"image buffer too small: {buf.size} bytes for {height}x{width} {encoding} with step {step}"
-        )
+        raise ValueError(f"image buffer too small: {buf.size} bytes for {height}x{width} {encoding} with step {step}")
     rows = buf[: step * height].reshape(height, step)[:, : width * channels]
     img = rows.reshape(height, width, channels)
     if channels == 1:
@@ -45,7 +44,7 @@ def fit_square(image: np.ndarray, size: int) -> np.ndarray:
         return image
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    crop = image[top: top + side, left: left + side]
+    crop = image[top : top + side, left : left + side]
     if side == size:
         return np.ascontiguousarray(crop)
     return resize_frames(crop, size, size)

@@ -132,26 +132,37 @@ class PolicyNode:
 
         self.node = node or rclpy.node.Node(NODE_NAME)
         self.config = cfg = config or declare_config(self.node, PolicyNodeConfig)
-        self._msgs = dict(TwistStamped=TwistStamped, JointTrajectory=JointTrajectory,
-                          JointTrajectoryPoint=JointTrajectoryPoint, Float64MultiArray=Float64MultiArray,
-                          String=String)
+        self._msgs = dict(
+            TwistStamped=TwistStamped,
+            JointTrajectory=JointTrajectory,
+            JointTrajectoryPoint=JointTrajectoryPoint,
+            Float64MultiArray=Float64MultiArray,
+            String=String,
+        )
         if len(cfg.joint_lower) != len(cfg.joint_names) or len(cfg.joint_upper) != len(cfg.joint_names):
             raise ValueError(f"joint_lower/joint_upper need {len(cfg.joint_names)} values (one per joint_names)")
         self.policy = load_bridge_policy(cfg.policy, cfg.device)
         p = self.policy
         self.cameras = tuple(cfg.cameras) or p.cameras
-        self.interface = cfg.command_interface if cfg.command_interface != "auto" else (
-            "twist" if p.action_mode == "ee_delta" else "joint_trajectory")
+        self.interface = (
+            cfg.command_interface
+            if cfg.command_interface != "auto"
+            else ("twist" if p.action_mode == "ee_delta" else "joint_trajectory")
+        )
         self.use_privileged = cfg.use_privileged_state or p.needs_privileged  # the expert is sim-only anyway
         if p.state_dim > PROPRIO_DIM and not self.use_privileged:
             raise ValueError(
                 f"policy {p.name!r} needs a {p.state_dim}-D state including object state; a real robot "
                 f"provides only the first {PROPRIO_DIM} (proprioception). Use a pixels policy, or set "
-                "use_privileged_state:=true against the twin (sim only)")
+                "use_privileged_state:=true against the twin (sim only)"
+            )
         self.safety = SafetyConfig(
-            max_linear_speed=cfg.max_linear_speed, max_angular_speed=cfg.max_angular_speed,
-            workspace_min=tuple(cfg.workspace_min), workspace_max=tuple(cfg.workspace_max),
-            max_joint_step=cfg.max_joint_step, stale_timeout_s=cfg.stale_timeout_s,
+            max_linear_speed=cfg.max_linear_speed,
+            max_angular_speed=cfg.max_angular_speed,
+            workspace_min=tuple(cfg.workspace_min),
+            workspace_max=tuple(cfg.workspace_max),
+            max_joint_step=cfg.max_joint_step,
+            stale_timeout_s=cfg.stale_timeout_s,
             episode_time_limit_s=cfg.episode_time_limit_s,
         )
         required = [f"camera:{c}" for c in self.cameras]
@@ -196,8 +207,11 @@ class PolicyNode:
         n.create_subscription(Bool, topics.ESTOP, self._on_estop, 10)
         n.create_subscription(Empty, topics.ESTOP_RESET, self._on_estop_reset, 10)
         self.twist_pub = n.create_publisher(TwistStamped, cfg.twist_topic, 10) if self.interface == "twist" else None
-        self.traj_pub = (n.create_publisher(JointTrajectory, cfg.trajectory_topic, 10)
-                         if self.interface == "joint_trajectory" else None)
+        self.traj_pub = (
+            n.create_publisher(JointTrajectory, cfg.trajectory_topic, 10)
+            if self.interface == "joint_trajectory"
+            else None
+        )
         self.gripper_pub = n.create_publisher(Float64MultiArray, cfg.gripper_topic, 10) if cfg.gripper_topic else None
         self.status_pub = n.create_publisher(String, topics.POLICY_STATUS, 10)
         self.episode_end_pub = n.create_publisher(String, topics.EPISODE_END, 10)
@@ -205,7 +219,8 @@ class PolicyNode:
         n.create_timer(self.period, self._tick)
         n.get_logger().info(
             f"policy {p.name} -> {self.interface}; cameras {list(self.cameras)}; watching {required}; "
-            f"{cfg.control_rate_hz:g} Hz")
+            f"{cfg.control_rate_hz:g} Hz"
+        )
 
     # -- inputs --------------------------------------------------------------------------------------
     def _on_image(self, cam: str, msg) -> None:
@@ -283,8 +298,9 @@ class PolicyNode:
             qd = reorder_joints(msg.name, msg.velocity, names) if len(msg.velocity) else np.zeros(len(names))
             fingers = reorder_joints(msg.name, msg.position, self.config.finger_joint_names)
             width = float(fingers.sum()) if fingers is not None else 0.0
-            obs["state"] = proprio_state(q, qd if qd is not None else np.zeros(len(names)), width,
-                                         self._ee_position)[:dim]
+            obs["state"] = proprio_state(q, qd if qd is not None else np.zeros(len(names)), width, self._ee_position)[
+                :dim
+            ]
         if self.policy.needs_mj_state:
             if self._mj_state is None:
                 return None
@@ -299,9 +315,13 @@ class PolicyNode:
             self._start_episode()
         reasons = self.guard.blocked_reasons(now)
         if reasons:
-            self._publish_decision(self.guard.decide_twist(now, (0, 0, 0)) if self.interface == "twist"
-                                   else self.guard.decide_joints(now, [0.0] * len(cfg.joint_names),
-                                                                 [0.0] * len(cfg.joint_names)), None, now)
+            self._publish_decision(
+                self.guard.decide_twist(now, (0, 0, 0))
+                if self.interface == "twist"
+                else self.guard.decide_joints(now, [0.0] * len(cfg.joint_names), [0.0] * len(cfg.joint_names)),
+                None,
+                now,
+            )
             if "episode time limit" in reasons and not self._end_sent:
                 self._end_sent = True
                 self.episode_end_pub.publish(self._msgs["String"](data="timeout"))
@@ -322,17 +342,27 @@ class PolicyNode:
             self.node.get_logger().error(f"policy failed: {exc!r}", throttle_duration_sec=5.0)
             action = np.full(4, np.nan)
         if self.interface == "twist":
-            velocity = ee_action_to_velocity(action[:3], cfg.ee_max_step, cfg.policy_control_dt) \
-                if action.size >= 3 else np.full(3, np.nan)
+            velocity = (
+                ee_action_to_velocity(action[:3], cfg.ee_max_step, cfg.policy_control_dt)
+                if action.size >= 3
+                else np.full(3, np.nan)
+            )
             decision = self.guard.decide_twist(now, velocity, (0, 0, 0), self._ee_position, self.period)
         else:
             measured = reorder_joints(self._joint_msg.name, self._joint_msg.position, cfg.joint_names)
             n_joints = len(cfg.joint_names)
-            targets = denormalise_joints(action[:n_joints], cfg.joint_lower, cfg.joint_upper) \
-                if action.size >= n_joints and np.all(np.isfinite(action[:n_joints])) else np.full(n_joints, np.nan)
+            targets = (
+                denormalise_joints(action[:n_joints], cfg.joint_lower, cfg.joint_upper)
+                if action.size >= n_joints and np.all(np.isfinite(action[:n_joints]))
+                else np.full(n_joints, np.nan)
+            )
             decision = self.guard.decide_joints(now, targets, measured, cfg.joint_lower, cfg.joint_upper)
         gripper = None
-        if decision.verdict == Verdict.COMMAND and self.gripper_pub is not None and action.size in (4, len(cfg.joint_names) + 1):
+        if (
+            decision.verdict == Verdict.COMMAND
+            and self.gripper_pub is not None
+            and action.size in (4, len(cfg.joint_names) + 1)
+        ):
             g = self.guard.decide_gripper(now, float(action[-1]))
             gripper = float(g.command[0]) if g.verdict == Verdict.COMMAND else None
         self._publish_decision(decision, gripper, now)
@@ -362,8 +392,11 @@ class PolicyNode:
             if decision.verdict == Verdict.COMMAND:
                 point.positions = [float(x) for x in decision.command]
             else:  # HOLD: stay at the last measured position
-                held = None if self._joint_msg is None else reorder_joints(
-                    self._joint_msg.name, self._joint_msg.position, self.config.joint_names)
+                held = (
+                    None
+                    if self._joint_msg is None
+                    else reorder_joints(self._joint_msg.name, self._joint_msg.position, self.config.joint_names)
+                )
                 if held is None:
                     return
                 point.positions = [float(x) for x in held]
@@ -378,8 +411,14 @@ class PolicyNode:
         self._status(decision, stamp, now)
 
     def _status(self, decision, stamp, now: float) -> None:
-        status = {"verdict": decision.verdict.value, "reasons": decision.reasons, "clamped": decision.clamped,
-                  "estop": self.guard.estopped, "fault": self.guard.fault, "n_invalid": self.guard.n_invalid}
+        status = {
+            "verdict": decision.verdict.value,
+            "reasons": decision.reasons,
+            "clamped": decision.clamped,
+            "estop": self.guard.estopped,
+            "fault": self.guard.fault,
+            "n_invalid": self.guard.n_invalid,
+        }
         if decision.verdict != Verdict.SILENT and self._image_stamps:
             # observation-to-command latency: oldest camera frame used -> command publish (wall clock)
             oldest = min(self._image_stamps[c] for c in self.cameras if c in self._image_stamps)

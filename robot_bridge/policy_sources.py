@@ -98,8 +98,10 @@ class ShadowExpert:
     def act(self, obs: Mapping[str, Any]) -> np.ndarray:
         message = np.asarray(obs["mj_state"], dtype=np.float64)
         if message.size != self.state_size + 2:
-            raise ValueError(f"sim/mj_state has {message.size} values, the shadow env expects "
-                             f"{self.state_size + 2}: is the twin running the same task?")
+            raise ValueError(
+                f"sim/mj_state has {message.size} values, the shadow env expects "
+                f"{self.state_size + 2}: is the twin running the same task?"
+            )
         self._sync_episode(int(message[0]), int(message[1]))
         m, d = self.sim_env.model, self.sim_env.data
         self._mujoco.mj_setState(m, d, message[2:], self._spec)
@@ -111,8 +113,10 @@ def load_bridge_policy(spec: str, device: str = "auto", options: Mapping[str, An
     """Resolve the ``policy`` parameter (see module docstring) into a :class:`BridgePolicy`."""
     spec = spec.strip()
     if not spec:
-        raise ValueError("parameter 'policy' is empty: give a prism-train run directory, "
-                         "expert:<task> (sim only) or python:<module>:<factory>")
+        raise ValueError(
+            "parameter 'policy' is empty: give a prism-train run directory, "
+            "expert:<task> (sim only) or python:<module>:<factory>"
+        )
     if spec.startswith("expert:"):
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[1]:
@@ -120,9 +124,16 @@ def load_bridge_policy(spec: str, device: str = "auto", options: Mapping[str, An
         behaviour = parts[2] if len(parts) == 3 else "expert"
         expert = ShadowExpert(parts[1], behaviour)
         state_dim = int(expert.sim_env.observation_space["state"].shape[0])
-        return BridgePolicy(name=spec, act_fn=expert.act, reset_fn=expert.reset, action_mode="ee_delta",
-                            state_dim=state_dim, needs_privileged=True, needs_mj_state=True,
-                            extra={"shadow": expert})
+        return BridgePolicy(
+            name=spec,
+            act_fn=expert.act,
+            reset_fn=expert.reset,
+            action_mode="ee_delta",
+            state_dim=state_dim,
+            needs_privileged=True,
+            needs_mj_state=True,
+            extra={"shadow": expert},
+        )
     if spec.startswith("python:"):
         parts = spec.split(":")
         if len(parts) != 3:
@@ -134,9 +145,13 @@ def load_bridge_policy(spec: str, device: str = "auto", options: Mapping[str, An
         obj = factory(**dict(options or {}))
         state_dim = int(getattr(obj, "state_dim", 0))
         return BridgePolicy(
-            name=spec, act_fn=obj.act, reset_fn=getattr(obj, "reset", None),
-            cameras=tuple(getattr(obj, "cameras", ())), image_size=int(getattr(obj, "image_size", 128)),
-            action_mode=str(getattr(obj, "action_mode", "ee_delta")), state_dim=state_dim,
+            name=spec,
+            act_fn=obj.act,
+            reset_fn=getattr(obj, "reset", None),
+            cameras=tuple(getattr(obj, "cameras", ())),
+            image_size=int(getattr(obj, "image_size", 128)),
+            action_mode=str(getattr(obj, "action_mode", "ee_delta")),
+            state_dim=state_dim,
             needs_privileged=bool(getattr(obj, "needs_privileged", state_dim > PROPRIO_DIM)),
         )
     vla = _load_vla_policy(spec, device)
@@ -144,20 +159,27 @@ def load_bridge_policy(spec: str, device: str = "auto", options: Mapping[str, An
         return vla
     run_dir = Path(spec[4:] if spec.startswith("run:") else spec).expanduser()
     if not run_dir.is_dir():
-        raise ValueError(f"policy run directory {str(run_dir)!r} does not exist (forms: <run dir>, "
-                         "expert:<task>, python:<module>:<factory>)")
+        raise ValueError(
+            f"policy run directory {str(run_dir)!r} does not exist (forms: <run dir>, "
+            "expert:<task>, python:<module>:<factory>)"
+        )
     try:
         from policies.run import load_policy  # SB3 and torch (the learn extra)
     except ImportError as exc:
-        raise ValueError(f"cannot load the prism-train run {str(run_dir)!r}: policies.run is unavailable ({exc})") from exc
+        raise ValueError(
+            f"cannot load the prism-train run {str(run_dir)!r}: policies.run is unavailable ({exc})"
+        ) from exc
     loaded = load_policy(run_dir, device=device)
     cameras = tuple(getattr(loaded, "cameras", ()) or ())
     obs_mode = str(getattr(loaded, "obs_mode", "pixels"))
     state_dim = int(getattr(loaded, "state_dim", 0) or _state_dim_from_space(loaded))
     return BridgePolicy(
-        name=str(run_dir), act_fn=loaded.predict, cameras=cameras if obs_mode != "state" else (),
+        name=str(run_dir),
+        act_fn=loaded.predict,
+        cameras=cameras if obs_mode != "state" else (),
         image_size=int(getattr(loaded, "image_size", 128) or 128),
-        action_mode=str(getattr(loaded, "action_mode", "ee_delta")), state_dim=state_dim,
+        action_mode=str(getattr(loaded, "action_mode", "ee_delta")),
+        state_dim=state_dim,
         # SB3 policies are stateless (nothing to reset); whether the state they need exists on the
         # robot is checked by the node (state_dim > PROPRIO_DIM needs use_privileged_state, sim only)
         extra={"task": getattr(loaded, "task", None), "obs_mode": obs_mode},
@@ -173,8 +195,13 @@ def _load_vla_policy(spec: str, device: str) -> BridgePolicy | None:
 
     policy = load_vla(path, device=device)
     return BridgePolicy(
-        name=str(path), act_fn=policy.act, cameras=policy.cameras, image_size=policy.image_size,
-        action_mode="ee_delta", state_dim=policy.state_dim, needs_privileged=False,
+        name=str(path),
+        act_fn=policy.act,
+        cameras=policy.cameras,
+        image_size=policy.image_size,
+        action_mode="ee_delta",
+        state_dim=policy.state_dim,
+        needs_privileged=False,
         # each episode starts a fresh chunk under the instruction episode/start carried
         reset_fn=lambda episode: policy.start_episode(episode.get("instruction", "")),
         extra={"vla": policy},
@@ -189,8 +216,18 @@ def _state_dim_from_space(loaded: Any) -> int:
         return 0
 
 
-def proprio_state(joint_positions: Sequence[float], joint_velocities: Sequence[float], gripper_width: float,
-                  ee_position: Sequence[float]) -> np.ndarray:
+def proprio_state(
+    joint_positions: Sequence[float],
+    joint_velocities: Sequence[float],
+    gripper_width: float,
+    ee_position: Sequence[float],
+) -> np.ndarray:
     """The sim's proprioceptive ``state`` prefix from real-robot readings (``PROPRIO_DIM`` values)."""
-    return np.concatenate([np.asarray(joint_positions, float), np.asarray(joint_velocities, float),
-                           [float(gripper_width)], np.asarray(ee_position, float)]).astype(np.float32)
+    return np.concatenate(
+        [
+            np.asarray(joint_positions, float),
+            np.asarray(joint_velocities, float),
+            [float(gripper_width)],
+            np.asarray(ee_position, float),
+        ]
+    ).astype(np.float32)

@@ -49,8 +49,11 @@ from robot_bridge.ros_utils import (
 )
 
 NODE_NAME = "prism_ros_record"
-STATE_NAMES = ([f"joint{i + 1}_pos" for i in range(7)] + [f"joint{i + 1}_vel" for i in range(7)]
-               + ["gripper_width", "ee_x", "ee_y", "ee_z"])
+STATE_NAMES = (
+    [f"joint{i + 1}_pos" for i in range(7)]
+    + [f"joint{i + 1}_vel" for i in range(7)]
+    + ["gripper_width", "ee_x", "ee_y", "ee_z"]
+)
 
 
 @dataclass
@@ -137,8 +140,9 @@ class RecorderNode:
         # what ties a frame to the episode it belongs to, whatever order the callbacks run in.
         self._published: dict[str, int] = {}
         self._first_published: dict[str, int] = {}
-        self._required_inputs = [f"camera:{c}" for c in self.camera_topics] + ["joint_states"] + (
-            ["ee_pose"] if cfg.ee_pose_topic else [])
+        self._required_inputs = (
+            [f"camera:{c}" for c in self.camera_topics] + ["joint_states"] + (["ee_pose"] if cfg.ee_pose_topic else [])
+        )
         self._episode_start_ns = 0  # publish time of the open episode's start (0: opened without one)
         self._joint_msg = None
         self._ee = None
@@ -163,18 +167,22 @@ class RecorderNode:
         n = self.node
         qos = sensor_qos(depth=10)
         for cam, topic in self.camera_topics.items():
-            n.create_subscription(Image, topic, lambda m, info, cam=cam, topic=topic: self._on_image(cam, topic, m, info),
-                                  qos)
-        n.create_subscription(JointState, cfg.joint_states_topic,
-                              lambda m, info: self._on_joints(cfg.joint_states_topic, m, info), 50)
+            n.create_subscription(
+                Image, topic, lambda m, info, cam=cam, topic=topic: self._on_image(cam, topic, m, info), qos
+            )
+        n.create_subscription(
+            JointState, cfg.joint_states_topic, lambda m, info: self._on_joints(cfg.joint_states_topic, m, info), 50
+        )
         if cfg.ee_pose_topic:
-            n.create_subscription(PoseStamped, cfg.ee_pose_topic,
-                                  lambda m, info: self._on_pose(cfg.ee_pose_topic, m, info), 10)
+            n.create_subscription(
+                PoseStamped, cfg.ee_pose_topic, lambda m, info: self._on_pose(cfg.ee_pose_topic, m, info), 10
+            )
         else:
             self._ee = np.zeros(3)  # arm without a pose topic: ee_x/y/z recorded as 0
         n.create_subscription(TwistStamped, cfg.twist_topic, lambda m: self._on_twist(cfg.twist_topic, m), 10)
-        n.create_subscription(JointTrajectory, cfg.trajectory_topic,
-                              lambda m: self._on_trajectory(cfg.trajectory_topic, m), 10)
+        n.create_subscription(
+            JointTrajectory, cfg.trajectory_topic, lambda m: self._on_trajectory(cfg.trajectory_topic, m), 10
+        )
         n.create_subscription(Float64MultiArray, cfg.gripper_topic, self._on_gripper, 10)
         n.create_subscription(Float32, topics.SIM_PROGRESS, self._on_gt_progress, 10)
         n.create_subscription(Bool, topics.SIM_SUCCESS, self._on_gt_success, 10)
@@ -185,15 +193,18 @@ class RecorderNode:
             # Register every connection now: building a message schema on a topic's first message
             # stalled the callbacks long enough to lose the start of the first episode.
             recorded = [(t, "sensor_msgs/msg/Image") for t in self.camera_topics.values()]
-            recorded += [(cfg.joint_states_topic, "sensor_msgs/msg/JointState"),
-                         (cfg.twist_topic, "geometry_msgs/msg/TwistStamped"),
-                         (cfg.trajectory_topic, "trajectory_msgs/msg/JointTrajectory")]
+            recorded += [
+                (cfg.joint_states_topic, "sensor_msgs/msg/JointState"),
+                (cfg.twist_topic, "geometry_msgs/msg/TwistStamped"),
+                (cfg.trajectory_topic, "trajectory_msgs/msg/JointTrajectory"),
+            ]
             if cfg.ee_pose_topic:
                 recorded.append((cfg.ee_pose_topic, "geometry_msgs/msg/PoseStamped"))
             for topic, msgtype in recorded:
                 self._bag_connection(topic, msgtype)
-        n.get_logger().info(f"recording {list(self.camera_topics.values())} at {cfg.fps:g} fps -> "
-                            f"{cfg.output or '-'} {cfg.mcap or ''}")
+        n.get_logger().info(
+            f"recording {list(self.camera_topics.values())} at {cfg.fps:g} fps -> {cfg.output or '-'} {cfg.mcap or ''}"
+        )
 
     # -- rosbag2 MCAP ------------------------------------------------------------------------------
     def _open_bag(self) -> None:
@@ -291,7 +302,8 @@ class RecorderNode:
         if missed:
             self.node.get_logger().warning(
                 f"episode {msg.data!r} started before this recorder received {missed}: not recorded "
-                "(it would lack its opening frames); recording from the next episode/start")
+                "(it would lack its opening frames); recording from the next episode/start"
+            )
             return
         self._task = msg.data or self._task
         self._episode_start_ns = start
@@ -321,8 +333,11 @@ class RecorderNode:
         target = self._joint_target
         if target is None and self._joint_msg is not None:
             target = reorder_joints(self._joint_msg.name, self._joint_msg.position, cfg.joint_names)
-        joints = normalise_joints(target, cfg.joint_lower, cfg.joint_upper) if target is not None \
+        joints = (
+            normalise_joints(target, cfg.joint_lower, cfg.joint_upper)
+            if target is not None
             else np.zeros(len(cfg.joint_names))
+        )
         return np.array([*joints, self._gripper])
 
     def _state(self) -> np.ndarray | None:
@@ -332,8 +347,12 @@ class RecorderNode:
         q = reorder_joints(msg.name, msg.position, cfg.joint_names)
         qd = reorder_joints(msg.name, msg.velocity, cfg.joint_names) if len(msg.velocity) else None
         fingers = reorder_joints(msg.name, msg.position, cfg.finger_joint_names)
-        return proprio_state(q, qd if qd is not None else np.zeros(len(q)),
-                             float(fingers.sum()) if fingers is not None else 0.0, self._ee)
+        return proprio_state(
+            q,
+            qd if qd is not None else np.zeros(len(q)),
+            float(fingers.sum()) if fingers is not None else 0.0,
+            self._ee,
+        )
 
     def _tick(self) -> None:
         if self._ending is not None:
@@ -359,13 +378,15 @@ class RecorderNode:
             return
         if self._gt_seen and not self._published_since_start(("progress", "success")):
             return  # this episode's first labels are still in flight: a row without them is unusable
-        self._rows.append({
-            "frames": {c: self._images[c] for c in self.camera_topics},
-            "state": state,
-            "action": np.zeros_like(self._action()) if final else self._action(),
-            "progress": self._gt_progress,
-            "success": self._gt_success,
-        })
+        self._rows.append(
+            {
+                "frames": {c: self._images[c] for c in self.camera_topics},
+                "state": state,
+                "action": np.zeros_like(self._action()) if final else self._action(),
+                "progress": self._gt_progress,
+                "success": self._gt_success,
+            }
+        )
 
     def _finish_episode(self, outcome: str | None = None) -> None:
         rows, self._rows = self._rows, []
@@ -398,12 +419,21 @@ class RecorderNode:
         if self.config.output:
             if self._writer is None:
                 cfg = self.config
-                action_names = (["ee_dx", "ee_dy", "ee_dz", "gripper"] if cfg.command_interface == "twist"
-                                else [f"joint{i + 1}" for i in range(len(cfg.joint_names))] + ["gripper"])
-                self._writer = LeRobotWriter(cfg.output, fps=cfg.fps, cameras=list(self.camera_topics),
-                                             image_size=(cfg.image_size, cfg.image_size), state_names=STATE_NAMES,
-                                             action_names=action_names, robot_type="panda",
-                                             overwrite=cfg.overwrite)
+                action_names = (
+                    ["ee_dx", "ee_dy", "ee_dz", "gripper"]
+                    if cfg.command_interface == "twist"
+                    else [f"joint{i + 1}" for i in range(len(cfg.joint_names))] + ["gripper"]
+                )
+                self._writer = LeRobotWriter(
+                    cfg.output,
+                    fps=cfg.fps,
+                    cameras=list(self.camera_topics),
+                    image_size=(cfg.image_size, cfg.image_size),
+                    state_names=STATE_NAMES,
+                    action_names=action_names,
+                    robot_type="panda",
+                    overwrite=cfg.overwrite,
+                )
                 self._writer.__enter__()
             try:
                 self._writer.add_episode(episode)
@@ -421,8 +451,9 @@ class RecorderNode:
             self._finish_episode()  # opened without an episode/start: shutdown is its only boundary
         elif self._episode_open:
             # stopped mid-episode: writing it would add an episode that never reached its end
-            self.node.get_logger().warning(f"stopped during an episode ({len(self._rows)} frames, no "
-                                           "episode/end): not recorded")
+            self.node.get_logger().warning(
+                f"stopped during an episode ({len(self._rows)} frames, no episode/end): not recorded"
+            )
             self._rows, self._episode_open = [], False
         if self._writer is not None:
             self._writer.__exit__(None, None, None)

@@ -93,7 +93,9 @@ class RewardMonitorConfig:
 SUMMARY = __doc__
 
 
-def mapped_camera_topics(views: tuple[str, ...], camera_map: tuple[str, ...], overrides: tuple[str, ...]) -> dict[str, str]:
+def mapped_camera_topics(
+    views: tuple[str, ...], camera_map: tuple[str, ...], overrides: tuple[str, ...]
+) -> dict[str, str]:
     """view -> topic: a view that ``camera_map`` feeds from a robot camera reads that camera's default
     topic; explicit ``camera_topics`` entries win."""
     feeds = {view: source for source, view in parse_camera_map(list(camera_map)).items()}
@@ -121,8 +123,11 @@ class RewardMonitorNode:
         self._msgs = dict(Float32=Float32, Bool=Bool)
         self.model = load_progress_model(cfg.model, device=cfg.device)
         self.is_oracle = isinstance(self.model, OracleProgressModel)
-        self.cameras = tuple(cfg.cameras) or tuple(getattr(self.model, "cameras", None) or ()) or (
-            () if self.is_oracle else ("front", "side", "wrist"))
+        self.cameras = (
+            tuple(cfg.cameras)
+            or tuple(getattr(self.model, "cameras", None) or ())
+            or (() if self.is_oracle else ("front", "side", "wrist"))
+        )
         self.image_size = cfg.image_size or int(getattr(self.model, "image_size", 0) or 0)
         self.tracker = ProgressTracker(self.model, n=1, fusion=FusionConfig(mode=cfg.fusion))
         n = self.node
@@ -154,13 +159,27 @@ class RewardMonitorNode:
             self._csv_file = open(path, "a", newline="")
             self._csv = csv.writer(self._csv_file)
             if new:
-                self._csv.writerow(["time", "episode", "task", "progress", "success", "incremental", "forward",
-                                    "backward", "weight", "phi_std", "ood_distance"])
+                self._csv.writerow(
+                    [
+                        "time",
+                        "episode",
+                        "task",
+                        "progress",
+                        "success",
+                        "incremental",
+                        "forward",
+                        "backward",
+                        "weight",
+                        "phi_std",
+                        "ood_distance",
+                    ]
+                )
         n.create_timer(1.0 / cfg.rate_hz, self._tick)
         n.get_logger().info(
             f"reward model {getattr(self.model, 'model_id', cfg.model)} on cameras {list(self.cameras)} "
             f"at {cfg.rate_hz:g} Hz -> {cfg.progress_topic}, {cfg.success_topic}, {cfg.confidence_topic}"
-            + ("" if self.has_ood else " (no OOD check: the model has no calibration; see prism-reward calibrate)"))
+            + ("" if self.has_ood else " (no OOD check: the model has no calibration; see prism-reward calibrate)")
+        )
 
     # -- inputs -----------------------------------------------------------------------------------
     def _on_image(self, cam: str, msg) -> None:
@@ -229,12 +248,15 @@ class RewardMonitorNode:
                 f"episode {self.episode}: frames unlike the reward model's calibration data (OOD distance "
                 f"{float(self.tracker.ood_distance[0]):.1f} > {self.model.confidence.ood.threshold:.1f}); "
                 f"progress {progress:.3f} is an extrapolation ({self.n_ood_updates} OOD update(s) so far)",
-                throttle_duration_sec=self.config.ood_warn_period_s)
+                throttle_duration_sec=self.config.ood_warn_period_s,
+            )
         if self._csv is not None:
             comp = self.tracker.components
-            self._csv.writerow([f"{time.time():.3f}", self.episode, self.task, f"{progress:.4f}", int(success)]
-                               + [f"{float(comp[k][0]):.4f}" for k in ("incremental", "forward", "backward", "weight")]
-                               + [f"{spread:.4f}", f"{float(self.tracker.ood_distance[0]):.3f}"])
+            self._csv.writerow(
+                [f"{time.time():.3f}", self.episode, self.task, f"{progress:.4f}", int(success)]
+                + [f"{float(comp[k][0]):.4f}" for k in ("incremental", "forward", "backward", "weight")]
+                + [f"{spread:.4f}", f"{float(self.tracker.ood_distance[0]):.3f}"]
+            )
             self._csv_file.flush()
         if self.n_updates % max(1, int(self.config.rate_hz * 2)) == 0:
             self.node.get_logger().info(f"episode {self.episode} progress {progress:.3f} success {success}")

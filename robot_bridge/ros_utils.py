@@ -163,13 +163,14 @@ def run_node(
     (recorders flush there). Bad input (a missing or unparsable ``--params-file``, a bad parameter
     value) is one line on stderr and exit 2 (``--debug``: the traceback)."""
     argv = list(sys.argv if argv is None else argv)
-    return run_cli(program, lambda args: _run_node(make_node, config_cls, program, node_name, summary,
-                                                   [argv[0], *args]), argv[1:])
+    return run_cli(
+        program, lambda args: _run_node(make_node, config_cls, program, node_name, summary, [argv[0], *args]), argv[1:]
+    )
 
 
 def params_files(argv: Sequence[str]) -> list[str]:
     """The files named by ``--params-file FILE`` after ``--ros-args``."""
-    ros_args = argv[argv.index("--ros-args") + 1:] if "--ros-args" in argv else []
+    ros_args = argv[argv.index("--ros-args") + 1 :] if "--ros-args" in argv else []
     return [ros_args[i + 1] for i, arg in enumerate(ros_args[:-1]) if arg == "--params-file"]
 
 
@@ -200,7 +201,7 @@ def stderr_held_back() -> Iterator[None]:
 
 
 def _run_node(make_node, config_cls: type, program: str, node_name: str, summary: str, argv: list[str]) -> int:
-    user_args = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    user_args = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in user_args or "--help" in user_args:
         sys.stdout.write(help_text(config_cls, program, node_name, summary))
         return 0

@@ -124,8 +124,15 @@ class SimRobotNode:
         import sim
 
         self._mujoco = mujoco
-        self._msgs = dict(Image=Image, JointState=JointState, PoseStamped=PoseStamped, Bool=Bool,
-                          Float32=Float32, Float64MultiArray=Float64MultiArray, String=String)
+        self._msgs = dict(
+            Image=Image,
+            JointState=JointState,
+            PoseStamped=PoseStamped,
+            Bool=Bool,
+            Float32=Float32,
+            Float64MultiArray=Float64MultiArray,
+            String=String,
+        )
         action_mode = "ee_delta" if cfg.command_interface == "twist" else "joint"
         kwargs = {"cameras": tuple(cfg.cameras), "image_size": cfg.image_size, "action_mode": action_mode}
         if cfg.max_episode_steps > 0:
@@ -199,8 +206,9 @@ class SimRobotNode:
         m = self.sim_env.model
         names = [m.joint(i).name for i in range(m.njnt)]
         hinges = [nm for i, nm in enumerate(names) if m.jnt_type[i] == model.mjtJoint.mjJNT_HINGE][:7]
-        slides = [nm for i, nm in enumerate(names) if m.jnt_type[i] == model.mjtJoint.mjJNT_SLIDE
-                  and "finger" in nm][:2]
+        slides = [nm for i, nm in enumerate(names) if m.jnt_type[i] == model.mjtJoint.mjJNT_SLIDE and "finger" in nm][
+            :2
+        ]
         site = next(m.site(i).name for i in range(m.nsite) if m.site(i).name.endswith("ee_site"))
         return {"joints": hinges, "fingers": slides, "ee_site": site}
 
@@ -228,8 +236,9 @@ class SimRobotNode:
             return
         target = reorder_joints(msg.joint_names, msg.points[-1].positions, self.arm_joint_names)
         if target is None:
-            self._warn_once("names", f"JointTrajectory joints {list(msg.joint_names)} do not cover "
-                                     f"{self.arm_joint_names}; ignored")
+            self._warn_once(
+                "names", f"JointTrajectory joints {list(msg.joint_names)} do not cover {self.arm_joint_names}; ignored"
+            )
             return
         if np.all(np.isfinite(target)):
             self._joint_target = target
@@ -278,8 +287,13 @@ class SimRobotNode:
         cfg, String = self.config, self._msgs["String"]
         seed = cfg.seed + self.episode
         if cfg.publish_sim_topics:
-            self.sim_episode_pub.publish(String(data=json.dumps(
-                {"task": cfg.task, "seed": seed, "instruction": self.instruction, "episode": self.episode})))
+            self.sim_episode_pub.publish(
+                String(
+                    data=json.dumps(
+                        {"task": cfg.task, "seed": seed, "instruction": self.instruction, "episode": self.episode}
+                    )
+                )
+            )
         self.episode_start_pub.publish(String(data=self.instruction))
         self.node.get_logger().info(f"episode {self.episode} (seed {seed}): {self.instruction!r}")
 
@@ -289,21 +303,28 @@ class SimRobotNode:
         now = monotonic()
         # DDS matches endpoints topic by topic: a consumer can see the cameras before /joint_states
         # or the latched episode start, so every topic a recording needs is checked.
-        pubs = {**self.image_pubs, "joint_states": self.joint_pub, "ee_pose": self.pose_pub,
-                "episode_start": self.episode_start_pub}
+        pubs = {
+            **self.image_pubs,
+            "joint_states": self.joint_pub,
+            "ee_pose": self.pose_pub,
+            "episode_start": self.episode_start_pub,
+        }
         counts = {name: p.get_subscription_count() for name, p in pubs.items()}
-        command_topic = self.config.twist_topic if self.config.command_interface == "twist" \
-            else self.config.trajectory_topic
+        command_topic = (
+            self.config.twist_topic if self.config.command_interface == "twist" else self.config.trajectory_topic
+        )
         commanders = self.node.count_publishers(command_topic)
-        if min(counts.values()) >= self.config.wait_for_subscribers \
-                and (commanders > 0 or not self.config.wait_for_commander):
+        if min(counts.values()) >= self.config.wait_for_subscribers and (
+            commanders > 0 or not self.config.wait_for_commander
+        ):
             self._subscribers_ready_at = self._subscribers_ready_at or now
             return now - self._subscribers_ready_at >= 1.0
         self._subscribers_ready_at = None
         self.node.get_logger().info(
             f"waiting for {self.config.wait_for_subscribers} subscribers on each topic: {counts}"
             + (f"; publishers on {command_topic}: {commanders}" if self.config.wait_for_commander else ""),
-            throttle_duration_sec=2.0)
+            throttle_duration_sec=2.0,
+        )
         return False
 
     def _tick(self) -> None:
@@ -354,7 +375,8 @@ class SimRobotNode:
         self._mujoco.mju_mat2Quat(quat, data.site_xmat[self.ee_site_id])
         pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in p)
         pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = (
-            float(v) for v in quat)
+            float(v) for v in quat
+        )
         self.pose_pub.publish(pose)
         if self.config.publish_sim_topics:
             self.progress_pub.publish(m["Float32"](data=float(info.get("progress", 0.0))))

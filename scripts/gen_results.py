@@ -114,26 +114,52 @@ def render_grm_generalisation(results: dict[str, Any]) -> list[str]:
         mv, sv = row.get("multi_view", {}), row.get("single_view", {})
         adapted = row.get("adaptation") or {}
         before, after = adapted.get("before", {}), adapted.get("after", {})
-        rows.append([
-            task,
-            fmt(mv.get("voc")), pct(mv.get("completion_acc")), fmt(mv.get("auroc")),
-            fmt(sv.get("voc")), pct(sv.get("completion_acc")), fmt(sv.get("auroc")),
-            fmt((row.get("rank") or {}).get("rank")), fmt(row.get("ece")),
-            (f"{fmt(before.get('voc'))} → {fmt(after.get('voc'))} / "
-             f"{pct(before.get('completion_acc'))} → {pct(after.get('completion_acc'))} / "
-             f"{fmt(before.get('auroc'))} → {fmt(after.get('auroc'))}") if adapted else NOT_AVAILABLE,
-        ])
-    lines = table(["task", "VOC", "3-class", "AUROC", "VOC (front)", "3-class (front)", "AUROC (front)",
-                   "random-rollout rank", "ECE", "adapted VOC / 3-class / AUROC (before → after)"], rows)
+        rows.append(
+            [
+                task,
+                fmt(mv.get("voc")),
+                pct(mv.get("completion_acc")),
+                fmt(mv.get("auroc")),
+                fmt(sv.get("voc")),
+                pct(sv.get("completion_acc")),
+                fmt(sv.get("auroc")),
+                fmt((row.get("rank") or {}).get("rank")),
+                fmt(row.get("ece")),
+                (
+                    f"{fmt(before.get('voc'))} → {fmt(after.get('voc'))} / "
+                    f"{pct(before.get('completion_acc'))} → {pct(after.get('completion_acc'))} / "
+                    f"{fmt(before.get('auroc'))} → {fmt(after.get('auroc'))}"
+                )
+                if adapted
+                else NOT_AVAILABLE,
+            ]
+        )
+    lines = table(
+        [
+            "task",
+            "VOC",
+            "3-class",
+            "AUROC",
+            "VOC (front)",
+            "3-class (front)",
+            "AUROC (front)",
+            "random-rollout rank",
+            "ECE",
+            "adapted VOC / 3-class / AUROC (before → after)",
+        ],
+        rows,
+    )
     lines.append("")
     cost = []
     if results.get("encoder_images_per_s") is not None:
         cost.append(f"encoder {fmt(results['encoder_images_per_s'])} images/s")
     overhead = results.get("overhead") or {}
     if overhead.get("overhead_ratio") is not None:
-        cost.append(f"RL-loop overhead {fmt(overhead['overhead_ratio'])}× "
-                    f"({fmt(overhead.get('steps_per_s_without_model'))} env-steps/s without the GRM, "
-                    f"{fmt(overhead.get('steps_per_s_with_model'))} with it)")
+        cost.append(
+            f"RL-loop overhead {fmt(overhead['overhead_ratio'])}× "
+            f"({fmt(overhead.get('steps_per_s_without_model'))} env-steps/s without the GRM, "
+            f"{fmt(overhead.get('steps_per_s_with_model'))} with it)"
+        )
     if cost:
         lines += ["Cost: " + "; ".join(cost) + ".", ""]
     if results.get("targets"):
@@ -150,36 +176,84 @@ def render_scale_bench(results: dict[str, Any]) -> list[str]:
     lines: list[str] = [f"Model: {fmt(results.get('model'))}", ""]
     in_process = measured.get("reward_service", {}).get("in_process_frames_per_s", {})
     if in_process:
-        lines += ["**In-process encode** (frames/s by batch size): "
-                  + ", ".join(f"{b}: {fmt(v)}" for b, v in in_process.items()), ""]
+        lines += [
+            "**In-process encode** (frames/s by batch size): "
+            + ", ".join(f"{b}: {fmt(v)}" for b, v in in_process.items()),
+            "",
+        ]
     service = measured.get("reward_service", {}).get("service", [])
     if service:
         lines += ["**Reward service** (Ray Serve, dynamic batching, one replica)", ""]
-        lines += table(["max batch", "clients", "frames/s", "p50 ms", "p99 ms"],
-                       [[fmt(r.get("max_batch_size")), fmt(r.get("clients")), fmt(r.get("frames_per_s")),
-                         fmt(r.get("latency_ms_p50")), fmt(r.get("latency_ms_p99"))] for r in service]) + [""]
+        lines += table(
+            ["max batch", "clients", "frames/s", "p50 ms", "p99 ms"],
+            [
+                [
+                    fmt(r.get("max_batch_size")),
+                    fmt(r.get("clients")),
+                    fmt(r.get("frames_per_s")),
+                    fmt(r.get("latency_ms_p50")),
+                    fmt(r.get("latency_ms_p99")),
+                ]
+                for r in service
+            ],
+        ) + [""]
     loop = measured.get("rl_loop_overhead", {})
     if loop:
         lines += ["**RL-loop overhead** (env steps/s without a reward model over with it; same envs and renders)", ""]
-        lines += table(["without model", "synchronous", "asynchronous", "overhead sync", "overhead async",
-                        "labels pending at loop end", "drain s"],
-                       [[fmt(loop.get("steps_per_s_without_model")), fmt(loop.get("steps_per_s_sync")),
-                         fmt(loop.get("steps_per_s_async")), fmt(loop.get("overhead_sync")),
-                         fmt(loop.get("overhead_async")), fmt(loop.get("async_pending_steps_at_loop_end")),
-                         fmt(loop.get("async_drain_s"))]]) + [""]
+        lines += table(
+            [
+                "without model",
+                "synchronous",
+                "asynchronous",
+                "overhead sync",
+                "overhead async",
+                "labels pending at loop end",
+                "drain s",
+            ],
+            [
+                [
+                    fmt(loop.get("steps_per_s_without_model")),
+                    fmt(loop.get("steps_per_s_sync")),
+                    fmt(loop.get("steps_per_s_async")),
+                    fmt(loop.get("overhead_sync")),
+                    fmt(loop.get("overhead_async")),
+                    fmt(loop.get("async_pending_steps_at_loop_end")),
+                    fmt(loop.get("async_drain_s")),
+                ]
+            ],
+        ) + [""]
     rollouts = measured.get("rollouts", {})
     if rollouts:
-        lines += ["**Rollouts** (env steps/s): " + ", ".join(
-            f"{name} {fmt(rollouts.get(key))}" for name, key in (
-                ("in-process DummyVecEnv", "dummy_steps_per_s"), ("Ray, 1 worker", "ray_1_workers_steps_per_s"),
-                ("Ray, 2 workers", "ray_2_workers_steps_per_s")) if key in rollouts), ""]
+        lines += [
+            "**Rollouts** (env steps/s): "
+            + ", ".join(
+                f"{name} {fmt(rollouts.get(key))}"
+                for name, key in (
+                    ("in-process DummyVecEnv", "dummy_steps_per_s"),
+                    ("Ray, 1 worker", "ray_1_workers_steps_per_s"),
+                    ("Ray, 2 workers", "ray_2_workers_steps_per_s"),
+                )
+                if key in rollouts
+            ),
+            "",
+        ]
     modelled = results.get("modelled", {})
     if modelled.get("scaling"):
         lines += [f"**Modelled, not measured**: {fmt(modelled.get('assumptions'))}", ""]
-        lines += table(["workers", "envs", "rollout steps/s", "service cap", "steps/s", "bound by"],
-                       [[fmt(r.get("workers")), fmt(r.get("envs")), fmt(r.get("rollout_steps_per_s")),
-                         fmt(r.get("reward_service_cap_frames_per_s")), fmt(r.get("steps_per_s")),
-                         fmt(r.get("bound_by"))] for r in modelled["scaling"]]) + [""]
+        lines += table(
+            ["workers", "envs", "rollout steps/s", "service cap", "steps/s", "bound by"],
+            [
+                [
+                    fmt(r.get("workers")),
+                    fmt(r.get("envs")),
+                    fmt(r.get("rollout_steps_per_s")),
+                    fmt(r.get("reward_service_cap_frames_per_s")),
+                    fmt(r.get("steps_per_s")),
+                    fmt(r.get("bound_by")),
+                ]
+                for r in modelled["scaling"]
+            ],
+        ) + [""]
     return lines
 
 
@@ -193,16 +267,40 @@ def success_with_interval(value: Any, interval: Any) -> str:
 def render_pessimism_bench(results: dict[str, Any]) -> list[str]:
     """``bench/pessimism_bench.py``: per pessimism k, the trained policy's fresh-seed rollouts scored
     by the plain GRM (Φ_final beside the true final progress) and their true success."""
-    lines = [f"SAC on {fmt(results.get('task'))}, {fmt(results.get('steps'))} env steps, seed "
-             f"{fmt(results.get('seed'))}, reward `{fmt(results.get('grm'))}+pessimism=k`; rollouts scored by "
-             f"{fmt(results.get('scored_by'))}.", ""]
-    rows = [[f"k = {k}", f"`{fmt(row.get('reward'))}`", fmt(row.get("episodes")), fmt(row.get("grm_phi_final")),
-             fmt(row.get("true_final_progress")), fmt(row.get("over_rating")), pct(row.get("over_rated_share")),
-             fmt(row.get("phi_std_final")), success_with_interval(row.get("true_success"), row.get("true_success_ci"))]
-            for k, row in results.get("by_k", {}).items()]
-    lines += table(["pessimism", "reward", "episodes", "plain-GRM Φ_final", "true final progress",
-                    "over-rating (Φ − true)", "over-rated by > 0.2", "spread at end", "true success (95 % CI)"],
-                   rows) + [""]
+    lines = [
+        f"SAC on {fmt(results.get('task'))}, {fmt(results.get('steps'))} env steps, seed "
+        f"{fmt(results.get('seed'))}, reward `{fmt(results.get('grm'))}+pessimism=k`; rollouts scored by "
+        f"{fmt(results.get('scored_by'))}.",
+        "",
+    ]
+    rows = [
+        [
+            f"k = {k}",
+            f"`{fmt(row.get('reward'))}`",
+            fmt(row.get("episodes")),
+            fmt(row.get("grm_phi_final")),
+            fmt(row.get("true_final_progress")),
+            fmt(row.get("over_rating")),
+            pct(row.get("over_rated_share")),
+            fmt(row.get("phi_std_final")),
+            success_with_interval(row.get("true_success"), row.get("true_success_ci")),
+        ]
+        for k, row in results.get("by_k", {}).items()
+    ]
+    lines += table(
+        [
+            "pessimism",
+            "reward",
+            "episodes",
+            "plain-GRM Φ_final",
+            "true final progress",
+            "over-rating (Φ − true)",
+            "over-rated by > 0.2",
+            "spread at end",
+            "true success (95 % CI)",
+        ],
+        rows,
+    ) + [""]
     if results.get("findings"):
         lines += [f"- {fmt(line)}" for line in results["findings"]] + [""]
     return lines
@@ -213,10 +311,17 @@ def render_train_defaults_bench(results: dict[str, Any]) -> list[str]:
     recordings, from scratch and from ``grm``, beside the zero-shot ``grm`` on held-out episodes."""
     data = results.get("data", {})
     lines = [f"User data: {fmt(data.get('train'))}; held out: {fmt(data.get('heldout'))}.", ""]
-    rows = [[name, f"`{fmt(row.get('command'))}`" if row.get("command") else "zero-shot",
-             fmt(row.get("train_seconds")), fmt(row.get("voc")), pct(row.get("completion_acc")),
-             fmt(row.get("auroc"))]
-            for name, row in results.get("models", {}).items()]
+    rows = [
+        [
+            name,
+            f"`{fmt(row.get('command'))}`" if row.get("command") else "zero-shot",
+            fmt(row.get("train_seconds")),
+            fmt(row.get("voc")),
+            pct(row.get("completion_acc")),
+            fmt(row.get("auroc")),
+        ]
+        for name, row in results.get("models", {}).items()
+    ]
     lines += table(["model", "trained with", "train s", "VOC+", "3-class", "success AUROC"], rows) + [""]
     if results.get("findings"):
         lines += [f"- {fmt(line)}" for line in results["findings"]] + [""]
@@ -236,20 +341,39 @@ def render_vla_bench(results: dict[str, Any]) -> list[str]:
     bc = results.get("multitask_bc", {})
     settings = results.get("settings", {})
     if bc:
-        lines += [f"**Multi-task BC** from {fmt(settings.get('demos'))} expert demonstrations per task, "
-                  f"{fmt(settings.get('steps'))} steps; deterministic policy on {fmt(settings.get('eval_episodes'))} "
-                  "fresh seeds.", ""]
-        lines += table(["task", "true success (95 % CI)"],
-                       [[t, success_with_interval(r.get("success_rate"), [r.get("ci_low"), r.get("ci_high")])]
-                        for t, r in bc.get("success", {}).items()]) + [""]
+        lines += [
+            f"**Multi-task BC** from {fmt(settings.get('demos'))} expert demonstrations per task, "
+            f"{fmt(settings.get('steps'))} steps; deterministic policy on {fmt(settings.get('eval_episodes'))} "
+            "fresh seeds.",
+            "",
+        ]
+        lines += table(
+            ["task", "true success (95 % CI)"],
+            [
+                [t, success_with_interval(r.get("success_rate"), [r.get("ci_low"), r.get("ci_high")])]
+                for t, r in bc.get("success", {}).items()
+            ],
+        ) + [""]
     mixed = results.get("mixed_rabc_vs_bc", {})
     if mixed:
-        lines += [f"**RA-BC vs BC** on {fmt(mixed.get('data', {}).get('episodes'))} failure-mix episodes "
-                  f"(outcomes {fmt(mixed.get('data', {}).get('outcomes'))}).", ""]
-        lines += table(["training", "true success (95 % CI)"],
-                       [[name, success_with_interval(r["success"].get("success_rate"),
-                                                     [r["success"].get("ci_low"), r["success"].get("ci_high")])]
-                        for name, r in mixed.items() if isinstance(r, dict) and "success" in r]) + [""]
+        lines += [
+            f"**RA-BC vs BC** on {fmt(mixed.get('data', {}).get('episodes'))} failure-mix episodes "
+            f"(outcomes {fmt(mixed.get('data', {}).get('outcomes'))}).",
+            "",
+        ]
+        lines += table(
+            ["training", "true success (95 % CI)"],
+            [
+                [
+                    name,
+                    success_with_interval(
+                        r["success"].get("success_rate"), [r["success"].get("ci_low"), r["success"].get("ci_high")]
+                    ),
+                ]
+                for name, r in mixed.items()
+                if isinstance(r, dict) and "success" in r
+            ],
+        ) + [""]
     for stage, title in (("online_rl", "Online RL (`prism-vla rl`)"), ("dpo", "DPO (`prism-vla dpo`, reward `grm`)")):
         block = results.get(stage, {})
         runs = block.get("runs", {})
@@ -258,19 +382,37 @@ def render_vla_bench(results: dict[str, Any]) -> list[str]:
         groups: dict[str, list[dict]] = {}
         for key, run in runs.items():
             groups.setdefault(key.split("/")[0], []).append(run)
-        lines += [f"**{title}** from the multi-task BC policy on {fmt(block.get('task'))}, "
-                  f"{fmt(block.get('episodes'))} online episodes per run; evaluation: deterministic policy on 16 "
-                  "fixed seeds; training success: the sampled rollouts of each iteration (16 episodes).", ""]
+        lines += [
+            f"**{title}** from the multi-task BC policy on {fmt(block.get('task'))}, "
+            f"{fmt(block.get('episodes'))} online episodes per run; evaluation: deterministic policy on 16 "
+            "fixed seeds; training success: the sampled rollouts of each iteration (16 episodes).",
+            "",
+        ]
         rows = []
         for name, members in groups.items():
             ev = _mean_curve(members, "eval_curve")
             tr = _mean_curve(members, "train_curve")
-            rows.append([f"`{name}`", str(len(members)), " → ".join(f"{pct(v)} @{e}" for e, v in ev.items()),
-                         fmt([round(100 * r["final_eval_success"]) for r in members]),
-                         " ".join(pct(v) for v in tr.values()),
-                         fmt(sum(r["env_steps_per_s"] for r in members) / len(members))])
-        lines += table(["reward / ranking", "runs", "evaluation success (mean) @ episodes", "final per run (%)",
-                        "training success per iteration (mean)", "env steps/s"], rows) + [""]
+            rows.append(
+                [
+                    f"`{name}`",
+                    str(len(members)),
+                    " → ".join(f"{pct(v)} @{e}" for e, v in ev.items()),
+                    fmt([round(100 * r["final_eval_success"]) for r in members]),
+                    " ".join(pct(v) for v in tr.values()),
+                    fmt(sum(r["env_steps_per_s"] for r in members) / len(members)),
+                ]
+            )
+        lines += table(
+            [
+                "reward / ranking",
+                "runs",
+                "evaluation success (mean) @ episodes",
+                "final per run (%)",
+                "training success per iteration (mean)",
+                "env steps/s",
+            ],
+            rows,
+        ) + [""]
     if results.get("findings"):
         lines += [f"- {fmt(line)}" for line in results["findings"]] + [""]
     if results.get("figure"):
@@ -294,10 +436,19 @@ def render_section(envelope: dict[str, Any]) -> list[str]:
     commit = envelope["commit"] or NOT_AVAILABLE
     if envelope.get("dirty"):
         commit += " (with uncommitted changes)"
-    lines = [f"## {envelope['bench']}", "",
-             f"- date: {envelope['date']}", f"- commit: `{commit}`", f"- machine: {where}",
-             f"- python: {machine.get('python', NOT_AVAILABLE)}", "",
-             "```bash", envelope["command"], "```", ""]
+    lines = [
+        f"## {envelope['bench']}",
+        "",
+        f"- date: {envelope['date']}",
+        f"- commit: `{commit}`",
+        f"- machine: {where}",
+        f"- python: {machine.get('python', NOT_AVAILABLE)}",
+        "",
+        "```bash",
+        envelope["command"],
+        "```",
+        "",
+    ]
     renderer = KNOWN_BENCHES.get(envelope["bench"], render_generic)
     return lines + renderer(envelope["results"])
 
@@ -311,8 +462,10 @@ def load_envelope(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} must hold a JSON object (the bench result envelope)")
     missing = [f for f in ENVELOPE_FIELDS if f not in envelope]
     if missing:
-        raise ValueError(f"{path} lacks the field(s) {', '.join(missing)} of the bench result envelope "
-                         "(write it with bench/results_io.py: write_bench_result)")
+        raise ValueError(
+            f"{path} lacks the field(s) {', '.join(missing)} of the bench result envelope "
+            "(write it with bench/results_io.py: write_bench_result)"
+        )
     if not isinstance(envelope["results"], dict):
         raise ValueError(f"{path}: field 'results' must be a JSON object")
     return envelope
@@ -321,10 +474,18 @@ def load_envelope(path: Path) -> dict[str, Any]:
 def render(results_dir: Path) -> str:
     """The whole results.md for the result files in ``results_dir``."""
     files = sorted(results_dir.glob("*.json"))
-    lines = [GENERATED_MARKER, "", "# Results", "",
-             ("Figures measured by the benches in `bench/`, one section per result file in "
-              "`bench/results/`. This page is generated by `python scripts/gen_results.py`; "
-              "edit the benches, not this page."), ""]
+    lines = [
+        GENERATED_MARKER,
+        "",
+        "# Results",
+        "",
+        (
+            "Figures measured by the benches in `bench/`, one section per result file in "
+            "`bench/results/`. This page is generated by `python scripts/gen_results.py`; "
+            "edit the benches, not this page."
+        ),
+        "",
+    ]
     if not files:
         lines += ["No results are recorded yet.", "", HOW_TO_PRODUCE]
     else:
@@ -342,17 +503,24 @@ def check_generated(out: Path) -> None:
         with open(out, encoding="utf-8", errors="replace") as f:
             first = f.readline().rstrip("\n")
         if first != GENERATED_MARKER:
-            raise FileExistsError(f"--out {out} exists and was not generated by scripts/gen_results.py "
-                                  "(its first line is not the marker), so it is not replaced")
+            raise FileExistsError(
+                f"--out {out} exists and was not generated by scripts/gen_results.py "
+                "(its first line is not the marker), so it is not replaced"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     def body(args: list[str]) -> int:
         parser = argparse.ArgumentParser(prog="gen_results.py", description=__doc__.split("\n\n")[0])
-        parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
-                            help="folder of bench result files (*.json) (default: bench/results)")
-        parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                            help="Markdown file to write (default: docs/results.md)")
+        parser.add_argument(
+            "--results-dir",
+            type=Path,
+            default=RESULTS_DIR,
+            help="folder of bench result files (*.json) (default: bench/results)",
+        )
+        parser.add_argument(
+            "--out", type=Path, default=DEFAULT_OUT, help="Markdown file to write (default: docs/results.md)"
+        )
         opts = parser.parse_args(args)
         if not opts.results_dir.is_dir():
             raise NotADirectoryError(f"--results-dir {opts.results_dir} is not a directory")

@@ -55,8 +55,13 @@ def resolve_task(name: str) -> str:
     lowered = key.lower()
     for short, env_id in TASKS.items():
         cls = TASK_CLASSES[short]
-        aliases = {short, env_id.lower(), env_id.split("/")[-1].lower(), cls.__name__.lower(),
-                   env_id.split("/")[-1].split("-")[0].lower()}
+        aliases = {
+            short,
+            env_id.lower(),
+            env_id.split("/")[-1].lower(),
+            cls.__name__.lower(),
+            env_id.split("/")[-1].split("-")[0].lower(),
+        }
         if lowered in aliases:
             return short
     valid = ", ".join(f"{s} ({TASKS[s]}, {TASK_CLASSES[s].__name__})" for s in TASKS)
@@ -98,7 +103,21 @@ def make(
 
 
 __all__ = [
-    "ACTION_MODES", "CAMERA_NAMES", "DomainRandomization", "MAX_EPISODE_STEPS", "PANDA_XML_ENV_VAR",
-    "PandaDrawerOpenEnv", "PandaEnv", "PandaPickPlaceEnv", "PandaPushEnv", "PandaReachEnv", "TASKS",
-    "TASK_CLASSES", "WORLDS", "WORLD_SPLITS", "make", "resolve_panda_xml", "resolve_task",
+    "ACTION_MODES",
+    "CAMERA_NAMES",
+    "DomainRandomization",
+    "MAX_EPISODE_STEPS",
+    "PANDA_XML_ENV_VAR",
+    "PandaDrawerOpenEnv",
+    "PandaEnv",
+    "PandaPickPlaceEnv",
+    "PandaPushEnv",
+    "PandaReachEnv",
+    "TASKS",
+    "TASK_CLASSES",
+    "WORLDS",
+    "WORLD_SPLITS",
+    "make",
+    "resolve_panda_xml",
+    "resolve_task",
 ]

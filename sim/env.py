@@ -199,8 +199,10 @@ class PandaEnv(gym.Env):
         self.domain_randomization = domain_randomization
         split = check_world(world, world_split)
         if split is not None and domain_randomization is not None:
-            raise ValueError("domain_randomization cannot be combined with world='varied', which already "
-                             "varies lighting, colours and cameras")
+            raise ValueError(
+                "domain_randomization cannot be combined with world='varied', which already "
+                "varies lighting, colours and cameras"
+            )
         self.world = world
         self.world_split = split
         self.world_variant: dict[str, Any] | None = None
@@ -230,8 +232,11 @@ class PandaEnv(gym.Env):
         self._pad_geoms = [
             [g for g in range(m.ngeom) if m.geom_bodyid[g] == b and m.geom_contype[g]] for b in sorted(finger_bodies)
         ]
-        self._camera_ids = {"front": m.camera("front").id, "side": m.camera("side").id,
-                            "wrist": m.camera(arm.wrist_camera).id}
+        self._camera_ids = {
+            "front": m.camera("front").id,
+            "side": m.camera("side").id,
+            "wrist": m.camera(arm.wrist_camera).id,
+        }
         self._jacp = np.zeros((3, m.nv))
         self._jacr = np.zeros((3, m.nv))
 
@@ -244,8 +249,13 @@ class PandaEnv(gym.Env):
         else:
             object_geoms = [m.geom(n).id for n in self._object_geom_names()]
             table_geoms = [m.geom("table").id]
-            self._randomizer = Randomizer(m, domain_randomization, object_geoms, table_geoms,
-                                          [self._camera_ids["front"], self._camera_ids["side"]])
+            self._randomizer = Randomizer(
+                m,
+                domain_randomization,
+                object_geoms,
+                table_geoms,
+                [self._camera_ids["front"], self._camera_ids["side"]],
+            )
         self._renderer: mujoco.Renderer | None = None
         self._render_hw: tuple[int, int] | None = None
 
@@ -262,9 +272,7 @@ class PandaEnv(gym.Env):
         }
         if cameras:
             h, w = self.image_hw
-            obs_spaces["pixels"] = spaces.Dict(
-                {cam: spaces.Box(0, 255, (h, w, 3), np.uint8) for cam in cameras}
-            )
+            obs_spaces["pixels"] = spaces.Dict({cam: spaces.Box(0, 255, (h, w, 3), np.uint8) for cam in cameras})
         self.observation_space = spaces.Dict(obs_spaces)
 
     @property
@@ -277,8 +285,11 @@ class PandaEnv(gym.Env):
         return len(self.stage_names)
 
     def _proprio_names(self) -> list[str]:
-        return ([f"joint{i + 1}_pos" for i in range(7)] + [f"joint{i + 1}_vel" for i in range(7)]
-                + ["gripper_width", "ee_x", "ee_y", "ee_z"])
+        return (
+            [f"joint{i + 1}_pos" for i in range(7)]
+            + [f"joint{i + 1}_vel" for i in range(7)]
+            + ["gripper_width", "ee_x", "ee_y", "ee_z"]
+        )
 
     def _home_pose(self) -> tuple[np.ndarray, np.ndarray]:
         d = self.data
@@ -324,8 +335,13 @@ class PandaEnv(gym.Env):
         progress = (stage + fraction) / self.n_stages
         if not success:
             progress = min(progress, 0.99)  # Φ = 1 is reserved for success
-        return {"progress": float(progress), "stage": int(stage), "stage_name": self.stage_names[stage],
-                "is_success": success, "task": self.instruction}
+        return {
+            "progress": float(progress),
+            "stage": int(stage),
+            "stage_name": self.stage_names[stage],
+            "is_success": success,
+            "task": self.instruction,
+        }
 
     # --- gymnasium API -----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -436,10 +452,15 @@ class PandaEnv(gym.Env):
 
     def _state_vector(self) -> np.ndarray:
         d = self.data
-        return np.concatenate([
-            d.qpos[self._qadr], d.qvel[self._dadr], [self.gripper_width], d.site_xpos[self._ee_site],
-            self._task_state(),
-        ]).astype(np.float32)
+        return np.concatenate(
+            [
+                d.qpos[self._qadr],
+                d.qvel[self._dadr],
+                [self.gripper_width],
+                d.site_xpos[self._ee_site],
+                self._task_state(),
+            ]
+        ).astype(np.float32)
 
     def _get_obs(self) -> dict[str, Any]:
         obs: dict[str, Any] = {"state": self._state_vector()}
@@ -448,8 +469,9 @@ class PandaEnv(gym.Env):
         return obs
 
     # --- rendering -----------------------------------------------------------------------------------
-    def render_cameras(self, cameras: Sequence[str] | None = None,
-                       image_size: int | Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    def render_cameras(
+        self, cameras: Sequence[str] | None = None, image_size: int | Sequence[int] | None = None
+    ) -> dict[str, np.ndarray]:
         """Render the current state from ``cameras`` (default: this env's cameras, else all)."""
         if cameras is None:
             cameras = self.cameras or CAMERA_NAMES

@@ -30,8 +30,7 @@ from .tasks import (
     PandaReachEnv,
 )
 
-POLICIES = ("expert", "noisy", "random", "partial", "stall", "wrong-object", "wrong-target", "rewind",
-            "failure-mix")
+POLICIES = ("expert", "noisy", "random", "partial", "stall", "wrong-object", "wrong-target", "rewind", "failure-mix")
 """Behaviour names accepted by :func:`make_policy`."""
 
 DEFAULT_NOISE = {"expert": 0.0, "noisy": 0.3}
@@ -241,8 +240,7 @@ class DrawerExpert(ScriptedPolicy):
 
     CLOSE_STEPS = 6
 
-    def __init__(self, env, seed=0, noise=0.0, handle=None, pull_to: float = DRAWER_OPEN + 0.02,
-                 rewind: bool = False):
+    def __init__(self, env, seed=0, noise=0.0, handle=None, pull_to: float = DRAWER_OPEN + 0.02, rewind: bool = False):
         super().__init__(env, seed, noise)
         self.handle = handle or (lambda: self.u.handle_pos)
         self.pull_to = pull_to
@@ -303,8 +301,9 @@ class DrawerExpert(ScriptedPolicy):
 # ---------------------------------------------------------------------------------------------------
 # Behaviours
 # ---------------------------------------------------------------------------------------------------
-def _wrong_point(u: PandaEnv, rng: np.random.Generator, avoid: list[np.ndarray], z: float | None = None,
-                 min_dist: float = 0.15) -> np.ndarray:
+def _wrong_point(
+    u: PandaEnv, rng: np.random.Generator, avoid: list[np.ndarray], z: float | None = None, min_dist: float = 0.15
+) -> np.ndarray:
     """A reachable point on (or above) the table at least ``min_dist`` from every point in ``avoid``."""
     for _ in range(1000):
         p = rng.uniform([0.35, -0.28, 0.05], [0.65, 0.28, 0.3])
@@ -327,6 +326,7 @@ def _task_expert(env: gym.Env, seed: int, noise: float, variant: str = "expert")
                 def reset(self, obs, info):
                     super().reset(obs, info)
                     holder["p"] = _wrong_point(u, rng, [u.goal_pos])
+
             return _WrongReach(env, seed, noise, goal=lambda: holder["p"])
         if variant == "rewind":
             return ReachExpert(env, seed, noise, rewind_at=float(rng.uniform(0.55, 0.8)))
@@ -342,6 +342,7 @@ def _task_expert(env: gym.Env, seed: int, noise: float, variant: str = "expert")
                     def reset(self, obs, info):
                         super().reset(obs, info)
                         self.block_color = u.distractor_color
+
                 return _WrongObject(env, seed, noise, **kw)
             return cls(env, seed, noise, **kw)
         if variant == "wrong-target":
@@ -350,9 +351,11 @@ def _task_expert(env: gym.Env, seed: int, noise: float, variant: str = "expert")
 
             class _WrongTarget(base):  # type: ignore[misc, valid-type]
                 def reset(self, obs, info):
-                    holder["p"] = _wrong_point(u, rng, [u.target_pos, u.block_pos, u.distractor_pos], z=0.0,
-                                               min_dist=0.12)
+                    holder["p"] = _wrong_point(
+                        u, rng, [u.target_pos, u.block_pos, u.distractor_pos], z=0.0, min_dist=0.12
+                    )
                     super().reset(obs, info)
+
             return _WrongTarget(env, seed, noise, target=lambda: holder["p"])
         if variant == "rewind":
             if cls is PushExpert:
@@ -433,8 +436,10 @@ class FailureMixPolicy(ScriptedPolicy):
 
     def __init__(self, env, seed=0, noise=0.0):
         super().__init__(env, seed, noise)
-        self.choices = {name: make_policy(name, env, seed=seed + 1 + i, noise=noise or None)
-                        for i, name in enumerate(("expert",) + FAILURE_KINDS)}
+        self.choices = {
+            name: make_policy(name, env, seed=seed + 1 + i, noise=noise or None)
+            for i, name in enumerate(("expert",) + FAILURE_KINDS)
+        }
         self.kind = "expert"
         self.current: ScriptedPolicy = self.choices["expert"]
 

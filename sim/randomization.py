@@ -37,8 +37,14 @@ class DomainRandomization:
 class Randomizer:
     """Remembers the nominal model appearance and re-applies a fresh random draw at each reset."""
 
-    def __init__(self, model: mujoco.MjModel, config: DomainRandomization | None,
-                 object_geoms: list[int], table_geoms: list[int], fixed_cameras: list[int]):
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        config: DomainRandomization | None,
+        object_geoms: list[int],
+        table_geoms: list[int],
+        fixed_cameras: list[int],
+    ):
         self.model = model
         self.config = config
         self.object_geoms = list(object_geoms)

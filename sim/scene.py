@@ -161,19 +161,51 @@ class Scene:
         self.spec = spec
         world = spec.worldbody
 
-        world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3, 3, 0.05],
-                       pos=[0, 0, -0.75], rgba=[0.55, 0.55, 0.6, 1], contype=0, conaffinity=0)
-        world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX,
-                       pos=[TABLE_CENTER_XY[0], TABLE_CENTER_XY[1], -TABLE_HALF_SIZE[2]],
-                       size=list(TABLE_HALF_SIZE), rgba=[0.62, 0.5, 0.38, 1],
-                       contype=PROP_CONTYPE, conaffinity=PROP_CONAFFINITY, friction=[1.0, 0.005, 0.0001])
+        world.add_geom(
+            name="floor",
+            type=mujoco.mjtGeom.mjGEOM_PLANE,
+            size=[3, 3, 0.05],
+            pos=[0, 0, -0.75],
+            rgba=[0.55, 0.55, 0.6, 1],
+            contype=0,
+            conaffinity=0,
+        )
+        world.add_geom(
+            name="table",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            pos=[TABLE_CENTER_XY[0], TABLE_CENTER_XY[1], -TABLE_HALF_SIZE[2]],
+            size=list(TABLE_HALF_SIZE),
+            rgba=[0.62, 0.5, 0.38, 1],
+            contype=PROP_CONTYPE,
+            conaffinity=PROP_CONAFFINITY,
+            friction=[1.0, 0.005, 0.0001],
+        )
         for i, (lx, ly) in enumerate([(-0.15, -0.6), (-0.15, 0.6), (1.05, -0.6), (1.05, 0.6)]):
-            world.add_geom(name=f"table_leg{i}", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[lx, ly, -0.4],
-                           size=[0.03, 0.03, 0.35], rgba=[0.4, 0.32, 0.25, 1], contype=0, conaffinity=0)
-        world.add_light(name="key_light", pos=[0.6, -0.4, 1.8], dir=[-0.1, 0.2, -1.0],
-                        diffuse=[0.65, 0.65, 0.65], specular=[0.2, 0.2, 0.2], castshadow=False)
-        world.add_light(name="fill_light", pos=[0.0, 1.0, 1.5], dir=[0.3, -0.6, -0.7],
-                        diffuse=[0.3, 0.3, 0.3], specular=[0.0, 0.0, 0.0], castshadow=False)
+            world.add_geom(
+                name=f"table_leg{i}",
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                pos=[lx, ly, -0.4],
+                size=[0.03, 0.03, 0.35],
+                rgba=[0.4, 0.32, 0.25, 1],
+                contype=0,
+                conaffinity=0,
+            )
+        world.add_light(
+            name="key_light",
+            pos=[0.6, -0.4, 1.8],
+            dir=[-0.1, 0.2, -1.0],
+            diffuse=[0.65, 0.65, 0.65],
+            specular=[0.2, 0.2, 0.2],
+            castshadow=False,
+        )
+        world.add_light(
+            name="fill_light",
+            pos=[0.0, 1.0, 1.5],
+            dir=[0.3, -0.6, -0.7],
+            diffuse=[0.3, 0.3, 0.3],
+            specular=[0.0, 0.0, 0.0],
+            castshadow=False,
+        )
         for name, (pos, lookat, fovy) in FIXED_CAMERAS.items():
             world.add_camera(name=name, pos=list(pos), quat=lookat_quat(pos, lookat), fovy=fovy)
         self.arm = self._attach_arm()
@@ -199,20 +231,28 @@ class Scene:
                 geom.contype, geom.conaffinity = GRIPPER_CONTYPE, GRIPPER_CONAFFINITY
             else:
                 geom.contype, geom.conaffinity = LINK_CONTYPE, LINK_CONAFFINITY
-        hand.add_site(name="ee_site", pos=[0, 0, EE_SITE_OFFSET], size=[0.006, 0.006, 0.006],
-                      rgba=[1, 0.2, 0.2, 0], group=3)
+        hand.add_site(
+            name="ee_site", pos=[0, 0, EE_SITE_OFFSET], size=[0.006, 0.006, 0.006], rgba=[1, 0.2, 0.2, 0], group=3
+        )
         # The wrist camera sits on the hand beside the fingers and looks along them (hand +z).
         cam_pos = np.array([-0.085, 0.0, 0.02])
-        hand.add_camera(name="wrist", pos=cam_pos.tolist(),
-                        quat=lookat_quat(cam_pos, [0.0, 0.0, 0.2], up=(-1.0, 0.0, 0.0)).tolist(), fovy=70)
-        names = ArmNames(joints=[ARM_PREFIX + j.name for j in hinges], fingers=[ARM_PREFIX + j.name for j in slides],
-                         hand_body=ARM_PREFIX + hand.name, ee_site=ARM_PREFIX + "ee_site",
-                         wrist_camera=ARM_PREFIX + "wrist")
+        hand.add_camera(
+            name="wrist",
+            pos=cam_pos.tolist(),
+            quat=lookat_quat(cam_pos, [0.0, 0.0, 0.2], up=(-1.0, 0.0, 0.0)).tolist(),
+            fovy=70,
+        )
+        names = ArmNames(
+            joints=[ARM_PREFIX + j.name for j in hinges],
+            fingers=[ARM_PREFIX + j.name for j in slides],
+            hand_body=ARM_PREFIX + hand.name,
+            ee_site=ARM_PREFIX + "ee_site",
+            wrist_camera=ARM_PREFIX + "wrist",
+        )
         frame = self.spec.worldbody.add_frame(pos=[0, 0, 0])
         self.spec.attach(arm, prefix=ARM_PREFIX, frame=frame)
         for i, joint in enumerate(names.joints):
-            act = self.spec.add_actuator(name=f"act_joint{i + 1}", target=joint,
-                                         trntype=mujoco.mjtTrn.mjTRN_JOINT)
+            act = self.spec.add_actuator(name=f"act_joint{i + 1}", target=joint, trntype=mujoco.mjtTrn.mjTRN_JOINT)
             act.set_to_position(kp=ARM_KP[i], kv=ARM_KV[i])
             act.forcerange = [-ARM_FORCE[i], ARM_FORCE[i]]
             act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
@@ -230,21 +270,43 @@ class Scene:
         """A free-floating cube resting on the table (position set at reset)."""
         body = self.spec.worldbody.add_body(name=name, pos=[0.5, 0, half_size])
         body.add_freejoint(name=f"{name}_free")
-        body.add_geom(name=f"{name}_geom", type=mujoco.mjtGeom.mjGEOM_BOX, size=[half_size] * 3, rgba=list(rgba),
-                      mass=mass, contype=PROP_CONTYPE, conaffinity=PROP_CONAFFINITY, condim=4,
-                      friction=[1.2, 0.01, 0.001], solref=[0.01, 1])
+        body.add_geom(
+            name=f"{name}_geom",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[half_size] * 3,
+            rgba=list(rgba),
+            mass=mass,
+            contype=PROP_CONTYPE,
+            conaffinity=PROP_CONAFFINITY,
+            condim=4,
+            friction=[1.2, 0.01, 0.001],
+            solref=[0.01, 1],
+        )
 
     def add_target(self, name: str, radius: float, rgba) -> None:
         """A flat, non-colliding disc on the table marking a goal location (moved at reset via mocap)."""
         body = self.spec.worldbody.add_body(name=name, pos=[0.5, 0, 0], mocap=True)
-        body.add_geom(name=f"{name}_geom", type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[radius, 0.001, 0],
-                      pos=[0, 0, 0.001], rgba=list(rgba), contype=0, conaffinity=0)
+        body.add_geom(
+            name=f"{name}_geom",
+            type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+            size=[radius, 0.001, 0],
+            pos=[0, 0, 0.001],
+            rgba=list(rgba),
+            contype=0,
+            conaffinity=0,
+        )
 
     def add_marker(self, name: str, radius: float, rgba) -> None:
         """A floating, non-colliding sphere marking a point in space (moved at reset via mocap)."""
         body = self.spec.worldbody.add_body(name=name, pos=[0.5, 0, 0.2], mocap=True)
-        body.add_geom(name=f"{name}_geom", type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[radius, 0, 0],
-                      rgba=list(rgba), contype=0, conaffinity=0)
+        body.add_geom(
+            name=f"{name}_geom",
+            type=mujoco.mjtGeom.mjGEOM_SPHERE,
+            size=[radius, 0, 0],
+            rgba=list(rgba),
+            contype=0,
+            conaffinity=0,
+        )
 
     def add_drawer(self, name: str = "drawer", travel: float = 0.2) -> None:
         """A cabinet on the table with one drawer that slides out towards the robot (-x).
@@ -264,27 +326,48 @@ class Scene:
         cab.add_geom(name=f"{name}_right", pos=[0, -hy + wall, hz], size=[hx, wall, hz], **kw)
         cab.add_geom(name=f"{name}_back", pos=[hx - wall, 0, hz], size=[wall, hy, hz], **kw)
         drawer = cab.add_body(name=name, pos=[0, 0, 0])
-        drawer.add_joint(name=f"{name}_slide", type=mujoco.mjtJoint.mjJNT_SLIDE, axis=[-1, 0, 0],
-                         range=[0, travel], damping=4.0, frictionloss=0.3, armature=0.05)
+        drawer.add_joint(
+            name=f"{name}_slide",
+            type=mujoco.mjtJoint.mjJNT_SLIDE,
+            axis=[-1, 0, 0],
+            range=[0, travel],
+            damping=4.0,
+            frictionloss=0.3,
+            armature=0.05,
+        )
         dkw = dict(type=box, rgba=[0.72, 0.55, 0.35, 1], contype=PROP_CONTYPE, conaffinity=PROP_CONAFFINITY)
         inner_x, inner_y, inner_z = hx - 2 * wall, hy - 2 * wall - 0.002, hz - 2 * wall - 0.002
         drawer.add_geom(name=f"{name}_front", pos=[-hx + wall, 0, hz], size=[wall, hy - 0.002, hz - 0.002], **dkw)
-        drawer.add_geom(name=f"{name}_floor", pos=[0, 0, 2 * wall + 0.004], size=[inner_x, inner_y, 0.004],
-                        mass=0.3, **dkw)
+        drawer.add_geom(
+            name=f"{name}_floor", pos=[0, 0, 2 * wall + 0.004], size=[inner_x, inner_y, 0.004], mass=0.3, **dkw
+        )
         drawer.add_geom(name=f"{name}_dback", pos=[hx - 3 * wall, 0, hz], size=[0.004, inner_y, inner_z], **dkw)
-        metal = dict(type=mujoco.mjtGeom.mjGEOM_CAPSULE, rgba=[0.75, 0.75, 0.8, 1], contype=PROP_CONTYPE,
-                     conaffinity=PROP_CONAFFINITY, friction=[1.5, 0.01, 0.001], condim=4)
+        metal = dict(
+            type=mujoco.mjtGeom.mjGEOM_CAPSULE,
+            rgba=[0.75, 0.75, 0.8, 1],
+            contype=PROP_CONTYPE,
+            conaffinity=PROP_CONAFFINITY,
+            friction=[1.5, 0.01, 0.001],
+            condim=4,
+        )
         # The handle sits high on the front panel and far enough out that an open finger fits between
         # bar and panel and the (20 cm wide) hand clears the cabinet top while grasping it.
         standoff = 0.065
         hx_handle, hz_handle = -hx - standoff, 2 * hz - 0.03
-        drawer.add_geom(name=f"{name}_handle", fromto=[hx_handle, -0.06, hz_handle, hx_handle, 0.06, hz_handle],
-                        size=[0.009], **metal)
+        drawer.add_geom(
+            name=f"{name}_handle",
+            fromto=[hx_handle, -0.06, hz_handle, hx_handle, 0.06, hz_handle],
+            size=[0.009],
+            **metal,
+        )
         for side, y in (("l", -0.06), ("r", 0.06)):
-            drawer.add_geom(name=f"{name}_handle_post_{side}", fromto=[hx_handle, y, hz_handle, -hx, y, hz_handle],
-                            size=[0.007], **metal)
-        drawer.add_site(name=f"{name}_handle_site", pos=[hx_handle, 0, hz_handle], size=[0.005] * 3,
-                        rgba=[0, 0, 0, 0])
+            drawer.add_geom(
+                name=f"{name}_handle_post_{side}",
+                fromto=[hx_handle, y, hz_handle, -hx, y, hz_handle],
+                size=[0.007],
+                **metal,
+            )
+        drawer.add_site(name=f"{name}_handle_site", pos=[hx_handle, 0, hz_handle], size=[0.005] * 3, rgba=[0, 0, 0, 0])
         # The drawer slides through the cabinet; cabinet-drawer contacts would only add friction noise.
         self.spec.add_exclude(bodyname1=f"{name}_cabinet", bodyname2=name)
 

@@ -88,8 +88,9 @@ class PandaReachEnv(PandaEnv):
     def _format_instructions(self) -> list[str]:
         if self.world_variant is None:
             return list(self.instruction_templates)
-        return instruction_variants(self.varied_instruction_templates,
-                                    color=[self.world_variant["marker"]["color"]], noun=MARKER_NOUNS)
+        return instruction_variants(
+            self.varied_instruction_templates, color=[self.world_variant["marker"]["color"]], noun=MARKER_NOUNS
+        )
 
     def _clutter_keep_clear(self):
         ee, goal = self.ee_pos[:2], self.goal_pos[:2]
@@ -168,9 +169,12 @@ class _BlockTask(PandaEnv):
         if variant is None:
             return [t.format(color=self.block_color) for t in self.instruction_templates]
         return instruction_variants(
-            self.varied_instruction_templates, color=[variant["block"]["color"]],
-            noun=SHAPE_NOUNS[variant["block"]["shape"]], target=TARGET_NOUNS[variant["target"]["shape"]],
-            target_color=[variant["target"]["color"]])
+            self.varied_instruction_templates,
+            color=[variant["block"]["color"]],
+            noun=SHAPE_NOUNS[variant["block"]["shape"]],
+            target=TARGET_NOUNS[variant["target"]["shape"]],
+            target_color=[variant["target"]["color"]],
+        )
 
     def _task_state_names(self) -> list[str]:
         return [f"{who}_{ax}" for who in ("block", "distractor", "target") for ax in "xyz"]
@@ -180,7 +184,7 @@ class _BlockTask(PandaEnv):
 
     def block_pos_of(self, color: str) -> np.ndarray:
         a = self._block_qadr(color)
-        return self.data.qpos[a:a + 3].copy()
+        return self.data.qpos[a : a + 3].copy()
 
     @property
     def block_pos(self) -> np.ndarray:
@@ -203,8 +207,8 @@ class _BlockTask(PandaEnv):
 
     def _place_block(self, color: str, xy: np.ndarray, yaw: float) -> None:
         a = self._block_qadr(color)
-        self.data.qpos[a:a + 3] = [xy[0], xy[1], self.block_half_height]
-        self.data.qpos[a + 3:a + 7] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+        self.data.qpos[a : a + 3] = [xy[0], xy[1], self.block_half_height]
+        self.data.qpos[a + 3 : a + 7] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
 
     def _sample_layout(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -229,14 +233,20 @@ class _BlockTask(PandaEnv):
 
     def _success(self) -> bool:
         block = self.block_pos
-        return (float(np.linalg.norm(block[:2] - self.target_pos[:2])) < PLACE_TOLERANCE
-                and block[2] < self.block_half_height + 0.01)
+        return (
+            float(np.linalg.norm(block[:2] - self.target_pos[:2])) < PLACE_TOLERANCE
+            and block[2] < self.block_half_height + 0.01
+        )
 
     def _clutter_keep_clear(self):
         block, other, target = self.block_pos[:2], self.distractor_pos[:2], self.target_pos[:2]
         other_radius = horizontal_radius(*(self.world_variant["other_block"][k] for k in ("shape", "half_extents")))
-        return [(block, target, CLUTTER_CLEARANCE), (block, block, CLUTTER_CLEARANCE + 0.02),
-                (target, target, CLUTTER_CLEARANCE), (other, other, other_radius + 0.03)]
+        return [
+            (block, target, CLUTTER_CLEARANCE),
+            (block, block, CLUTTER_CLEARANCE + 0.02),
+            (target, target, CLUTTER_CLEARANCE),
+            (other, other, other_radius + 0.03),
+        ]
 
 
 class PandaPushEnv(_BlockTask):

@@ -90,11 +90,16 @@ SPLIT_CHOICES = {
 
 BLOCK_SHAPES = ("cube", "cylinder", "brick")
 TARGET_SHAPES = ("disc", "square", "ring")
-SHAPE_NOUNS = {"cube": ("cube", "block", "box"), "cylinder": ("cylinder", "block", "can"),
-               "brick": ("block", "box", "brick")}
-TARGET_NOUNS = {"disc": ("target", "goal", "pad", "circle", "spot"),
-                "square": ("target", "goal", "pad", "square", "spot"),
-                "ring": ("target", "goal", "ring", "circle", "spot")}
+SHAPE_NOUNS = {
+    "cube": ("cube", "block", "box"),
+    "cylinder": ("cylinder", "block", "can"),
+    "brick": ("block", "box", "brick"),
+}
+TARGET_NOUNS = {
+    "disc": ("target", "goal", "pad", "circle", "spot"),
+    "square": ("target", "goal", "pad", "square", "spot"),
+    "ring": ("target", "goal", "ring", "circle", "spot"),
+}
 MARKER_NOUNS = ("ball", "sphere", "marker")
 BLOCK_DENSITY = 0.05 / 0.04**3
 """kg/m^3: the default world's 4 cm, 50 g cube; varied blocks keep its density."""
@@ -163,9 +168,15 @@ def _shape_extents(rng: np.random.Generator, shape: str) -> list[float]:
 
 def _texture(rng: np.random.Generator, patterns: Sequence[str], low: float, high: float) -> dict[str, Any]:
     pattern = patterns[int(rng.integers(len(patterns)))]
-    return {"pattern": pattern, "rgb1": _rgb(rng, low, high), "rgb2": _rgb(rng, low, high),
-            "cells": int(rng.integers(3, 11)), "angle_deg": round(float(rng.uniform(0, 180)), 2),
-            "seed": int(rng.integers(2**31)), "tint": _rgb(rng, 0.8, 1.0)}
+    return {
+        "pattern": pattern,
+        "rgb1": _rgb(rng, low, high),
+        "rgb2": _rgb(rng, low, high),
+        "cells": int(rng.integers(3, 11)),
+        "angle_deg": round(float(rng.uniform(0, 180)), 2),
+        "seed": int(rng.integers(2**31)),
+        "tint": _rgb(rng, 0.8, 1.0),
+    }
 
 
 def _lights(rng: np.random.Generator) -> dict[str, Any]:
@@ -176,28 +187,42 @@ def _lights(rng: np.random.Generator) -> dict[str, Any]:
         azimuth, elevation = rng.uniform(-np.pi, np.pi), rng.uniform(np.deg2rad(35), np.deg2rad(80))
         dist = rng.uniform(1.5, 2.2)
         pos = np.array([0.45, 0.0, 0.0]) + dist * np.array(
-            [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
+            [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]
+        )
         aim = np.array([0.45, 0.0, 0.0]) + np.r_[rng.uniform(-0.15, 0.15, 2), 0.0]
         # Without the headlight the first light carries the scene alone: keep it from going dark.
         alone = not headlight and i == 0
         ambient = rng.uniform(0.25, 0.4) if alone else rng.uniform(0.0, 0.12)
         diffuse = rng.uniform(0.55, 0.85) if alone else rng.uniform(0.35 if i == 0 else 0.15, 0.8)
-        lights.append({"active": i < n_lights, "pos": [round(float(v), 4) for v in pos],
-                       "dir": [round(float(v), 4) for v in (aim - pos) / np.linalg.norm(aim - pos)],
-                       "diffuse": round(float(diffuse), 4),
-                       "ambient": round(float(ambient), 4),
-                       "specular": round(float(rng.uniform(0.0, 0.3)), 4)})
-    return {"count": n_lights, "headlight": {"active": headlight, "ambient": round(float(rng.uniform(0.15, 0.45)), 4),
-                                             "diffuse": round(float(rng.uniform(0.1, 0.45)), 4)},
-            "lights": lights}
+        lights.append(
+            {
+                "active": i < n_lights,
+                "pos": [round(float(v), 4) for v in pos],
+                "dir": [round(float(v), 4) for v in (aim - pos) / np.linalg.norm(aim - pos)],
+                "diffuse": round(float(diffuse), 4),
+                "ambient": round(float(ambient), 4),
+                "specular": round(float(rng.uniform(0.0, 0.3)), 4),
+            }
+        )
+    return {
+        "count": n_lights,
+        "headlight": {
+            "active": headlight,
+            "ambient": round(float(rng.uniform(0.15, 0.45)), 4),
+            "diffuse": round(float(rng.uniform(0.1, 0.45)), 4),
+        },
+        "lights": lights,
+    }
 
 
 def _cameras(rng: np.random.Generator) -> dict[str, Any]:
     cams = {}
     for name, (pos, lookat, fovy) in FIXED_CAMERAS.items():
-        cams[name] = {"pos": [round(float(v), 4) for v in np.array(pos) + rng.uniform(-1, 1, 3) * [0.06, 0.08, 0.06]],
-                      "lookat": [round(float(v), 4) for v in np.array(lookat) + rng.uniform(-1, 1, 3) * [0.03, 0.03, 0.02]],
-                      "fovy": round(float(fovy + rng.uniform(-4.0, 4.0)), 3)}
+        cams[name] = {
+            "pos": [round(float(v), 4) for v in np.array(pos) + rng.uniform(-1, 1, 3) * [0.06, 0.08, 0.06]],
+            "lookat": [round(float(v), 4) for v in np.array(lookat) + rng.uniform(-1, 1, 3) * [0.03, 0.03, 0.02]],
+            "fovy": round(float(fovy + rng.uniform(-4.0, 4.0)), 3),
+        }
     return cams
 
 
@@ -208,22 +233,33 @@ def draw_world(task: str, split: str, rng: np.random.Generator) -> dict[str, Any
     """
     choices = SPLIT_CHOICES[split]
     colors = choices["colors"]
-    params: dict[str, Any] = {"world": "varied", "split": split, "task": task,
-                              "table": _texture(rng, choices["patterns"], 0.2, 0.9),
-                              "floor": _texture(rng, choices["patterns"], 0.1, 0.7),
-                              "lighting": _lights(rng), "cameras": _cameras(rng)}
+    params: dict[str, Any] = {
+        "world": "varied",
+        "split": split,
+        "task": task,
+        "table": _texture(rng, choices["patterns"], 0.2, 0.9),
+        "floor": _texture(rng, choices["patterns"], 0.1, 0.7),
+        "lighting": _lights(rng),
+        "cameras": _cameras(rng),
+    }
     scheme = choices["arm_schemes"][int(rng.integers(len(choices["arm_schemes"])))]
     finish = list(ARM_FINISHES)[int(rng.integers(len(ARM_FINISHES)))]
-    params["arm"] = {"scheme": scheme, "finish": finish,
-                     "primary": list(ARM_SCHEMES[scheme][0]), "secondary": list(ARM_SCHEMES[scheme][1])}
+    params["arm"] = {
+        "scheme": scheme,
+        "finish": finish,
+        "primary": list(ARM_SCHEMES[scheme][0]),
+        "secondary": list(ARM_SCHEMES[scheme][1]),
+    }
     named: list[str] = []  # colours the instruction names: nothing else in the scene may wear them
     if task in ("push", "pickplace"):
         shape = BLOCK_SHAPES[int(rng.integers(len(BLOCK_SHAPES)))]
         extents = _shape_extents(rng, shape)
         block = {"shape": shape, "half_extents": extents, **_named_color(rng, colors)}
-        target = {"shape": TARGET_SHAPES[int(rng.integers(len(TARGET_SHAPES)))],
-                  "radius": round(float(rng.uniform(0.04, 0.055)), 4),
-                  **_named_color(rng, colors, exclude=[block["color"]])}
+        target = {
+            "shape": TARGET_SHAPES[int(rng.integers(len(TARGET_SHAPES)))],
+            "radius": round(float(rng.uniform(0.04, 0.055)), 4),
+            **_named_color(rng, colors, exclude=[block["color"]]),
+        }
         named = [block["color"], target["color"]]
         # The other block has the same shape and size: only its colour tells it from the task block.
         other = {"shape": shape, "half_extents": extents, **_named_color(rng, colors, exclude=named)}
@@ -236,14 +272,19 @@ def draw_world(task: str, split: str, rng: np.random.Generator) -> dict[str, Any
         metal = list(HANDLE_METALS)[int(rng.integers(len(HANDLE_METALS)))]
         # The front camera sees the cabinet's back, the side camera the drawer: both wear the named
         # colour, the cabinet a shade darker.
-        params["drawer"] = {**drawer, "shell_rgb": [round(v * 0.8, 4) for v in drawer["rgb"]],
-                            "handle": metal, "handle_rgb": list(HANDLE_METALS[metal])}
+        params["drawer"] = {
+            **drawer,
+            "shell_rgb": [round(v * 0.8, 4) for v in drawer["rgb"]],
+            "handle": metal,
+            "handle_rgb": list(HANDLE_METALS[metal]),
+        }
         named = [drawer["color"]]
     clutter = []
     for _ in range(int(rng.integers(0, MAX_CLUTTER + 1))):
         shape = BLOCK_SHAPES[int(rng.integers(len(BLOCK_SHAPES)))]
-        clutter.append({"shape": shape, "half_extents": _shape_extents(rng, shape),
-                        **_named_color(rng, colors, exclude=named)})
+        clutter.append(
+            {"shape": shape, "half_extents": _shape_extents(rng, shape), **_named_color(rng, colors, exclude=named)}
+        )
     params["distractors"] = clutter
     return params
 
@@ -257,13 +298,13 @@ def texture_pixels(tex: dict[str, Any], size: int) -> np.ndarray:
     along = u * np.cos(angle) + v * np.sin(angle)
     pattern = tex["pattern"]
     if pattern == "checker":
-        mix = ((np.floor(u * tex["cells"]) + np.floor(v * tex["cells"])) % 2)
+        mix = (np.floor(u * tex["cells"]) + np.floor(v * tex["cells"])) % 2
     elif pattern == "gradient":
         mix = (along - along.min()) / max(float(along.max() - along.min()), 1e-9)
     elif pattern == "flat":
         mix = np.zeros_like(u)
     elif pattern == "stripes":
-        mix = (np.floor(along * tex["cells"] * 1.5) % 2)
+        mix = np.floor(along * tex["cells"] * 1.5) % 2
     elif pattern == "speckle":
         mix = np.random.default_rng(tex["seed"]).random((size, size)) ** 3
     else:
@@ -273,8 +314,9 @@ def texture_pixels(tex: dict[str, Any], size: int) -> np.ndarray:
 
 
 # ----- shapes ------------------------------------------------------------------------------------------
-def set_geom_shape(model: mujoco.MjModel, geom: int, shape: str, half_extents: Sequence[float],
-                   density: float | None = None) -> None:
+def set_geom_shape(
+    model: mujoco.MjModel, geom: int, shape: str, half_extents: Sequence[float], density: float | None = None
+) -> None:
     """Make ``geom`` a box ('cube'/'brick'), 'cylinder' or 'sphere' of ``half_extents`` at run time.
 
     Updates the collision bounds the broad phase uses (``geom_aabb``, ``geom_rbound``: stale ones
@@ -340,9 +382,15 @@ class VariedWorld:
         """Textures, materials, extra lights, clutter bodies and target shapes (before compiling)."""
         spec = scene.spec
         for name, size in TEXTURE_SIZES.items():
-            spec.add_texture(name=f"{name}_tex", type=mujoco.mjtTexture.mjTEXTURE_2D,
-                             builtin=mujoco.mjtBuiltin.mjBUILTIN_FLAT, width=size, height=size,
-                             rgb1=[1, 1, 1], rgb2=[1, 1, 1])
+            spec.add_texture(
+                name=f"{name}_tex",
+                type=mujoco.mjtTexture.mjTEXTURE_2D,
+                builtin=mujoco.mjtBuiltin.mjBUILTIN_FLAT,
+                width=size,
+                height=size,
+                rgb1=[1, 1, 1],
+                rgb2=[1, 1, 1],
+            )
             mat = spec.add_material(name=f"{name}_mat", texrepeat=[1, 1] if name == "table" else [8, 8])
             mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = f"{name}_tex"
             spec.geom(name).material = f"{name}_mat"
@@ -354,11 +402,17 @@ class VariedWorld:
         target = spec.body(TARGET_BODY)
         if target is not None:
             kw = {"contype": 0, "conaffinity": 0, "group": HIDDEN_GROUP}
-            target.add_geom(name="target_square", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.04, 0.04, 0.001],
-                            pos=[0, 0, 0.001], **kw)
+            target.add_geom(
+                name="target_square", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.04, 0.04, 0.001], pos=[0, 0, 0.001], **kw
+            )
             for k in range(RING_SEGMENTS):
-                target.add_geom(name=f"target_ring{k}", type=mujoco.mjtGeom.mjGEOM_BOX,
-                                size=[0.005, 0.01, 0.001], pos=[0.04, 0, 0.0012], **kw)
+                target.add_geom(
+                    name=f"target_ring{k}",
+                    type=mujoco.mjtGeom.mjGEOM_BOX,
+                    size=[0.005, 0.01, 0.001],
+                    pos=[0.04, 0, 0.0012],
+                    **kw,
+                )
 
     def bind(self, model: mujoco.MjModel) -> None:
         """Resolve ids and remember the nominal values that variants are applied on top of."""
@@ -373,8 +427,12 @@ class VariedWorld:
         self._clutter_geom = [m.geom(CLUTTER_BODY.format(i) + "_geom").id for i in range(MAX_CLUTTER)]
         arm_bodies = {b for b in range(m.nbody) if m.body(b).name.startswith(ARM_PREFIX)}
         visible = [g for g in range(m.ngeom) if m.geom_bodyid[g] in arm_bodies and m.geom_group[g] < 3]
-        nominal = [m.mat_rgba[m.geom_matid[g], :3] if m.geom_matid[g] >= 0 and np.allclose(m.geom_rgba[g], 0.5)
-                   else m.geom_rgba[g, :3] for g in visible]
+        nominal = [
+            m.mat_rgba[m.geom_matid[g], :3]
+            if m.geom_matid[g] >= 0 and np.allclose(m.geom_rgba[g], 0.5)
+            else m.geom_rgba[g, :3]
+            for g in visible
+        ]
         # Light links wear the scheme's first colour, dark links and fingers its second.
         self._arm_light = [g for g, rgb in zip(visible, nominal) if float(np.mean(rgb)) > 0.5]
         self._arm_dark = [g for g, rgb in zip(visible, nominal) if float(np.mean(rgb)) <= 0.5]
@@ -392,7 +450,7 @@ class VariedWorld:
         for name, tex_id in self._tex.items():
             size = TEXTURE_SIZES[name]
             adr = m.tex_adr[tex_id]
-            m.tex_data[adr:adr + size * size * 3] = texture_pixels(params[name], size).reshape(-1)
+            m.tex_data[adr : adr + size * size * 3] = texture_pixels(params[name], size).reshape(-1)
             m.geom_rgba[self._geom(name)] = [*params[name]["tint"], 1.0]
         legs = np.array(params["table"]["rgb1"]) * 0.6
         for i in range(4):
@@ -414,8 +472,9 @@ class VariedWorld:
             m.cam_quat[c] = lookat_quat(cam["pos"], cam["lookat"])
             m.cam_fovy[c] = cam["fovy"]
         arm = params["arm"]
-        m.mat_specular[self._arm_mat], m.mat_shininess[self._arm_mat], m.mat_reflectance[self._arm_mat] = \
-            ARM_FINISHES[arm["finish"]]
+        m.mat_specular[self._arm_mat], m.mat_shininess[self._arm_mat], m.mat_reflectance[self._arm_mat] = ARM_FINISHES[
+            arm["finish"]
+        ]
         for geoms, rgb in ((self._arm_light, arm["primary"]), (self._arm_dark, arm["secondary"])):
             for g in geoms:
                 m.geom_rgba[g] = [*rgb, 1.0]
@@ -433,8 +492,11 @@ class VariedWorld:
             m.geom_rgba[g] = [*params["marker"]["rgb"], 1.0]
         if "drawer" in params:
             drawer = params["drawer"]
-            for names, rgb in ((DRAWER_SHELL, drawer["shell_rgb"]), (DRAWER_BOX, drawer["rgb"]),
-                               (DRAWER_METAL, drawer["handle_rgb"])):
+            for names, rgb in (
+                (DRAWER_SHELL, drawer["shell_rgb"]),
+                (DRAWER_BOX, drawer["rgb"]),
+                (DRAWER_METAL, drawer["handle_rgb"]),
+            ):
                 for name in names:
                     m.geom_rgba[self._geom(name)] = [*rgb, 1.0]
 
@@ -463,8 +525,13 @@ class VariedWorld:
                 m.geom_size[g] = [width / 2, mid * np.pi / RING_SEGMENTS * 1.05, 0.001]
                 m.geom_group[g] = VISIBLE_GROUP
 
-    def place_clutter(self, data: mujoco.MjData, params: dict[str, Any], rng: np.random.Generator,
-                      keep_clear: list[tuple[np.ndarray, np.ndarray, float]]) -> None:
+    def place_clutter(
+        self,
+        data: mujoco.MjData,
+        params: dict[str, Any],
+        rng: np.random.Generator,
+        keep_clear: list[tuple[np.ndarray, np.ndarray, float]],
+    ) -> None:
         """Stand the drawn clutter on the table away from ``keep_clear`` (segments a-b with a radius).
 
         A clutter object that finds no free spot is left out (``params["distractors"]`` is trimmed);
@@ -478,9 +545,11 @@ class VariedWorld:
             radius = horizontal_radius(obj["shape"], obj["half_extents"])
             for _ in range(200):
                 xy = rng.uniform([x0, y0], [x1, y1])
-                if all(segment_distance(xy, a, b) >= r + radius for a, b, r in keep_clear) and \
-                        all(np.linalg.norm(xy - p) >= q + radius + CLUTTER_GAP for p, q in placed) and \
-                        self._in_view([xy[0], xy[1], obj["half_extents"][2]], radius):
+                if (
+                    all(segment_distance(xy, a, b) >= r + radius for a, b, r in keep_clear)
+                    and all(np.linalg.norm(xy - p) >= q + radius + CLUTTER_GAP for p, q in placed)
+                    and self._in_view([xy[0], xy[1], obj["half_extents"][2]], radius)
+                ):
                     break
             else:
                 continue
@@ -493,14 +562,14 @@ class VariedWorld:
                 obj = kept[i]
                 set_geom_shape(m, g, obj["shape"], obj["half_extents"], density=BLOCK_DENSITY)
                 m.geom_rgba[g] = [*obj["rgb"], 1.0]
-                data.qpos[adr:adr + 3] = [obj["xy"][0], obj["xy"][1], obj["half_extents"][2]]
-                data.qpos[adr + 3:adr + 7] = [np.cos(obj["yaw"] / 2), 0, 0, np.sin(obj["yaw"] / 2)]
+                data.qpos[adr : adr + 3] = [obj["xy"][0], obj["xy"][1], obj["half_extents"][2]]
+                data.qpos[adr + 3 : adr + 7] = [np.cos(obj["yaw"] / 2), 0, 0, np.sin(obj["yaw"] / 2)]
                 m.body_gravcomp[body] = 0.0
                 m.geom_contype[g], m.geom_conaffinity[g] = PROP_CONTYPE, PROP_CONAFFINITY
                 m.geom_group[g] = VISIBLE_GROUP
             else:
-                data.qpos[adr:adr + 3] = [0.0, 2.0 * i, PARK_Z]
-                data.qpos[adr + 3:adr + 7] = [1.0, 0.0, 0.0, 0.0]
+                data.qpos[adr : adr + 3] = [0.0, 2.0 * i, PARK_Z]
+                data.qpos[adr + 3 : adr + 7] = [1.0, 0.0, 0.0, 0.0]
                 m.body_gravcomp[body] = 1.0
                 m.geom_contype[g] = m.geom_conaffinity[g] = 0
                 m.geom_group[g] = HIDDEN_GROUP

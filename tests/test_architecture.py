@@ -80,4 +80,7 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path, m
     (package / "video.py").write_text("def f():\n    import policies.train\n    from ..sim import env\n")
     monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
     assert imported_modules(package / "__init__.py") == [(1, "episodes.lerobot")]
-    assert layer_violations("episodes") == ["episodes/video.py:2 imports policies.train", "episodes/video.py:3 imports sim"]
+    assert layer_violations("episodes") == [
+        "episodes/video.py:2 imports policies.train",
+        "episodes/video.py:3 imports sim",
+    ]

@@ -36,8 +36,14 @@ def _episode(i: int, final: float, progress: np.ndarray | None = None, T: int = 
     for t in range(T):
         x = int(4 + 20 * min(1.0, max(0.0, float(np.nan_to_num(prog[t])))))
         front[t, 12:20, x : x + 8] = (255, 0, 0)
-    return Episode(task=TASK, frames={"front": front}, fps=10, progress=prog, episode_index=i,
-                   outcome="success" if final >= 0.99 else "fail")
+    return Episode(
+        task=TASK,
+        frames={"front": front},
+        fps=10,
+        progress=prog,
+        episode_index=i,
+        outcome="success" if final >= 0.99 else "fail",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +66,7 @@ def grm_ckpt(tmp_path_factory) -> Path:
     from reward_models.configuration_grm import GRMConfig
     from reward_models.modeling_grm import GRM, save_grm
 
-    cfg = GRMConfig(image_size=32, cameras=("front",), embed_dim=16, conv_channels=(8, 8), hidden_dim=32,
-                    text_dim=8)
+    cfg = GRMConfig(image_size=32, cameras=("front",), embed_dim=16, conv_channels=(8, 8), hidden_dim=32, text_dim=8)
     return save_grm(GRM(cfg), tmp_path_factory.mktemp("ckpt") / "grm")
 
 
@@ -89,8 +94,10 @@ def one_error_line(err: str, prog: str) -> str:
 def test_eval_refuses_to_write_over_its_data(folders, capsys):
     before = snapshot(folders)
     for out in (folders, folders / "report", folders.parent):
-        assert prism_reward(["eval", "--model", "oracle", "--data", str(folders), "--out", str(out),
-                             "--no-progress-bar"]) == 2
+        assert (
+            prism_reward(["eval", "--model", "oracle", "--data", str(folders), "--out", str(out), "--no-progress-bar"])
+            == 2
+        )
         line = one_error_line(capsys.readouterr().err, "prism-reward eval")
         assert "--out" in line and "input" in line
     assert snapshot(folders) == before
@@ -102,23 +109,51 @@ def test_outputs_replace_only_what_prism_wrote(folders, tmp_path, capsys):
     (user / "notes.txt").write_text("keep me")
     before = snapshot(tmp_path)
     # eval's default replaces reports; a user folder is not one
-    assert prism_reward(["eval", "--model", "oracle", "--data", str(folders), "--out", str(user),
-                         "--no-progress-bar"]) == 2
+    assert (
+        prism_reward(["eval", "--model", "oracle", "--data", str(folders), "--out", str(user), "--no-progress-bar"])
+        == 2
+    )
     assert "not a report written by prism-rl" in one_error_line(capsys.readouterr().err, "prism-reward eval")
     # GRM training replaces checkpoints only
     assert prism_reward(["train", "--data", str(folders), "--out", str(user), "--steps", "1"]) == 2
     assert "not a checkpoint" in one_error_line(capsys.readouterr().err, "prism-reward train")
     # recording with --overwrite replaces datasets only
-    assert prism_record(["--task", "reach", "--episodes", "1", "--size", "32", "--cameras", "front",
-                         "--out", str(user), "--overwrite"]) == 2
+    assert (
+        prism_record(
+            [
+                "--task",
+                "reach",
+                "--episodes",
+                "1",
+                "--size",
+                "32",
+                "--cameras",
+                "front",
+                "--out",
+                str(user),
+                "--overwrite",
+            ]
+        )
+        == 2
+    )
     assert "not a dataset" in one_error_line(capsys.readouterr().err, "prism-record")
     assert snapshot(tmp_path) == before
 
     # ...while a report this project wrote is replaced, and an existing output without the flag
     # names the real flag.
     report = tmp_path / "report"
-    args = ["eval", "--model", "oracle", "--data", str(folders), "--out", str(report), "--no-progress-bar",
-            "--videos", "0"]
+    args = [
+        "eval",
+        "--model",
+        "oracle",
+        "--data",
+        str(folders),
+        "--out",
+        str(report),
+        "--no-progress-bar",
+        "--videos",
+        "0",
+    ]
     assert prism_reward(args) == 0 and prism_reward(args) == 0
     assert prism_reward(args + ["--no-overwrite"]) == 2
     assert "pass --overwrite" in one_error_line(capsys.readouterr().err, "prism-reward eval")
@@ -126,8 +161,12 @@ def test_outputs_replace_only_what_prism_wrote(folders, tmp_path, capsys):
 
 def test_adapt_refuses_to_write_over_its_checkpoint(grm_ckpt, folders, capsys):
     before = snapshot(grm_ckpt)
-    assert prism_reward(["adapt", "--checkpoint", str(grm_ckpt), "--demo", str(folders), "--out", str(grm_ckpt),
-                         "--steps", "1"]) == 2
+    assert (
+        prism_reward(
+            ["adapt", "--checkpoint", str(grm_ckpt), "--demo", str(folders), "--out", str(grm_ckpt), "--steps", "1"]
+        )
+        == 2
+    )
     assert "would write over the input" in one_error_line(capsys.readouterr().err, "prism-reward adapt")
     assert snapshot(grm_ckpt) == before
 
@@ -151,8 +190,21 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def _record_cmd(out: Path, episodes: int) -> list[str]:
-    return [sys.executable, "-m", "policies.record", "--task", "reach", "--episodes", str(episodes), "--size", "32",
-            "--cameras", "front", "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "policies.record",
+        "--task",
+        "reach",
+        "--episodes",
+        str(episodes),
+        "--size",
+        "32",
+        "--cameras",
+        "front",
+        "--out",
+        str(out),
+    ]
 
 
 def test_sigkilled_recording_leaves_a_temporary_that_the_next_run_removes(tmp_path):
@@ -190,8 +242,14 @@ def test_ctrl_c_during_recording_is_one_line_and_leaves_nothing(tmp_path):
     out = tmp_path / "ds"
     # SIGINT at its default even when the test run itself was started in the background (a
     # non-interactive shell starts background jobs with SIGINT ignored, and children inherit that).
-    proc = subprocess.Popen(_record_cmd(out, 200), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        _record_cmd(out, 200),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     _wait_for(lambda: any(p.name.startswith("ds.tmp-") for p in tmp_path.iterdir()), 60, "the recording to start")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -207,8 +265,25 @@ def test_ctrl_c_during_recording_is_one_line_and_leaves_nothing(tmp_path):
 
 def test_repeated_model_option_keeps_every_model(folders, tmp_path):
     out = tmp_path / "report"
-    assert prism_reward(["eval", "--model", "oracle", "--data", str(folders), "--out", str(out), "--model", "oracle",
-                         "--no-progress-bar", "--videos", "0"]) == 0
+    assert (
+        prism_reward(
+            [
+                "eval",
+                "--model",
+                "oracle",
+                "--data",
+                str(folders),
+                "--out",
+                str(out),
+                "--model",
+                "oracle",
+                "--no-progress-bar",
+                "--videos",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert list(json.loads((out / "metrics.json").read_text())["models"]) == ["oracle", "oracle-2"]
 
 
@@ -224,7 +299,9 @@ def test_repeated_list_options_merge_in_every_cli():
 
     from reward_models.train_grm import GRMTrainConfig
 
-    merged = merge_repeated_list_flags(GRMTrainConfig, ["--data", "a", "--steps", "3", "--data=b", "c", "--cameras", "x"])
+    merged = merge_repeated_list_flags(
+        GRMTrainConfig, ["--data", "a", "--steps", "3", "--data=b", "c", "--cameras", "x"]
+    )
     assert merged == ["--data", "a", "b", "c", "--steps", "3", "--cameras", "x"]
 
 
@@ -238,8 +315,10 @@ def test_out_of_range_progress_labels_are_refused(bad, model, grm_ckpt, tmp_path
     meta["progress"][5] = bad
     (src / "ep0" / "episode.json").write_text(json.dumps(meta))
     spec = "oracle" if model == "oracle" else str(grm_ckpt)
-    assert prism_reward(["eval", "--model", spec, "--data", str(src), "--out", str(tmp_path / "r"),
-                         "--no-progress-bar"]) == 2
+    assert (
+        prism_reward(["eval", "--model", spec, "--data", str(src), "--out", str(tmp_path / "r"), "--no-progress-bar"])
+        == 2
+    )
     line = one_error_line(capsys.readouterr().err, "prism-reward eval")
     assert "progress" in line and "frame 5" in line
     with pytest.raises(ValueError, match="frame 5"):
@@ -251,8 +330,22 @@ def test_model_cameras_matching_none_of_the_data_is_one_line(grm_ckpt, tmp_path,
     ep = _episode(0, 1.0)
     write_episode_folder(src / "ep0", Episode(task=TASK, frames={"cam_high": ep.frames["front"]}, progress=ep.progress))
     for extra in ([], ["--skip-bad"]):
-        assert prism_reward(["eval", "--model", str(grm_ckpt), "--data", str(src), "--out", str(tmp_path / "r"),
-                             "--no-progress-bar", *extra]) == 2
+        assert (
+            prism_reward(
+                [
+                    "eval",
+                    "--model",
+                    str(grm_ckpt),
+                    "--data",
+                    str(src),
+                    "--out",
+                    str(tmp_path / "r"),
+                    "--no-progress-bar",
+                    *extra,
+                ]
+            )
+            == 2
+        )
         line = one_error_line(capsys.readouterr().err, "prism-reward eval")
         assert "['front']" in line and "['cam_high']" in line
 
@@ -261,8 +354,24 @@ def test_skip_bad_with_every_episode_bad_is_one_line(tmp_path, capsys):
     src = tmp_path / "episodes"
     (src / "ep0").mkdir(parents=True)
     (src / "ep0" / "front.mp4").write_bytes(b"not a video")
-    assert prism_reward(["eval", "--model", "oracle", "--data", str(src), "--out", str(tmp_path / "r"),
-                         "--skip-bad", "--task", TASK, "--no-progress-bar"]) == 2
+    assert (
+        prism_reward(
+            [
+                "eval",
+                "--model",
+                "oracle",
+                "--data",
+                str(src),
+                "--out",
+                str(tmp_path / "r"),
+                "--skip-bad",
+                "--task",
+                TASK,
+                "--no-progress-bar",
+            ]
+        )
+        == 2
+    )
     assert "every episode was skipped" in one_error_line(capsys.readouterr().err, "prism-reward eval")
     assert not (tmp_path / "r").exists()
 
@@ -285,33 +394,77 @@ MISSING = "no_such_path"
 
 BAD_INPUTS = [
     # (id, command, argv (with {data} {grm} {out} {tmp}), text the error line must contain)
-    ("eval-missing-data", prism_reward, ["eval", "--model", "oracle", "--data", "{tmp}/" + MISSING, "--out", "{out}"],
-     MISSING),
-    ("eval-unknown-model", prism_reward, ["eval", "--model", "nosuch:thing", "--data", "{data}", "--out", "{out}"],
-     "nosuch:thing"),
-    ("eval-missing-grm", prism_reward, ["eval", "--model", "{tmp}/" + MISSING, "--data", "{data}", "--out", "{out}"],
-     MISSING),
-    ("eval-batch-size", prism_reward, ["eval", "--model", "oracle", "--data", "{data}", "--out", "{out}",
-                                       "--batch-size", "0"], "--batch-size"),
+    (
+        "eval-missing-data",
+        prism_reward,
+        ["eval", "--model", "oracle", "--data", "{tmp}/" + MISSING, "--out", "{out}"],
+        MISSING,
+    ),
+    (
+        "eval-unknown-model",
+        prism_reward,
+        ["eval", "--model", "nosuch:thing", "--data", "{data}", "--out", "{out}"],
+        "nosuch:thing",
+    ),
+    (
+        "eval-missing-grm",
+        prism_reward,
+        ["eval", "--model", "{tmp}/" + MISSING, "--data", "{data}", "--out", "{out}"],
+        MISSING,
+    ),
+    (
+        "eval-batch-size",
+        prism_reward,
+        ["eval", "--model", "oracle", "--data", "{data}", "--out", "{out}", "--batch-size", "0"],
+        "--batch-size",
+    ),
     ("eval-out-is-data", prism_reward, ["eval", "--model", "oracle", "--data", "{data}", "--out", "{data}"], "--out"),
     ("train-missing-data", prism_reward, ["train", "--data", "{tmp}/" + MISSING, "--out", "{out}"], MISSING),
     ("train-nan-lr", prism_reward, ["train", "--data", "{data}", "--out", "{out}", "--lr", "nan"], "--lr"),
     ("train-zero-steps", prism_reward, ["train", "--data", "{data}", "--out", "{out}", "--steps", "0"], "--steps"),
-    ("train-dropout", prism_reward, ["train", "--data", "{data}", "--out", "{out}", "--view-dropout", "1.5"],
-     "--view-dropout"),
+    (
+        "train-dropout",
+        prism_reward,
+        ["train", "--data", "{data}", "--out", "{out}", "--view-dropout", "1.5"],
+        "--view-dropout",
+    ),
     ("train-out-is-data", prism_reward, ["train", "--data", "{data}", "--out", "{data}"], "--out"),
-    ("adapt-missing-ckpt", prism_reward, ["adapt", "--checkpoint", "{tmp}/" + MISSING, "--demo", "{dataset}",
-                                          "--out", "{out}"], MISSING),
-    ("adapt-episode-range", prism_reward, ["adapt", "--checkpoint", "{grm}", "--demo", "{dataset}", "--episode",
-                                           "99", "--out", "{out}"], "--episode 99"),
-    ("adapt-out-is-ckpt", prism_reward, ["adapt", "--checkpoint", "{grm}", "--demo", "{dataset}", "--out", "{grm}"],
-     "--out"),
-    ("adapt-out-is-demo", prism_reward, ["adapt", "--checkpoint", "{grm}", "--demo", "{dataset}", "--out",
-                                         "{dataset}"], "--out"),
-    ("adapt-nan-lr", prism_reward, ["adapt", "--checkpoint", "{grm}", "--demo", "{dataset}", "--out", "{out}",
-                                    "--lr", "nan"], "--lr"),
-    ("ingest-missing-bag", prism_reward, ["ingest", "--bag", "{tmp}/" + MISSING, "--topics", "/cam", "--out", "{out}"],
-     MISSING),
+    (
+        "adapt-missing-ckpt",
+        prism_reward,
+        ["adapt", "--checkpoint", "{tmp}/" + MISSING, "--demo", "{dataset}", "--out", "{out}"],
+        MISSING,
+    ),
+    (
+        "adapt-episode-range",
+        prism_reward,
+        ["adapt", "--checkpoint", "{grm}", "--demo", "{dataset}", "--episode", "99", "--out", "{out}"],
+        "--episode 99",
+    ),
+    (
+        "adapt-out-is-ckpt",
+        prism_reward,
+        ["adapt", "--checkpoint", "{grm}", "--demo", "{dataset}", "--out", "{grm}"],
+        "--out",
+    ),
+    (
+        "adapt-out-is-demo",
+        prism_reward,
+        ["adapt", "--checkpoint", "{grm}", "--demo", "{dataset}", "--out", "{dataset}"],
+        "--out",
+    ),
+    (
+        "adapt-nan-lr",
+        prism_reward,
+        ["adapt", "--checkpoint", "{grm}", "--demo", "{dataset}", "--out", "{out}", "--lr", "nan"],
+        "--lr",
+    ),
+    (
+        "ingest-missing-bag",
+        prism_reward,
+        ["ingest", "--bag", "{tmp}/" + MISSING, "--topics", "/cam", "--out", "{out}"],
+        MISSING,
+    ),
     ("record-unknown-task", prism_record, ["--task", "fly", "--out", "{out}"], "fly"),
     ("record-zero-episodes", prism_record, ["--task", "reach", "--episodes", "0", "--out", "{out}"], "--episodes"),
     ("record-odd-size", prism_record, ["--task", "reach", "--size", "7", "--out", "{out}"], "--size"),
@@ -326,7 +479,13 @@ def test_bad_input_fuzz_table(case, folders, dataset, grm_ckpt, tmp_path, capsys
     work = tmp_path / "work"
     work.mkdir()
     (work / "unrelated.txt").write_text("leave me alone")
-    subs = {"data": str(folders), "dataset": str(dataset), "grm": str(grm_ckpt), "out": str(work / "out"), "tmp": str(work)}
+    subs = {
+        "data": str(folders),
+        "dataset": str(dataset),
+        "grm": str(grm_ckpt),
+        "out": str(work / "out"),
+        "tmp": str(work),
+    }
     args = [a.format(**subs) for a in argv]
     inputs = {"data": folders, "dataset": dataset, "grm": grm_ckpt, "work": work}
     watched = {k: snapshot(v) for k, v in inputs.items()}

@@ -29,6 +29,7 @@ SHARED_DESIGN = "DESIGN" + ".md"
 """The background notes beside the repository, which users do not have (spelt in two parts so this
 file does not itself cite them)."""
 
+
 def _readme() -> str:
     return README.read_text(encoding="utf-8")
 
@@ -82,7 +83,8 @@ def test_every_reliability_guarantee_cites_tests_that_exist():
             source = REPO / path
             assert source.is_file(), f"{path} (cited in Reliability) does not exist"
             assert re.search(rf"^\s*def {name}\(", source.read_text(encoding="utf-8"), flags=re.MULTILINE), (
-                f"{path} defines no test {name} (cited in Reliability)")
+                f"{path} defines no test {name} (cited in Reliability)"
+            )
 
 
 def test_local_links_in_the_docs_resolve():
@@ -109,10 +111,13 @@ def test_code_cites_docs_sections_that_exist_and_never_design_md():
         for citation in re.finditer(r"docs/(\w+\.md) § ", text):
             cited += 1
             doc = DOCS / citation.group(1)
-            headings = re.findall(r"^## (.+)$", doc.read_text(encoding="utf-8"), flags=re.MULTILINE) if doc.is_file() else []
-            after = text[citation.end():citation.end() + 80]
+            headings = (
+                re.findall(r"^## (.+)$", doc.read_text(encoding="utf-8"), flags=re.MULTILINE) if doc.is_file() else []
+            )
+            after = text[citation.end() : citation.end() + 80]
             assert any(after.startswith(h) for h in headings), (
-                f"{source.relative_to(REPO)} cites docs/{citation.group(1)} § {after.splitlines()[0]!r}: no such section")
+                f"{source.relative_to(REPO)} cites docs/{citation.group(1)} § {after.splitlines()[0]!r}: no such section"
+            )
     assert cited >= 5
 
 
@@ -123,19 +128,33 @@ def _write_samples(results_dir: Path) -> None:
         from results_io import write_bench_result
     finally:
         sys.path.remove(str(REPO / "bench"))
-    task = {"multi_view": {"voc": 0.9731, "completion_acc": 0.875, "auroc": 1.0},
-            "single_view": {"voc": 0.91, "completion_acc": 0.8125, "auroc": float("nan")},
-            "rank": {"rank": 0.4321}, "ece": 0.061,
-            "adaptation": {"before": {"voc": 0.9, "completion_acc": 0.75, "auroc": 0.9},
-                           "after": {"voc": 0.96, "completion_acc": 0.9375, "auroc": 1.0}}}
-    write_bench_result("grm_generalisation", {"grm": "ckpt/grm", "tasks": {"push": task},
-                                              "overhead": {"overhead_ratio": 1.37, "steps_per_s_without_model": 150.0,
-                                                           "steps_per_s_with_model": 109.5},
-                                              "targets": ["Target (push): VOC 0.973 MET"]},
-                       command="python bench/grm_generalisation.py --grm grm", results_dir=results_dir)
-    write_bench_result("sim_bench", {"render": {"64px": {"frames_per_s": 612.5}, "128px": {"frames_per_s": 351.0}},
-                                     "experts_success": 1.0},
-                       command="python bench/sim_bench.py --experts-seeds 50", results_dir=results_dir)
+    task = {
+        "multi_view": {"voc": 0.9731, "completion_acc": 0.875, "auroc": 1.0},
+        "single_view": {"voc": 0.91, "completion_acc": 0.8125, "auroc": float("nan")},
+        "rank": {"rank": 0.4321},
+        "ece": 0.061,
+        "adaptation": {
+            "before": {"voc": 0.9, "completion_acc": 0.75, "auroc": 0.9},
+            "after": {"voc": 0.96, "completion_acc": 0.9375, "auroc": 1.0},
+        },
+    }
+    write_bench_result(
+        "grm_generalisation",
+        {
+            "grm": "ckpt/grm",
+            "tasks": {"push": task},
+            "overhead": {"overhead_ratio": 1.37, "steps_per_s_without_model": 150.0, "steps_per_s_with_model": 109.5},
+            "targets": ["Target (push): VOC 0.973 MET"],
+        },
+        command="python bench/grm_generalisation.py --grm grm",
+        results_dir=results_dir,
+    )
+    write_bench_result(
+        "sim_bench",
+        {"render": {"64px": {"frames_per_s": 612.5}, "128px": {"frames_per_s": 351.0}}, "experts_success": 1.0},
+        command="python bench/sim_bench.py --experts-seeds 50",
+        results_dir=results_dir,
+    )
 
 
 def test_gen_results_renders_every_result_file(tmp_path):
@@ -145,8 +164,14 @@ def test_gen_results_renders_every_result_file(tmp_path):
     assert {"bench", "command", "date", "commit", "machine", "results"} <= set(envelope)
     assert envelope["results"]["tasks"]["push"]["single_view"]["auroc"] is None  # NaN is not JSON
 
-    done = subprocess.run([sys.executable, str(GEN_RESULTS), "--results-dir", str(results_dir), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(GEN_RESULTS), "--results-dir", str(results_dir), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     text = out.read_text(encoding="utf-8")
     gen, sim = text.index("## grm_generalisation"), text.index("## sim_bench")
@@ -154,8 +179,12 @@ def test_gen_results_renders_every_result_file(tmp_path):
     assert "python bench/grm_generalisation.py --grm grm" in text[gen:sim]
     assert f"`{envelope['commit']}" in text[gen:sim] and envelope["machine"]["cpu"] in text[gen:sim]
     # the known bench's table: one row per task, percentages, n/a for NaN, before -> after
-    assert re.search(r"^\| push \| 0\.9731 \| 88 % \| 1 \| 0\.91 \| 81 % \| n/a \| 0\.4321 \| 0\.061 \| "
-                     r"0\.9 → 0\.96 / 75 % → 94 % / 0\.9 → 1 \|$", text, flags=re.MULTILINE)
+    assert re.search(
+        r"^\| push \| 0\.9731 \| 88 % \| 1 \| 0\.91 \| 81 % \| n/a \| 0\.4321 \| 0\.061 \| "
+        r"0\.9 → 0\.96 / 75 % → 94 % / 0\.9 → 1 \|$",
+        text,
+        flags=re.MULTILINE,
+    )
     assert "RL-loop overhead 1.37×" in text and "- Target (push): VOC 0.973 MET" in text
     # any other bench: a table with a row per key of a dict of dicts
     assert re.search(r"^\| 128px \| 351 \|$", text[sim:], flags=re.MULTILINE)
@@ -173,11 +202,14 @@ def test_gen_results_without_results_says_how_to_produce_them(tmp_path, capsys):
     assert "No results are recorded yet." in text and "python scripts/gen_results.py" in text
 
 
-@pytest.mark.parametrize("content, culprit", [
-    ("{not json", "not valid JSON"),
-    ('{"bench": "x", "results": {}}', "lacks the field(s) command, date, commit, machine"),
-    ('{"bench": "x", "command": "c", "date": "d", "commit": "c", "machine": {}, "results": [1]}', "'results'"),
-])
+@pytest.mark.parametrize(
+    "content, culprit",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"bench": "x", "results": {}}', "lacks the field(s) command, date, commit, machine"),
+        ('{"bench": "x", "command": "c", "date": "d", "commit": "c", "machine": {}, "results": [1]}', "'results'"),
+    ],
+)
 def test_gen_results_bad_result_file_is_one_line_and_keeps_the_page(tmp_path, capsys, content, culprit):
     gen = _load_generator()
     results_dir, out = tmp_path / "results", tmp_path / "results.md"
@@ -204,4 +236,5 @@ def test_docs_results_md_is_generated_from_bench_results():
     gen = _load_generator()
     expected = gen.render(REPO / "bench" / "results")
     assert (DOCS / "results.md").read_text(encoding="utf-8") == expected, (
-        "docs/results.md is out of date with bench/results/*.json: run python scripts/gen_results.py")
+        "docs/results.md is out of date with bench/results/*.json: run python scripts/gen_results.py"
+    )

@@ -92,8 +92,9 @@ def stale_flags(argv: list[str]) -> list[str]:
 
 
 README_COMMANDS = readme_commands(README.read_text())
-NAMED_PROGRAMS = sorted(set(re.findall(r"(?<![\w/-])(?:\.venv/bin/)?(prism-[a-z-]+[a-z])", README.read_text()))
-                        - {"prism-rl"})  # the project's own name
+NAMED_PROGRAMS = sorted(
+    set(re.findall(r"(?<![\w/-])(?:\.venv/bin/)?(prism-[a-z-]+[a-z])", README.read_text())) - {"prism-rl"}
+)  # the project's own name
 
 
 def test_readme_commands_are_found():
@@ -155,8 +156,11 @@ def test_short_readme_commands_run(tmp_path):
 
     evaluate = next(argv for _, argv in README_COMMANDS if _subcommand(argv) == "eval" and "--task" not in argv)
     report = tmp_path / "report"
-    evaluate = _with_values(evaluate, {"--data": str(data), "--out": str(report)},
-                            extra=("--device", "cpu", "--no-progress-bar", "--videos", "0"))
+    evaluate = _with_values(
+        evaluate,
+        {"--data": str(data), "--out": str(report)},
+        extra=("--device", "cpu", "--no-progress-bar", "--videos", "0"),
+    )
     code, text = run_main(evaluate[0], evaluate[1:])
     assert code == 0, text
     specs = [argv for flag, argv in zip(evaluate, evaluate[1:]) if flag == "--model"]

@@ -44,12 +44,17 @@ def _train(argv: list[str], command: str) -> int:
         summary = train_bc(cfg)
     except KeyboardInterrupt:
         saved = step_checkpoints(cfg.out)
-        where = f"checkpoint saved in {saved[-1][1]}; resume with the same command plus --resume" if saved \
+        where = (
+            f"checkpoint saved in {saved[-1][1]}; resume with the same command plus --resume"
+            if saved
             else "no checkpoint was saved yet"
+        )
         print(f"prism-vla: interrupted; {where}", file=sys.stderr)
         return 130
-    print(f"trained {summary['steps']} steps on {summary['samples']} samples ({', '.join(summary['tasks'])}); "
-          f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f} per token -> {cfg.out}")
+    print(
+        f"trained {summary['steps']} steps on {summary['samples']} samples ({', '.join(summary['tasks'])}); "
+        f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f} per token -> {cfg.out}"
+    )
     return 0
 
 
@@ -62,9 +67,11 @@ def _post_train(argv: list[str], command: str) -> int:
     except KeyboardInterrupt:
         print(f"prism-vla: {interrupted_message(cfg.out)}", file=sys.stderr)
         return 130
-    print(f"{summary['episodes']} online episodes on {summary['task']} with reward {summary['reward']}: evaluation "
-          f"success {summary['start_eval_success']:.0%} -> {summary['final_eval_success']:.0%} "
-          f"(best {summary['best_eval_success']:.0%}) -> {cfg.out} (curve.csv, curve.png)")
+    print(
+        f"{summary['episodes']} online episodes on {summary['task']} with reward {summary['reward']}: evaluation "
+        f"success {summary['start_eval_success']:.0%} -> {summary['final_eval_success']:.0%} "
+        f"(best {summary['best_eval_success']:.0%}) -> {cfg.out} (curve.csv, curve.png)"
+    )
     return 0
 
 

@@ -103,21 +103,24 @@ class VLAConfig:
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"VLAConfig.cameras must be non-empty and distinct, got {self.cameras}")
         if not self.text_encoder.startswith("sentence:"):
-            raise ValueError(f"VLAConfig.text_encoder must be 'sentence:minilm' or 'sentence:<local dir>', "
-                             f"got {self.text_encoder!r}")
+            raise ValueError(
+                f"VLAConfig.text_encoder must be 'sentence:minilm' or 'sentence:<local dir>', got {self.text_encoder!r}"
+            )
         if self.image_size < 16:
             raise ValueError(f"VLAConfig.image_size must be >= 16, got {self.image_size}")
         if not 1 <= self.execute_steps <= self.chunk_size:
-            raise ValueError(f"VLAConfig.execute_steps must be in [1, chunk_size={self.chunk_size}], "
-                             f"got {self.execute_steps}")
+            raise ValueError(
+                f"VLAConfig.execute_steps must be in [1, chunk_size={self.chunk_size}], got {self.execute_steps}"
+            )
         if self.num_bins < 2:
             raise ValueError(f"VLAConfig.num_bins must be >= 2, got {self.num_bins}")
         if self.act_mode not in ACT_MODES:
             raise ValueError(f"VLAConfig.act_mode must be one of {ACT_MODES}, got {self.act_mode!r}")
         n = len(self.proprio_names)
         if len(self.proprio_mean) != n or len(self.proprio_std) != n or len(self.proprio_indices) != n:
-            raise ValueError(f"VLAConfig.proprio_indices/proprio_mean/proprio_std need {n} values (one per "
-                             "proprio_names)")
+            raise ValueError(
+                f"VLAConfig.proprio_indices/proprio_mean/proprio_std need {n} values (one per proprio_names)"
+            )
         if any(i < 0 for i in self.proprio_indices):
             raise ValueError("VLAConfig.proprio_indices must be >= 0")
         if any(s <= 0 for s in self.proprio_std):
@@ -145,8 +148,10 @@ class VLAConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> VLAConfig:
         if data.get("policy_type") != POLICY_TYPE:
-            raise ValueError(f"{source}: not a VLA policy config (policy_type is {data.get('policy_type')!r}, "
-                             f"expected {POLICY_TYPE!r})")
+            raise ValueError(
+                f"{source}: not a VLA policy config (policy_type is {data.get('policy_type')!r}, "
+                f"expected {POLICY_TYPE!r})"
+            )
         return dataclass_from_dict(cls, data, source)
 
     @classmethod

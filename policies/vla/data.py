@@ -61,8 +61,10 @@ class BCData:
 def proprio_indices_of(state_names: Sequence[str] | None, source: str) -> tuple[int, ...]:
     """Positions of :data:`PROPRIO_NAMES` in a dataset's ``observation.state`` names."""
     if not state_names:
-        raise ValueError(f"{source}: observation.state has no names; the VLA needs to know which entries are "
-                         f"the joint positions and gripper width ({', '.join(PROPRIO_NAMES)})")
+        raise ValueError(
+            f"{source}: observation.state has no names; the VLA needs to know which entries are "
+            f"the joint positions and gripper width ({', '.join(PROPRIO_NAMES)})"
+        )
     missing = [n for n in PROPRIO_NAMES if n not in state_names]
     if missing:
         raise ValueError(f"{source}: observation.state lacks {missing} (the VLA reads {list(PROPRIO_NAMES)})")
@@ -79,7 +81,7 @@ def action_chunks(actions: np.ndarray, n_samples: int, chunk_size: int) -> tuple
         valid = n_samples - h
         if valid <= 0:
             break
-        chunks[:valid, h] = actions[h: h + valid]
+        chunks[:valid, h] = actions[h : h + valid]
         mask[:valid, h] = True
     return chunks, mask
 
@@ -95,8 +97,10 @@ def progress_gain_weights(progress_per_episode: Sequence[np.ndarray], chunk_size
         gains.append(np.clip(phi[ahead] - phi[t], 0.0, None))
     total = np.concatenate(gains) if gains else np.zeros(0)
     if total.size == 0 or not np.isfinite(total).all() or total.mean() <= 0:
-        raise ValueError("progress weighting: no chunk in the data makes progress (every Φ(t+H) − Φ(t) <= 0 "
-                         "or not finite), so every RA-BC weight would be 0")
+        raise ValueError(
+            "progress weighting: no chunk in the data makes progress (every Φ(t+H) − Φ(t) <= 0 "
+            "or not finite), so every RA-BC weight would be 0"
+        )
     mean = total.mean()
     return [(g / mean).astype(np.float32) for g in gains]
 
@@ -124,8 +128,10 @@ def read_progress_sidecar(path: str | Path, column: str | None) -> tuple[dict[in
         elif not phis and "progress_sparse" in names:
             column = "progress_sparse"
         else:
-            raise ValueError(f"--progress {path}: choose the model column with --progress-column (found "
-                             f"{phis or 'no phi.* or progress_sparse column'})")
+            raise ValueError(
+                f"--progress {path}: choose the model column with --progress-column (found "
+                f"{phis or 'no phi.* or progress_sparse column'})"
+            )
     elif column not in names:
         raise ValueError(f"--progress-column {column!r} is not in {path} (columns: {names})")
     ep = table["episode_index"].to_numpy()
@@ -139,8 +145,9 @@ def read_progress_sidecar(path: str | Path, column: str | None) -> tuple[dict[in
     return out, column
 
 
-def _sidecar_progress(sidecar: dict[int, tuple[np.ndarray, np.ndarray]], episode: int, length: int,
-                      path: str) -> np.ndarray:
+def _sidecar_progress(
+    sidecar: dict[int, tuple[np.ndarray, np.ndarray]], episode: int, length: int, path: str
+) -> np.ndarray:
     if episode not in sidecar or len(sidecar[episode][0]) == 0:
         raise ValueError(f"--progress {path} has no finite Φ for episode {episode}")
     frames, phi = sidecar[episode]
@@ -179,13 +186,16 @@ def load_bc_data(
         state_feature = ds.features.get(STATE_KEY, {})
         ds_indices = proprio_indices_of(state_feature.get("names"), source)
         if indices is not None and ds_indices != indices:
-            raise ValueError(f"{source}: proprioception sits at {ds_indices} in observation.state, but at {indices} "
-                             "in the datasets before it")
+            raise ValueError(
+                f"{source}: proprioception sits at {ds_indices} in observation.state, but at {indices} "
+                "in the datasets before it"
+            )
         indices = ds_indices
         action_names = (ds.features.get("action") or {}).get("names")
         if action_names is not None and tuple(action_names) != ACTION_NAMES:
-            raise ValueError(f"{source}: actions are {list(action_names)}; the VLA predicts ee_delta actions "
-                             f"{list(ACTION_NAMES)}")
+            raise ValueError(
+                f"{source}: actions are {list(action_names)}; the VLA predicts ee_delta actions {list(ACTION_NAMES)}"
+            )
         present = [c for c in cameras if c in ds.cameras]
         if not present:
             raise ValueError(f"{source}: has cameras {ds.cameras}, none of --cameras {list(cameras)}")
@@ -212,8 +222,10 @@ def load_bc_data(
                 if sidecar is not None:
                     phis.append(_sidecar_progress(sidecar, ep.episode_index, ep.length, str(progress[k])))
                 elif ep.progress is None:
-                    raise ValueError(f"{source}: episode {ep.episode_index} has no ground-truth progress column; give "
-                                     "a reward model's sidecar with --progress (prism-reward eval writes progress.parquet)")
+                    raise ValueError(
+                        f"{source}: episode {ep.episode_index} has no ground-truth progress column; give "
+                        "a reward model's sidecar with --progress (prism-reward eval writes progress.parquet)"
+                    )
                 else:
                     phis.append(np.asarray(ep.progress, dtype=np.float64))
     if not actions:
@@ -224,12 +236,25 @@ def load_bc_data(
     else:
         weights = torch.ones(n_total)
     return BCData(
-        images=torch.cat(images), view_mask=torch.cat(masks), proprio=torch.cat(proprio),
-        text_index=torch.cat(text_index), instructions=list(instructions), actions=torch.cat(actions),
-        chunk_mask=torch.cat(chunk_masks), weights=weights.float(), episode_progress=phis,
-        proprio_indices=indices, tasks=sorted(tasks),
+        images=torch.cat(images),
+        view_mask=torch.cat(masks),
+        proprio=torch.cat(proprio),
+        text_index=torch.cat(text_index),
+        instructions=list(instructions),
+        actions=torch.cat(actions),
+        chunk_mask=torch.cat(chunk_masks),
+        weights=weights.float(),
+        episode_progress=phis,
+        proprio_indices=indices,
+        tasks=sorted(tasks),
     )
 
 
-__all__ = ["BCData", "action_chunks", "load_bc_data", "progress_gain_weights", "proprio_indices_of",
-           "read_progress_sidecar"]
+__all__ = [
+    "BCData",
+    "action_chunks",
+    "load_bc_data",
+    "progress_gain_weights",
+    "proprio_indices_of",
+    "read_progress_sidecar",
+]

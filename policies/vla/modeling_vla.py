@@ -111,8 +111,12 @@ class VLA(nn.Module):
         self.register_buffer("proprio_std", torch.tensor(config.proprio_std, dtype=torch.float32), persistent=False)
         h = config.hidden_dim
         self.trunk = nn.Sequential(
-            nn.Linear(v * d + v + 2 * d, h), nn.GELU(), nn.LayerNorm(h),
-            nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h),
+            nn.Linear(v * d + v + 2 * d, h),
+            nn.GELU(),
+            nn.LayerNorm(h),
+            nn.Linear(h, h),
+            nn.GELU(),
+            nn.LayerNorm(h),
             nn.Linear(h, config.chunk_size * config.action_dim * config.num_bins),
         )
 
@@ -124,8 +128,9 @@ class VLA(nn.Module):
         """(B, sentence dim) frozen sentence embeddings (cached per instruction by the encoder)."""
         return self.sentence_encoder.encode(list(texts)).to(self.device)
 
-    def forward(self, images: torch.Tensor, view_mask: torch.Tensor, proprio: torch.Tensor,
-                sentences: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, view_mask: torch.Tensor, proprio: torch.Tensor, sentences: torch.Tensor
+    ) -> torch.Tensor:
         """images (B, V, 3, S, S) uint8 or float in [0, 255]; view_mask (B, V) bool (at least one
         view per row); proprio (B, P) raw; sentences (B, sentence dim). Returns (B, H, A, K) logits."""
         b, v = view_mask.shape
@@ -194,8 +199,10 @@ class VLAPolicy:
         state = np.asarray(obs.get("state", np.zeros(0)), dtype=np.float32)
         batched = state.ndim == 2
         if state.ndim not in (1, 2) or state.shape[-1] < self.state_dim:
-            raise ValueError(f"obs['state'] has shape {state.shape}; the VLA policy reads its first {self.state_dim} "
-                             "entries (joint positions and gripper width)")
+            raise ValueError(
+                f"obs['state'] has shape {state.shape}; the VLA policy reads its first {self.state_dim} "
+                "entries (joint positions and gripper width)"
+            )
         states = state if batched else state[None]
         views = {c: (np.asarray(img) if batched else np.asarray(img)[None]) for c, img in pixels.items()}
         size = self.image_size if self.config.backbone_kind == "conv" else None
@@ -225,9 +232,14 @@ class VLAPolicy:
             actions = actions.unsqueeze(0)
         c = self.config
         if tuple(actions.shape[1:]) != (c.chunk_size, c.action_dim):
-            raise ValueError(f"action chunk has shape {tuple(actions.shape[1:])}, expected "
-                             f"({c.chunk_size}, {c.action_dim})")
-        m = None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool), device=self.device).view(-1, c.chunk_size)
+            raise ValueError(
+                f"action chunk has shape {tuple(actions.shape[1:])}, expected ({c.chunk_size}, {c.action_dim})"
+            )
+        m = (
+            None
+            if mask is None
+            else torch.as_tensor(np.asarray(mask, dtype=bool), device=self.device).view(-1, c.chunk_size)
+        )
         out = token_log_prob(logits, actions, m)
         return out[0] if single else out
 
@@ -291,8 +303,9 @@ class VLAPolicy:
 # -- checkpoints ------------------------------------------------------------------------------
 
 
-def save_vla(model: VLA, path: str | os.PathLike, overwrite: bool = True,
-             extra_files: Mapping[str, bytes] | None = None) -> Path:
+def save_vla(
+    model: VLA, path: str | os.PathLike, overwrite: bool = True, extra_files: Mapping[str, bytes] | None = None
+) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (+ ``extra_files``) into the directory ``path``
     atomically: it appears complete or not at all."""
     from safetensors.torch import save_model
@@ -313,8 +326,9 @@ def load_vla_module(path: str | os.PathLike, map_location: str = "cpu") -> VLA:
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    path = require_checkpoint_files(path, "VLA", (CONFIG_NAME, WEIGHTS_NAME),
-                                    hints={WEIGHTS_NAME: " (has training saved a checkpoint yet?)"})
+    path = require_checkpoint_files(
+        path, "VLA", (CONFIG_NAME, WEIGHTS_NAME), hints={WEIGHTS_NAME: " (has training saved a checkpoint yet?)"}
+    )
     config = VLAConfig.from_json(path / CONFIG_NAME)
     if config.backbone_kind != "conv" and config.backbone_config is None:
         raise ValueError(f"{path / CONFIG_NAME}: backbone {config.backbone!r} but no backbone_config")
@@ -324,8 +338,10 @@ def load_vla_module(path: str | os.PathLike, map_location: str = "cpu") -> VLA:
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise ValueError(f"{path / WEIGHTS_NAME}: corrupt or incompatible VLA weights ({exc})") from exc
     if missing or unexpected:
-        raise ValueError(f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}: missing "
-                         f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        raise ValueError(
+            f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}: missing "
+            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
     return model.eval()
 
 
@@ -335,5 +351,13 @@ def load_vla(path: str | os.PathLike, device: str | torch.device = "auto") -> VL
     return VLAPolicy(load_vla_module(path), device=device, path=path)
 
 
-__all__ = ["VLA", "VLAPolicy", "action_to_tokens", "load_vla", "load_vla_module", "save_vla",
-           "token_log_prob", "tokens_to_action"]
+__all__ = [
+    "VLA",
+    "VLAPolicy",
+    "action_to_tokens",
+    "load_vla",
+    "load_vla_module",
+    "save_vla",
+    "token_log_prob",
+    "tokens_to_action",
+]

@@ -31,13 +31,29 @@ from policies.shaping import RewardSpec, ShapedRewardVecEnv, make_potential
 from policies.vla.modeling_vla import VLAPolicy, action_to_tokens
 
 
-def make_online_env(policy: VLAPolicy, task: str, reward: str, n_envs: int, gamma: float, device: str = "cpu",
-                    vec_env: str = "dummy", success_reward: float = 1.0) -> ShapedRewardVecEnv:
+def make_online_env(
+    policy: VLAPolicy,
+    task: str,
+    reward: str,
+    n_envs: int,
+    gamma: float,
+    device: str = "cpu",
+    vec_env: str = "dummy",
+    success_reward: float = 1.0,
+) -> ShapedRewardVecEnv:
     """``n_envs`` sim envs rendering the policy's cameras, under the shaping wrapper of ``reward``."""
     spec = RewardSpec.parse(reward)
     potential = make_potential(spec, n_envs, device=device)
-    venv = make_vec_env(n_envs, 0, vec_env=vec_env, task=task, obs_mode="pixels", cameras=policy.cameras,
-                        image_size=policy.image_size, reward_cameras=tuple(getattr(potential, "cameras", ())))
+    venv = make_vec_env(
+        n_envs,
+        0,
+        vec_env=vec_env,
+        task=task,
+        obs_mode="pixels",
+        cameras=policy.cameras,
+        image_size=policy.image_size,
+        reward_cameras=tuple(getattr(potential, "cameras", ())),
+    )
     return ShapedRewardVecEnv(venv, potential, gamma=gamma, naive=spec.naive, success_reward=success_reward)
 
 
@@ -109,18 +125,24 @@ class DecisionBatch:
     def obs(self, rows: np.ndarray | slice) -> dict[str, Any]:
         """The policy observation of some rows (batched)."""
         tasks = np.asarray(self.tasks, dtype=object)[rows]
-        return {"state": self.states[rows], "pixels": {c: v[rows] for c, v in self.images.items()},
-                "task": [str(t) for t in tasks]}
+        return {
+            "state": self.states[rows],
+            "pixels": {c: v[rows] for c, v in self.images.items()},
+            "task": [str(t) for t in tasks],
+        }
 
 
-def collect(venv: ShapedRewardVecEnv, policy: VLAPolicy, group_seeds: Sequence[int], group_size: int,
-            temperature: float) -> list[Episode]:
+def collect(
+    venv: ShapedRewardVecEnv, policy: VLAPolicy, group_seeds: Sequence[int], group_size: int, temperature: float
+) -> list[Episode]:
     """One episode per env: ``group_size`` consecutive envs start from each seed of ``group_seeds``.
     Chunks are sampled at ``temperature`` (0: the deterministic chunk)."""
     n = venv.num_envs
     if len(group_seeds) * group_size != n:
-        raise ValueError(f"{len(group_seeds)} groups x {group_size} episodes need {len(group_seeds) * group_size} "
-                         f"envs, the env has {n}")
+        raise ValueError(
+            f"{len(group_seeds)} groups x {group_size} episodes need {len(group_seeds) * group_size} "
+            f"envs, the env has {n}"
+        )
     seeds = [int(s) for s in group_seeds for _ in range(group_size)]
     set_reset_seeds(venv, seeds)
     obs = venv.reset()
@@ -134,12 +156,20 @@ def collect(venv: ShapedRewardVecEnv, policy: VLAPolicy, group_seeds: Sequence[i
         need = [i for i in range(n) if active[i] and not queues[i]]
         if need:
             rows = np.asarray(need)
-            batch = {"state": np.asarray(obs["state"])[rows], "pixels": {c: np.asarray(obs[c])[rows] for c in cameras},
-                     "task": [tasks[i] for i in need]}
+            batch = {
+                "state": np.asarray(obs["state"])[rows],
+                "pixels": {c: np.asarray(obs[c])[rows] for c in cameras},
+                "task": [tasks[i] for i in need],
+            }
             chunks = policy.sample(batch, temperature) if temperature > 0 else policy.predict_chunk(batch)
             for k, i in enumerate(need):
-                episodes[i].decisions.append(Decision(images={c: batch["pixels"][c][k].copy() for c in cameras},
-                                                      state=batch["state"][k].copy(), chunk=chunks[k]))
+                episodes[i].decisions.append(
+                    Decision(
+                        images={c: batch["pixels"][c][k].copy() for c in cameras},
+                        state=batch["state"][k].copy(),
+                        chunk=chunks[k],
+                    )
+                )
                 queues[i] = list(chunks[k][: policy.config.execute_steps])
         actions = np.zeros((n, action_dim), dtype=np.float32)
         for i in np.flatnonzero(active):
@@ -182,9 +212,16 @@ def to_batch(episodes: Sequence[Episode], gamma: float, chunk_size: int) -> Deci
             returns.append(per_decision[j])
             episode.append(e)
             index.append(j)
-    return DecisionBatch(images={c: np.stack(v) for c, v in images.items()}, states=np.stack(states), tasks=tasks,
-                         chunks=np.stack(chunks).astype(np.float32), mask=np.stack(masks),
-                         returns=np.asarray(returns), episode=np.asarray(episode), index=np.asarray(index))
+    return DecisionBatch(
+        images={c: np.stack(v) for c, v in images.items()},
+        states=np.stack(states),
+        tasks=tasks,
+        chunks=np.stack(chunks).astype(np.float32),
+        mask=np.stack(masks),
+        returns=np.asarray(returns),
+        episode=np.asarray(episode),
+        index=np.asarray(index),
+    )
 
 
 def group_relative_advantages(batch: DecisionBatch, episodes: Sequence[Episode]) -> np.ndarray:
@@ -207,11 +244,13 @@ def group_relative_advantages(batch: DecisionBatch, episodes: Sequence[Episode])
 
 def summarise(episodes: Sequence[Episode]) -> dict[str, float]:
     """True success rate, final progress and the reward model's mean shaped return of a collection."""
-    return {"success_rate": float(np.mean([ep.success for ep in episodes])),
-            "final_progress": float(np.mean([ep.final_progress for ep in episodes])),
-            "shaped_return": float(np.mean([ep.shaped_return for ep in episodes])),
-            "length": float(np.mean([ep.length for ep in episodes])),
-            "episodes": len(episodes)}
+    return {
+        "success_rate": float(np.mean([ep.success for ep in episodes])),
+        "final_progress": float(np.mean([ep.final_progress for ep in episodes])),
+        "shaped_return": float(np.mean([ep.shaped_return for ep in episodes])),
+        "length": float(np.mean([ep.length for ep in episodes])),
+        "episodes": len(episodes),
+    }
 
 
 def masked_token_log_probs(logits: torch.Tensor, chunks: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -230,9 +269,23 @@ def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor)
 
 
 def describe(stats: Mapping[str, float]) -> str:
-    return (f"success {stats['success_rate']:.0%}, final progress {stats['final_progress']:.2f}, "
-            f"shaped return {stats['shaped_return']:.2f}")
+    return (
+        f"success {stats['success_rate']:.0%}, final progress {stats['final_progress']:.2f}, "
+        f"shaped return {stats['shaped_return']:.2f}"
+    )
 
 
-__all__ = ["Decision", "DecisionBatch", "Episode", "collect", "describe", "group_relative_advantages",
-           "make_online_env", "masked_token_log_probs", "set_reset_seeds", "summarise", "to_batch", "token_kl"]
+__all__ = [
+    "Decision",
+    "DecisionBatch",
+    "Episode",
+    "collect",
+    "describe",
+    "group_relative_advantages",
+    "make_online_env",
+    "masked_token_log_probs",
+    "set_reset_seeds",
+    "summarise",
+    "to_batch",
+    "token_kl",
+]

@@ -48,13 +48,20 @@ def evaluate_vla(args: Any) -> dict:
     def make_env() -> gym.Env:
         return EpisodeStartHook(sim.make(task, cameras=policy.cameras, image_size=size), policy)
 
-    report = rollout_figures(args, task, policy, policy.act, make_env,
-                             Path(args.run) / "eval" / "videos" / f"eval_{task}.mp4", size=size)
-    report.update({
-        "task": task, "reward": "none (imitation)", "algo": policy.config.model_id, "checkpoint": str(args.run),
-        "seed": args.seed, "deterministic": bool(args.deterministic),
-        "recorded_to": str(args.record) if args.record is not None else None,
-    })
+    report = rollout_figures(
+        args, task, policy, policy.act, make_env, Path(args.run) / "eval" / "videos" / f"eval_{task}.mp4", size=size
+    )
+    report.update(
+        {
+            "task": task,
+            "reward": "none (imitation)",
+            "algo": policy.config.model_id,
+            "checkpoint": str(args.run),
+            "seed": args.seed,
+            "deterministic": bool(args.deterministic),
+            "recorded_to": str(args.record) if args.record is not None else None,
+        }
+    )
     path = atomic_write_json(Path(args.run) / "eval" / f"eval_{task}.json", report)
     return {**report, "report_path": str(path)}
 

@@ -119,9 +119,18 @@ class BCConfig:
 
 
 NUMERIC_RANGES = {
-    "image_size": "[16, 1024]", "chunk_size": "[1, 256]", "execute_steps": "[1, 256]", "embed_dim": "[1, 8192]",
-    "hidden_dim": "[1, 65536]", "steps": "[1, inf)", "batch_size": "[1, inf)", "lr": "(0, 1]",
-    "weight_decay": "[0, inf)", "augment_shift": "[0, 64]", "save_every": "[1, inf)", "log_every": "[1, inf)",
+    "image_size": "[16, 1024]",
+    "chunk_size": "[1, 256]",
+    "execute_steps": "[1, 256]",
+    "embed_dim": "[1, 8192]",
+    "hidden_dim": "[1, 65536]",
+    "steps": "[1, inf)",
+    "batch_size": "[1, inf)",
+    "lr": "(0, 1]",
+    "weight_decay": "[0, inf)",
+    "augment_shift": "[0, 64]",
+    "save_every": "[1, inf)",
+    "log_every": "[1, inf)",
     "seed": "[0, inf)",
 }
 RESUME_MAY_CHANGE = {"steps", "resume", "overwrite", "progress_bar", "device", "save_every", "log_every"}
@@ -137,7 +146,9 @@ def validate(cfg: BCConfig) -> None:
         raise ValueError(f"--execute-steps ({cfg.execute_steps}) must be <= --chunk-size ({cfg.chunk_size})")
     parse_vla_backbone(cfg.backbone)
     if not cfg.text_encoder.startswith("sentence:"):
-        raise ValueError(f"--text-encoder must be 'sentence:minilm' or 'sentence:<local dir>', got {cfg.text_encoder!r}")
+        raise ValueError(
+            f"--text-encoder must be 'sentence:minilm' or 'sentence:<local dir>', got {cfg.text_encoder!r}"
+        )
     if not parse_cameras(cfg.cameras):
         raise ValueError("--cameras: give at least one camera")
     if cfg.progress and cfg.weighting != "progress":
@@ -162,8 +173,10 @@ def _check_resumable(cfg: BCConfig) -> None:
     now = _config_json(cfg)
     for key, value in now.items():
         if key not in RESUME_MAY_CHANGE and key != "out" and saved.get(key) != value:
-            raise ValueError(f"--resume: --{key.replace('_', '-')} is {value!r} but the run in {cfg.out} used "
-                             f"{saved.get(key)!r}; give the same options (only {sorted(RESUME_MAY_CHANGE)} may change)")
+            raise ValueError(
+                f"--resume: --{key.replace('_', '-')} is {value!r} but the run in {cfg.out} used "
+                f"{saved.get(key)!r}; give the same options (only {sorted(RESUME_MAY_CHANGE)} may change)"
+            )
 
 
 def step_checkpoints(out: Path) -> list[tuple[int, Path]]:
@@ -181,11 +194,19 @@ def step_checkpoints(out: Path) -> list[tuple[int, Path]]:
 def _model_config(cfg: BCConfig, data: BCData) -> VLAConfig:
     proprio = data.proprio.numpy().astype(np.float64)
     return VLAConfig(
-        cameras=parse_cameras(cfg.cameras), image_size=cfg.image_size, backbone=cfg.backbone,
-        freeze_backbone=cfg.freeze_backbone, text_encoder=cfg.text_encoder, embed_dim=cfg.embed_dim,
-        hidden_dim=cfg.hidden_dim, proprio_indices=data.proprio_indices,
-        proprio_mean=tuple(proprio.mean(0)), proprio_std=tuple(np.maximum(proprio.std(0), 1e-3)),
-        chunk_size=cfg.chunk_size, execute_steps=cfg.execute_steps, act_mode=cfg.act_mode,
+        cameras=parse_cameras(cfg.cameras),
+        image_size=cfg.image_size,
+        backbone=cfg.backbone,
+        freeze_backbone=cfg.freeze_backbone,
+        text_encoder=cfg.text_encoder,
+        embed_dim=cfg.embed_dim,
+        hidden_dim=cfg.hidden_dim,
+        proprio_indices=data.proprio_indices,
+        proprio_mean=tuple(proprio.mean(0)),
+        proprio_std=tuple(np.maximum(proprio.std(0), 1e-3)),
+        chunk_size=cfg.chunk_size,
+        execute_steps=cfg.execute_steps,
+        act_mode=cfg.act_mode,
         model_id=f"vla-{'rabc' if cfg.weighting == 'progress' else 'bc'}",
     )
 
@@ -197,8 +218,8 @@ def _random_shift(images: torch.Tensor, shift: int, generator: torch.Generator) 
     padded = torch.nn.functional.pad(flat, (shift, shift, shift, shift), mode="replicate")
     dx = torch.randint(0, 2 * shift + 1, (n * v,), generator=generator)
     dy = torch.randint(0, 2 * shift + 1, (n * v,), generator=generator)
-    rows = (dy.view(-1, 1) + torch.arange(h).view(1, -1))  # (NV, H)
-    cols = (dx.view(-1, 1) + torch.arange(w).view(1, -1))  # (NV, W)
+    rows = dy.view(-1, 1) + torch.arange(h).view(1, -1)  # (NV, H)
+    cols = dx.view(-1, 1) + torch.arange(w).view(1, -1)  # (NV, W)
     idx = torch.arange(n * v).view(-1, 1, 1)
     out = padded.permute(0, 2, 3, 1)[idx, rows.unsqueeze(-1), cols.unsqueeze(1)].permute(0, 3, 1, 2)
     return out.reshape(n, v, c, h, w)
@@ -212,15 +233,26 @@ def _lr_at(cfg: BCConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress))))
 
 
-def batch_loss(model: VLA, data: BCData, idx: torch.Tensor, sentences: torch.Tensor, device: torch.device,
-               shift: int = 0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_loss(
+    model: VLA,
+    data: BCData,
+    idx: torch.Tensor,
+    sentences: torch.Tensor,
+    device: torch.device,
+    shift: int = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted per-token NLL of the batch ``idx`` and its token accuracy (greedy token = demo token)."""
     images = data.images[idx]
     if shift > 0:
         images = _random_shift(images, shift, generator)
     mask = data.chunk_mask[idx].to(device)
-    logits = model(images.to(device), data.view_mask[idx].to(device), data.proprio[idx].to(device),
-                   sentences[data.text_index[idx]].to(device))
+    logits = model(
+        images.to(device),
+        data.view_mask[idx].to(device),
+        data.proprio[idx].to(device),
+        sentences[data.text_index[idx]].to(device),
+    )
     actions = data.actions[idx].to(device)
     tokens_per_sample = mask.sum(1).clamp_min(1) * actions.shape[-1]
     nll = -token_log_prob(logits, actions, mask) / tokens_per_sample
@@ -241,8 +273,12 @@ def save_checkpoint(model: VLA, out: Path, step: int, trainer_state: dict) -> No
     top-level weights replaced, and all but the newest :data:`KEEP_CHECKPOINTS` removed."""
     buffer = io.BytesIO()
     torch.save(trainer_state, buffer)
-    save_vla(model, out / CHECKPOINTS_DIR / f"step_{step:08d}", overwrite=True,
-             extra_files={TRAINER_STATE_NAME: buffer.getvalue()})
+    save_vla(
+        model,
+        out / CHECKPOINTS_DIR / f"step_{step:08d}",
+        overwrite=True,
+        extra_files={TRAINER_STATE_NAME: buffer.getvalue()},
+    )
     from safetensors.torch import save
 
     # The top-level policy: config.json never changes after the start, so replacing the weights
@@ -281,8 +317,16 @@ def train_bc(cfg: BCConfig) -> dict:
     elif out.exists() and not cfg.overwrite:
         raise FileExistsError(f"--out {out} already exists; pass --resume to continue it or --overwrite to replace it")
     device = resolve_device(cfg.device)
-    data = load_bc_data(cfg.data, parse_cameras(cfg.cameras), cfg.image_size, cfg.chunk_size, cfg.weighting,
-                        cfg.progress, cfg.progress_column, progress_bar=cfg.progress_bar)
+    data = load_bc_data(
+        cfg.data,
+        parse_cameras(cfg.cameras),
+        cfg.image_size,
+        cfg.chunk_size,
+        cfg.weighting,
+        cfg.progress,
+        cfg.progress_column,
+        progress_bar=cfg.progress_bar,
+    )
     if cfg.resume:
         model_config = VLAConfig.from_json(out / CONFIG_NAME)
         model, state, start = restore_checkpoint(out, model_config, device)
@@ -325,7 +369,7 @@ def train_bc(cfg: BCConfig) -> dict:
             losses.append(float(loss.detach()))
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                recent = float(np.mean(losses[-cfg.log_every:]))
+                recent = float(np.mean(losses[-cfg.log_every :]))
                 writer.add_scalar("train/loss", recent, step)
                 writer.add_scalar("train/token_accuracy", float(accuracy), step)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
@@ -342,9 +386,13 @@ def train_bc(cfg: BCConfig) -> dict:
         writer.close()
     model.eval()
     summary = {
-        "steps": step, "samples": len(data), "instructions": data.instructions, "tasks": data.tasks,
-        "weighting": cfg.weighting, "first_loss": float(np.mean(losses[: cfg.log_every])) if losses else None,
-        "final_loss": float(np.mean(losses[-cfg.log_every:])) if losses else None,
+        "steps": step,
+        "samples": len(data),
+        "instructions": data.instructions,
+        "tasks": data.tasks,
+        "weighting": cfg.weighting,
+        "first_loss": float(np.mean(losses[: cfg.log_every])) if losses else None,
+        "final_loss": float(np.mean(losses[-cfg.log_every :])) if losses else None,
         "zero_weight_fraction": float((data.weights == 0).float().mean()),
         "seconds_this_session": round(time.time() - started, 1),
     }
@@ -352,5 +400,12 @@ def train_bc(cfg: BCConfig) -> dict:
     return summary
 
 
-__all__ = ["BCConfig", "batch_loss", "restore_checkpoint", "save_checkpoint", "step_checkpoints", "train_bc",
-           "validate"]
+__all__ = [
+    "BCConfig",
+    "batch_loss",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "step_checkpoints",
+    "train_bc",
+    "validate",
+]

@@ -152,10 +152,24 @@ class DPOConfig(OnlineConfig):
 
 
 NUMERIC_RANGES = {
-    "episodes": "[1, inf)", "groups": "[1, inf)", "group_size": "[2, inf)", "temperature": "(0, inf)",
-    "gamma": "(0, 1]", "lr": "(0, 1]", "success_reward": "[0, inf)", "eval_every": "[1, inf)",
-    "eval_episodes": "[1, inf)", "seed": "[0, 100000]", "epochs": "[1, inf)", "minibatch": "[1, inf)",
-    "clip": "(0, 1)", "kl_coef": "[0, inf)", "target_kl": "[0, inf)", "beta": "(0, inf)", "dpo_steps": "[1, inf)", "pairs_per_step": "[1, inf)",
+    "episodes": "[1, inf)",
+    "groups": "[1, inf)",
+    "group_size": "[2, inf)",
+    "temperature": "(0, inf)",
+    "gamma": "(0, 1]",
+    "lr": "(0, 1]",
+    "success_reward": "[0, inf)",
+    "eval_every": "[1, inf)",
+    "eval_episodes": "[1, inf)",
+    "seed": "[0, 100000]",
+    "epochs": "[1, inf)",
+    "minibatch": "[1, inf)",
+    "clip": "(0, 1)",
+    "kl_coef": "[0, inf)",
+    "target_kl": "[0, inf)",
+    "beta": "(0, inf)",
+    "dpo_steps": "[1, inf)",
+    "pairs_per_step": "[1, inf)",
 }
 RESUME_MAY_CHANGE = {"episodes", "resume", "overwrite", "progress_bar", "device", "vec_env", "eval_every"}
 
@@ -185,8 +199,10 @@ def _check_resumable(cfg: OnlineConfig) -> None:
     saved = json.loads(path.read_text())
     for key, value in _config_json(cfg).items():
         if key not in RESUME_MAY_CHANGE and saved.get(key) != value:
-            raise ValueError(f"--resume: --{key.replace('_', '-')} is {value!r} but the run in {cfg.out} used "
-                             f"{saved.get(key)!r}; give the same options (only {sorted(RESUME_MAY_CHANGE)} may change)")
+            raise ValueError(
+                f"--resume: --{key.replace('_', '-')} is {value!r} but the run in {cfg.out} used "
+                f"{saved.get(key)!r}; give the same options (only {sorted(RESUME_MAY_CHANGE)} may change)"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,16 +214,27 @@ def _tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(x, device=device)
 
 
-def ppo_update(policy: VLAPolicy, reference: VLAPolicy, optimizer: torch.optim.Optimizer, batch: DecisionBatch,
-               advantages: np.ndarray, cfg: RLConfig, generator: torch.Generator) -> dict[str, float]:
+def ppo_update(
+    policy: VLAPolicy,
+    reference: VLAPolicy,
+    optimizer: torch.optim.Optimizer,
+    batch: DecisionBatch,
+    advantages: np.ndarray,
+    cfg: RLConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
     """Token-level clipped surrogate + KL anchor over ``cfg.epochs`` passes (module docstring)."""
     dev = policy.device
     chunks, mask = _tensor(batch.chunks, dev), _tensor(batch.mask, dev)
     adv = _tensor(advantages.astype(np.float32), dev)
     rows_all = np.arange(len(batch))
     with torch.no_grad():
-        old = torch.cat([masked_token_log_probs(policy.logits(batch.obs(r)), chunks[r], mask[r])
-                         for r in np.array_split(rows_all, max(1, math.ceil(len(batch) / cfg.minibatch)))])
+        old = torch.cat(
+            [
+                masked_token_log_probs(policy.logits(batch.obs(r)), chunks[r], mask[r])
+                for r in np.array_split(rows_all, max(1, math.ceil(len(batch) / cfg.minibatch)))
+            ]
+        )
     stats: dict[str, list[float]] = {"policy_loss": [], "kl": [], "clip_fraction": [], "approx_kl": []}
     epochs = 0
     for _ in range(cfg.epochs):
@@ -216,7 +243,7 @@ def ppo_update(policy: VLAPolicy, reference: VLAPolicy, optimizer: torch.optim.O
         epochs += 1
         order = torch.randperm(len(batch), generator=generator).numpy()
         for start in range(0, len(batch), cfg.minibatch):
-            rows = order[start: start + cfg.minibatch]
+            rows = order[start : start + cfg.minibatch]
             obs = batch.obs(rows)
             logits = policy.logits(obs)
             logp = masked_token_log_probs(logits, chunks[rows], mask[rows])
@@ -238,7 +265,9 @@ def ppo_update(policy: VLAPolicy, reference: VLAPolicy, optimizer: torch.optim.O
             with torch.no_grad():  # (ρ − 1) − log ρ: a low-variance, non-negative estimate of KL(π_old ‖ π)
                 log_ratio = (logp - old[rows]) * m
                 stats["approx_kl"].append(float(((log_ratio.exp() - 1 - log_ratio) * m).sum() / m.sum().clamp(min=1)))
-            stats["clip_fraction"].append(float((((ratio - 1).abs() > cfg.clip).float() * m).sum() / m.sum().clamp(min=1)))
+            stats["clip_fraction"].append(
+                float((((ratio - 1).abs() > cfg.clip).float() * m).sum() / m.sum().clamp(min=1))
+            )
     return {**{k: float(np.mean(v)) for k, v in stats.items()}, "epochs": epochs}
 
 
@@ -263,14 +292,23 @@ def _episode_log_probs(policy: VLAPolicy, batch: DecisionBatch, episodes: np.nda
     """(n_episodes,) log π of each listed episode's executed tokens (others 0), differentiable."""
     rows = np.flatnonzero(np.isin(batch.episode, episodes))
     dev = policy.device
-    logp = masked_token_log_probs(policy.logits(batch.obs(rows)), _tensor(batch.chunks[rows], dev),
-                                  _tensor(batch.mask[rows], dev)).sum(dim=(1, 2))
+    logp = masked_token_log_probs(
+        policy.logits(batch.obs(rows)), _tensor(batch.chunks[rows], dev), _tensor(batch.mask[rows], dev)
+    ).sum(dim=(1, 2))
     out = torch.zeros(n_episodes, device=dev, dtype=logp.dtype)
     return out.index_add(0, _tensor(batch.episode[rows], dev), logp)
 
 
-def dpo_update(policy: VLAPolicy, reference: VLAPolicy, optimizer: torch.optim.Optimizer, batch: DecisionBatch,
-               pairs: list[tuple[int, int]], n_episodes: int, cfg: DPOConfig, rng: np.random.Generator) -> dict[str, float]:
+def dpo_update(
+    policy: VLAPolicy,
+    reference: VLAPolicy,
+    optimizer: torch.optim.Optimizer,
+    batch: DecisionBatch,
+    pairs: list[tuple[int, int]],
+    n_episodes: int,
+    cfg: DPOConfig,
+    rng: np.random.Generator,
+) -> dict[str, float]:
     """``cfg.dpo_steps`` DPO steps on ``pairs`` of this round's episodes (module docstring)."""
     if not pairs:
         return {"dpo_loss": float("nan"), "reward_margin": float("nan"), "pairs": 0}
@@ -309,8 +347,17 @@ def evaluate(venv, policy: VLAPolicy, cfg: OnlineConfig) -> dict[str, float]:
     return summarise(episodes)
 
 
-CURVE_FIELDS = ("iteration", "episodes", "env_steps", "train_success", "train_final_progress", "train_shaped_return",
-                "eval_success", "eval_final_progress", "seconds")
+CURVE_FIELDS = (
+    "iteration",
+    "episodes",
+    "env_steps",
+    "train_success",
+    "train_final_progress",
+    "train_shaped_return",
+    "eval_success",
+    "eval_final_progress",
+    "seconds",
+)
 
 
 def _write_curve(out: Path, curve: list[dict]) -> None:
@@ -328,10 +375,17 @@ def _plot_curve(out: Path, curve: list[dict], title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ev = [r for r in curve if r.get("eval_success") is not None]
-    ax.plot([r["episodes"] for r in ev], [100 * r["eval_success"] for r in ev], "o-", label="evaluation (deterministic)")
+    ax.plot(
+        [r["episodes"] for r in ev], [100 * r["eval_success"] for r in ev], "o-", label="evaluation (deterministic)"
+    )
     tr = [r for r in curve if r.get("train_success") is not None]
-    ax.plot([r["episodes"] for r in tr], [100 * r["train_success"] for r in tr], ".--", alpha=0.6,
-            label="training rollouts (sampled)")
+    ax.plot(
+        [r["episodes"] for r in tr],
+        [100 * r["train_success"] for r in tr],
+        ".--",
+        alpha=0.6,
+        label="training rollouts (sampled)",
+    )
     ax.set(xlabel="online episodes", ylabel="true success (%)", ylim=(-2, 102), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -353,14 +407,22 @@ def train_online(cfg: OnlineConfig) -> dict:
         raise FileExistsError(f"--out {out} already exists; pass --resume to continue it or --overwrite to replace it")
     device = resolve_device(cfg.device)
     reference = VLAPolicy(load_vla_module(cfg.init).requires_grad_(False), device=device, path=cfg.init)
-    model, state, iteration = (restore_checkpoint(out, reference.config, device) if cfg.resume else (None, {}, 0))
+    model, state, iteration = restore_checkpoint(out, reference.config, device) if cfg.resume else (None, {}, 0)
     if model is None:
         model = load_vla_module(cfg.init)
     policy = VLAPolicy(model, device=device, path=out)
     per_iteration = cfg.groups * cfg.group_size
     # The envs (and the reward model they load) before anything is written: a bad spec leaves no folder.
-    venv = make_online_env(policy, sim.resolve_task(cfg.task), cfg.reward, per_iteration, cfg.gamma,
-                           device=str(device), vec_env=cfg.vec_env, success_reward=cfg.success_reward)
+    venv = make_online_env(
+        policy,
+        sim.resolve_task(cfg.task),
+        cfg.reward,
+        per_iteration,
+        cfg.gamma,
+        device=str(device),
+        vec_env=cfg.vec_env,
+        success_reward=cfg.success_reward,
+    )
     if not cfg.resume:
         with atomic_dir(out, overwrite=cfg.overwrite, kind="checkpoint") as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
@@ -372,15 +434,27 @@ def train_online(cfg: OnlineConfig) -> dict:
     curve: list[dict] = list(state.get("curve", []))
     done = int(state.get("episodes", 0))
     env_steps = int(curve[-1].get("env_steps", 0)) if curve else 0
-    bar = tqdm(total=cfg.episodes, initial=min(done, cfg.episodes), desc=f"prism-vla {algorithm}", unit="episode",
-               disable=not cfg.progress_bar)
+    bar = tqdm(
+        total=cfg.episodes,
+        initial=min(done, cfg.episodes),
+        desc=f"prism-vla {algorithm}",
+        unit="episode",
+        disable=not cfg.progress_bar,
+    )
     started = time.time()
     earlier_seconds = float(curve[-1]["seconds"]) if curve else 0.0  # wall time of the sessions before a resume
     try:
         if not curve:
             first = evaluate(venv, policy, cfg)
-            curve.append({"iteration": 0, "episodes": 0, "eval_success": first["success_rate"],
-                          "eval_final_progress": first["final_progress"], "seconds": 0.0})
+            curve.append(
+                {
+                    "iteration": 0,
+                    "episodes": 0,
+                    "eval_success": first["success_rate"],
+                    "eval_final_progress": first["final_progress"],
+                    "seconds": 0.0,
+                }
+            )
             bar.write(f"[{algorithm}] start: evaluation {describe(first)}")
         while done < cfg.episodes:
             iteration += 1
@@ -391,46 +465,80 @@ def train_online(cfg: OnlineConfig) -> dict:
             episodes = collect(venv, policy, seeds, cfg.group_size, cfg.temperature)
             batch = to_batch(episodes, cfg.gamma, policy.config.chunk_size)
             if isinstance(cfg, RLConfig):
-                update = ppo_update(policy, reference, optimizer, batch, group_relative_advantages(batch, episodes),
-                                    cfg, generator)
+                update = ppo_update(
+                    policy, reference, optimizer, batch, group_relative_advantages(batch, episodes), cfg, generator
+                )
             else:
                 pairs = preference_pairs(episodes, cfg.ranking, rng)
                 update = dpo_update(policy, reference, optimizer, batch, pairs, len(episodes), cfg, rng)
             done += len(episodes)
             env_steps += sum(ep.length for ep in episodes)
             stats = summarise(episodes)
-            row = {"iteration": iteration, "episodes": done, "env_steps": env_steps, "train_success": stats["success_rate"],
-                   "train_final_progress": stats["final_progress"], "train_shaped_return": stats["shaped_return"],
-                   "seconds": round(earlier_seconds + time.time() - started, 1), **update}
+            row = {
+                "iteration": iteration,
+                "episodes": done,
+                "env_steps": env_steps,
+                "train_success": stats["success_rate"],
+                "train_final_progress": stats["final_progress"],
+                "train_shaped_return": stats["shaped_return"],
+                "seconds": round(earlier_seconds + time.time() - started, 1),
+                **update,
+            }
             if iteration % cfg.eval_every == 0 or done >= cfg.episodes:
                 ev = evaluate(venv, policy, cfg)
                 row.update(eval_success=ev["success_rate"], eval_final_progress=ev["final_progress"])
             curve.append(row)
-            save_checkpoint(policy.model, out, iteration, {"optimizer": optimizer.state_dict(), "curve": curve,
-                                                           "episodes": done})
+            save_checkpoint(
+                policy.model, out, iteration, {"optimizer": optimizer.state_dict(), "curve": curve, "episodes": done}
+            )
             _write_curve(out, curve)
             bar.update(min(len(episodes), cfg.episodes - bar.n))
-            bar.set_postfix(train=f"{stats['success_rate']:.0%}",
-                            eval=f"{row['eval_success']:.0%}" if "eval_success" in row else "-")
+            bar.set_postfix(
+                train=f"{stats['success_rate']:.0%}",
+                eval=f"{row['eval_success']:.0%}" if "eval_success" in row else "-",
+            )
     finally:
         bar.close()
         venv.close()
     _plot_curve(out, curve, f"prism-vla {algorithm}: {cfg.task}, reward {cfg.reward}")
     evals = [r for r in curve if r.get("eval_success") is not None]
-    summary = {"algorithm": algorithm, "task": sim.resolve_task(cfg.task), "reward": cfg.reward,
-               "episodes": done, "iterations": iteration, "start_eval_success": evals[0]["eval_success"],
-               "final_eval_success": evals[-1]["eval_success"], "best_eval_success": max(r["eval_success"] for r in evals),
-               "eval_episodes": cfg.eval_episodes, "env_steps": env_steps,
-               "seconds": curve[-1]["seconds"] if curve else 0.0, "curve": curve}
+    summary = {
+        "algorithm": algorithm,
+        "task": sim.resolve_task(cfg.task),
+        "reward": cfg.reward,
+        "episodes": done,
+        "iterations": iteration,
+        "start_eval_success": evals[0]["eval_success"],
+        "final_eval_success": evals[-1]["eval_success"],
+        "best_eval_success": max(r["eval_success"] for r in evals),
+        "eval_episodes": cfg.eval_episodes,
+        "env_steps": env_steps,
+        "seconds": curve[-1]["seconds"] if curve else 0.0,
+        "curve": curve,
+    }
     atomic_write_json(out / "summary.json", summary)
     return summary
 
 
 def interrupted_message(out: Path) -> str:
     saved = step_checkpoints(out)
-    return (f"interrupted; iteration {saved[-1][0]} is saved in {saved[-1][1]}; resume with the same command plus "
-            "--resume") if saved else "interrupted before the first iteration finished; nothing to resume"
+    return (
+        (
+            f"interrupted; iteration {saved[-1][0]} is saved in {saved[-1][1]}; resume with the same command plus "
+            "--resume"
+        )
+        if saved
+        else "interrupted before the first iteration finished; nothing to resume"
+    )
 
 
-__all__ = ["DPOConfig", "OnlineConfig", "RLConfig", "dpo_update", "interrupted_message", "ppo_update",
-           "preference_pairs", "train_online"]
+__all__ = [
+    "DPOConfig",
+    "OnlineConfig",
+    "RLConfig",
+    "dpo_update",
+    "interrupted_message",
+    "ppo_update",
+    "preference_pairs",
+    "train_online",
+]

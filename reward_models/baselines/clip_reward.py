@@ -98,8 +98,12 @@ class CLIPRewardModel(EpisodeScorer, ProgressModel):
         pp = getattr(self.clip.visual, "preprocess_cfg", {}) or {}
         size = pp.get("size", getattr(self.clip.visual, "image_size", 224))
         self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
-        self._mean = torch.tensor(pp.get("mean", (0.48145466, 0.4578275, 0.40821073)), device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(pp.get("std", (0.26862954, 0.26130258, 0.27577711)), device=self.device).view(1, 3, 1, 1)
+        self._mean = torch.tensor(pp.get("mean", (0.48145466, 0.4578275, 0.40821073)), device=self.device).view(
+            1, 3, 1, 1
+        )
+        self._std = torch.tensor(pp.get("std", (0.26862954, 0.26130258, 0.27577711)), device=self.device).view(
+            1, 3, 1, 1
+        )
         self._text_cache: dict[str, Any] = {}
         self._baseline = self._embed_texts([config.baseline_prompt])[0]
         self.model_id = f"clip:{name}"
@@ -127,7 +131,13 @@ class CLIPRewardModel(EpisodeScorer, ProgressModel):
         th, tw = self.image_size
         h, w = x.shape[-2:]
         scale = max(th / h, tw / w)
-        x = F.interpolate(x, size=(max(th, round(h * scale)), max(tw, round(w * scale))), mode="bicubic", align_corners=False, antialias=True)
+        x = F.interpolate(
+            x,
+            size=(max(th, round(h * scale)), max(tw, round(w * scale))),
+            mode="bicubic",
+            align_corners=False,
+            antialias=True,
+        )
         top, left = (x.shape[-2] - th) // 2, (x.shape[-1] - tw) // 2
         x = x[..., top : top + th, left : left + tw].clamp(0, 1)
         x = (x - self._mean) / self._std
@@ -173,7 +183,9 @@ class CLIPRewardModel(EpisodeScorer, ProgressModel):
             raise ValueError(f"CLIP calibration range is empty (r_low={lo}, r_high={hi})")
         return lo, hi
 
-    def calibrate(self, episodes: Iterable[tuple[Mapping[str, np.ndarray], str]], batch_size: int = 64) -> tuple[float, float]:
+    def calibrate(
+        self, episodes: Iterable[tuple[Mapping[str, np.ndarray], str]], batch_size: int = 64
+    ) -> tuple[float, float]:
         """Set the online (r_low, r_high) to the min / max reward seen over recorded episodes."""
         lows, highs = [], []
         for frames, task in episodes:
@@ -195,7 +207,9 @@ class CLIPRewardModel(EpisodeScorer, ProgressModel):
 
     def hop_from_embeddings(self, before, after, tasks, start=None, goal=None) -> np.ndarray:
         tasks = list(tasks)
-        return hop_from_progress(self.progress_from_embeddings(before, tasks), self.progress_from_embeddings(after, tasks))
+        return hop_from_progress(
+            self.progress_from_embeddings(before, tasks), self.progress_from_embeddings(after, tasks)
+        )
 
     def episode_rewards(self, frames: Mapping[str, np.ndarray], task: str, batch_size: int = 64) -> np.ndarray:
         views = image_views(frames, self.cameras)

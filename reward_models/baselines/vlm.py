@@ -106,7 +106,9 @@ class VLMBackend:
             if n_slots != len(imgs):
                 raise ValueError(f"prompt has {n_slots} image slots but {len(imgs)} images were given")
         texts = [
-            self.processor.apply_chat_template([{"role": "user", "content": list(c)}], add_generation_prompt=True, tokenize=False)
+            self.processor.apply_chat_template(
+                [{"role": "user", "content": list(c)}], add_generation_prompt=True, tokenize=False
+            )
             for c in contents
         ]
         pil = [[self._prepare_image(im) for im in imgs] for imgs in images]
@@ -144,7 +146,9 @@ class GVLProgressModel(EpisodeScorer, ProgressModel):
 
     def __init__(self, path: str | Path, device: str = "auto", config: GVLConfig | None = None) -> None:
         self.cfg = config or GVLConfig()
-        self.backend = VLMBackend(path, device=device, max_new_tokens=self.cfg.max_new_tokens, max_pixels=self.cfg.max_pixels)
+        self.backend = VLMBackend(
+            path, device=device, max_new_tokens=self.cfg.max_new_tokens, max_pixels=self.cfg.max_pixels
+        )
         self.model_id = f"vlm:{self.backend.path.name}"
         self.stats = ParseStats()
 
@@ -158,19 +162,27 @@ class GVLProgressModel(EpisodeScorer, ProgressModel):
     @staticmethod
     def episode_prompt(task: str, n: int) -> Content:
         content: Content = [
-            {"type": "text", "text": (
-                "You are an expert roboticist tasked to predict task completion percentages for frames "
-                f"of a robot attempting the task: {task}.\nThe task completion percentages are between 0 "
-                "and 100, where 100 corresponds to full task completion. The frames below are shown in "
-                "random order.\nInitial robot scene (0% complete): "
-            )},
+            {
+                "type": "text",
+                "text": (
+                    "You are an expert roboticist tasked to predict task completion percentages for frames "
+                    f"of a robot attempting the task: {task}.\nThe task completion percentages are between 0 "
+                    "and 100, where 100 corresponds to full task completion. The frames below are shown in "
+                    "random order.\nInitial robot scene (0% complete): "
+                ),
+            },
             {"type": "image"},
         ]
         for k in range(n):
             content += [{"type": "text", "text": f"\nFrame {k + 1}: "}, {"type": "image"}]
-        content.append({"type": "text", "text": (
-            f"\nFor each of the {n} frames, answer one line 'Frame <number>: <percent>%' and nothing else."
-        )})
+        content.append(
+            {
+                "type": "text",
+                "text": (
+                    f"\nFor each of the {n} frames, answer one line 'Frame <number>: <percent>%' and nothing else."
+                ),
+            }
+        )
         return content
 
     def score_episode(self, frames: Mapping[str, np.ndarray], task: str, batch_size: int = 16) -> EpisodeProgress:
@@ -179,7 +191,9 @@ class GVLProgressModel(EpisodeScorer, ProgressModel):
         idx = even_indices(T, self.cfg.max_frames)
         rng = np.random.default_rng(self.cfg.seed)
         order = rng.permutation(len(idx))  # order[k] = which sampled frame is shown as "Frame k+1"
-        answer = self.backend.generate([self.episode_prompt(task, len(idx))], [[video[0]] + [video[idx[o]] for o in order]])[0]
+        answer = self.backend.generate(
+            [self.episode_prompt(task, len(idx))], [[video[0]] + [video[idx[o]] for o in order]]
+        )[0]
         parsed = parse_frame_percents(answer, len(idx))
         values = np.full(len(idx), np.nan)
         failures = 0
@@ -198,7 +212,10 @@ class GVLProgressModel(EpisodeScorer, ProgressModel):
         return [
             {"type": "text", "text": f"A robot is attempting the task: {task}.\nCurrent scene: "},
             {"type": "image"},
-            {"type": "text", "text": "\nWhat percentage of the task is complete (0-100)? Answer with one number followed by %."},
+            {
+                "type": "text",
+                "text": "\nWhat percentage of the task is complete (0-100)? Answer with one number followed by %.",
+            },
         ]
 
     def encode(self, obs: Observation) -> np.ndarray:
@@ -224,7 +241,13 @@ class GVLProgressModel(EpisodeScorer, ProgressModel):
         return hop_from_progress(self._progress(np.asarray(before), tasks), self._progress(np.asarray(after), tasks))
 
     def config(self) -> dict[str, Any]:  # type: ignore[override]
-        return {**super().config(), "kind": "vlm-gvl", "path": str(self.backend.path), **asdict(self.cfg), **self.stats.as_dict()}
+        return {
+            **super().config(),
+            "kind": "vlm-gvl",
+            "path": str(self.backend.path),
+            **asdict(self.cfg),
+            **self.stats.as_dict(),
+        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,21 +288,31 @@ class RubricProgressModel(EpisodeScorer, ProgressModel):
         self.cfg = config or RubricConfig()
         if not 1 <= self.cfg.fallback_score <= 5:
             raise ValueError(f"fallback_score must be in 1..5, got {self.cfg.fallback_score}")
-        self.backend = VLMBackend(path, device=device, max_new_tokens=self.cfg.max_new_tokens, max_pixels=self.cfg.max_pixels)
+        self.backend = VLMBackend(
+            path, device=device, max_new_tokens=self.cfg.max_new_tokens, max_pixels=self.cfg.max_pixels
+        )
         self.model_id = f"vlm-rubric:{self.backend.path.name}"
         self.stats = ParseStats()
 
     @staticmethod
     def clip_prompt(task: str, n_frames: int) -> Content:
-        content: Content = [{"type": "text", "text": (
-            f"Here are {n_frames} frames, in temporal order, of a robot attempting the task: {task}.\n"
-        )}]
+        content: Content = [
+            {
+                "type": "text",
+                "text": (f"Here are {n_frames} frames, in temporal order, of a robot attempting the task: {task}.\n"),
+            }
+        ]
         for k in range(n_frames):
             content += [{"type": "text", "text": f"Frame {k + 1}: "}, {"type": "image"}, {"type": "text", "text": "\n"}]
-        content.append({"type": "text", "text": (
-            "Rate how well the task was accomplished at the end of the clip using this rubric:\n"
-            f"{RUBRIC}\nAnswer with 'ANSWER: <score>' where <score> is 1, 2, 3, 4 or 5."
-        )})
+        content.append(
+            {
+                "type": "text",
+                "text": (
+                    "Rate how well the task was accomplished at the end of the clip using this rubric:\n"
+                    f"{RUBRIC}\nAnswer with 'ANSWER: <score>' where <score> is 1, 2, 3, 4 or 5."
+                ),
+            }
+        )
         return content
 
     def _score_clips(self, clips: Sequence[np.ndarray], tasks: Sequence[str], batch_size: int) -> np.ndarray:
@@ -330,4 +363,10 @@ class RubricProgressModel(EpisodeScorer, ProgressModel):
         return hop_from_progress(b, a)
 
     def config(self) -> dict[str, Any]:  # type: ignore[override]
-        return {**super().config(), "kind": "vlm-rubric", "path": str(self.backend.path), **asdict(self.cfg), **self.stats.as_dict()}
+        return {
+            **super().config(),
+            "kind": "vlm-rubric",
+            "path": str(self.backend.path),
+            **asdict(self.cfg),
+            **self.stats.as_dict(),
+        }

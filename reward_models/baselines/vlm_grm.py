@@ -65,13 +65,16 @@ def build_prompt(task: str) -> Content:
     """The released GRM user turn with 8 image slots (see module docstring for the layout)."""
     t = f"`{task}`"
     return [
-        {"type": "text", "text": (
-            "\nYou are a rigorous, impartial vision evaluator for robot task progress. Your job is to judge "
-            "whether the AFTER image set moves closer to the task objective than the BEFORE image set, using "
-            "the provided reference examples only as anchors.\n\n<Task>\n" + t + "\n\n"
-            "REFERENCE EXAMPLES (for visual anchoring only; not necessarily this run's actual START/END):\n"
-            "- REFERENCE START — Robot Front Image (task just starting): "
-        )},
+        {
+            "type": "text",
+            "text": (
+                "\nYou are a rigorous, impartial vision evaluator for robot task progress. Your job is to judge "
+                "whether the AFTER image set moves closer to the task objective than the BEFORE image set, using "
+                "the provided reference examples only as anchors.\n\n<Task>\n" + t + "\n\n"
+                "REFERENCE EXAMPLES (for visual anchoring only; not necessarily this run's actual START/END):\n"
+                "- REFERENCE START — Robot Front Image (task just starting): "
+            ),
+        },
         {"type": "image"},
         {"type": "text", "text": "\n- REFERENCE END — Robot Front Image (task fully completed): "},
         {"type": "image"},
@@ -87,43 +90,46 @@ def build_prompt(task: str) -> Content:
         {"type": "image"},
         {"type": "text", "text": "\nAFTER Robot Right Wrist Image: "},
         {"type": "image"},
-        {"type": "text", "text": (
-            "\n\nGoal\nCompare the BEFORE and AFTER three-view sets and judge whether AFTER moves closer to "
-            "accomplishing the task than BEFORE, using the REFERENCE START/END images as conceptual anchors.\n\n"
-            "Progress Estimation (no formulas)\n"
-            "1) Calibrate using the references:\n"
-            "   - REFERENCE START = “just beginning”; REFERENCE END = “fully completed.”\n"
-            "   - Visually estimate how far BEFORE and AFTER are along this START→END continuum.\n"
-            "2) Direction:\n"
-            "   - AFTER better than BEFORE → positive score.\n"
-            "   - AFTER worse than BEFORE → negative score.\n"
-            "   - Essentially the same → 0.\n"
-            "3) Normalize to an integer percentage in [-100%, +100%]:\n"
-            "   - For improvements, scale the improvement relative to what remained from BEFORE to END.\n"
-            "   - For regressions, scale the deterioration relative to how far BEFORE had progressed from START.\n"
-            "   - Clip to [-100%, +100%] and round to the nearest integer percent.\n\n"
-            "Evaluation Criteria (apply across all three views)\n"
-            "1) Task Alignment: Evidence directly tied to " + t + ".\n"
-            "2) Completeness & Accuracy: Correct pose, contact, placement, orientation, grasp quality, absence "
-            "of collisions, stability, etc.\n"
-            "3) View-Specific Evidence & Consistency:\n"
-            "   - Use the **Front** view for global layout, object pose, approach path, end-state geometry, and "
-            "scene-level constraints.\n"
-            "   - Use the **Left/Right Wrist** views to inspect **fine-grained gripper state** (finger closure, "
-            "contact location/area, slippage, wedge/misalignment, object deformation, cable/wire/cloth "
-            "entanglement, unintended contact, occluded collisions).\n"
-            "   - When views disagree, prioritize the view that provides **decisive cues** for the criterion at "
-            "hand. In particular, wrist views often **override** for grasp/contact validity and safety.\n"
-            "   - If any single view shows a failure that invalidates success (e.g., mis-grasp, collision, "
-            "unsafe/unstable pose), let that override when judging progress.\n"
-            "4) Ignore Irrelevant Factors: Lighting, color shifts, background clutter, or UI/watermarks that "
-            "don't affect task success.\n"
-            "5) Ambiguity: If evidence is genuinely inconclusive or conflicting without decisive cues, treat "
-            "progress as unchanged → 0%.\n\n"
-            "Output Format (STRICT)\n"
-            "Return ONLY one line containing the score wrapped in <score> tags, as an integer percentage with a "
-            "percent sign:\n<score>+NN%</score>  or  <score>-NN%</score>  or  <score>0%</score>\n"
-        )},
+        {
+            "type": "text",
+            "text": (
+                "\n\nGoal\nCompare the BEFORE and AFTER three-view sets and judge whether AFTER moves closer to "
+                "accomplishing the task than BEFORE, using the REFERENCE START/END images as conceptual anchors.\n\n"
+                "Progress Estimation (no formulas)\n"
+                "1) Calibrate using the references:\n"
+                "   - REFERENCE START = “just beginning”; REFERENCE END = “fully completed.”\n"
+                "   - Visually estimate how far BEFORE and AFTER are along this START→END continuum.\n"
+                "2) Direction:\n"
+                "   - AFTER better than BEFORE → positive score.\n"
+                "   - AFTER worse than BEFORE → negative score.\n"
+                "   - Essentially the same → 0.\n"
+                "3) Normalize to an integer percentage in [-100%, +100%]:\n"
+                "   - For improvements, scale the improvement relative to what remained from BEFORE to END.\n"
+                "   - For regressions, scale the deterioration relative to how far BEFORE had progressed from START.\n"
+                "   - Clip to [-100%, +100%] and round to the nearest integer percent.\n\n"
+                "Evaluation Criteria (apply across all three views)\n"
+                "1) Task Alignment: Evidence directly tied to " + t + ".\n"
+                "2) Completeness & Accuracy: Correct pose, contact, placement, orientation, grasp quality, absence "
+                "of collisions, stability, etc.\n"
+                "3) View-Specific Evidence & Consistency:\n"
+                "   - Use the **Front** view for global layout, object pose, approach path, end-state geometry, and "
+                "scene-level constraints.\n"
+                "   - Use the **Left/Right Wrist** views to inspect **fine-grained gripper state** (finger closure, "
+                "contact location/area, slippage, wedge/misalignment, object deformation, cable/wire/cloth "
+                "entanglement, unintended contact, occluded collisions).\n"
+                "   - When views disagree, prioritize the view that provides **decisive cues** for the criterion at "
+                "hand. In particular, wrist views often **override** for grasp/contact validity and safety.\n"
+                "   - If any single view shows a failure that invalidates success (e.g., mis-grasp, collision, "
+                "unsafe/unstable pose), let that override when judging progress.\n"
+                "4) Ignore Irrelevant Factors: Lighting, color shifts, background clutter, or UI/watermarks that "
+                "don't affect task success.\n"
+                "5) Ambiguity: If evidence is genuinely inconclusive or conflicting without decisive cues, treat "
+                "progress as unchanged → 0%.\n\n"
+                "Output Format (STRICT)\n"
+                "Return ONLY one line containing the score wrapped in <score> tags, as an integer percentage with a "
+                "percent sign:\n<score>+NN%</score>  or  <score>-NN%</score>  or  <score>0%</score>\n"
+            ),
+        },
     ]
 
 
@@ -139,8 +145,11 @@ class VLMGRMProgressModel(ProgressModel):
     def __init__(self, path: str | Path, device: str = "auto", config: VLMGRMConfig | None = None) -> None:
         self.cfg = config or VLMGRMConfig()
         self.backend = VLMBackend(
-            path, device=device, max_new_tokens=self.cfg.max_new_tokens,
-            max_pixels=self.cfg.max_pixels, min_pixels=self.cfg.min_pixels,
+            path,
+            device=device,
+            max_new_tokens=self.cfg.max_new_tokens,
+            max_pixels=self.cfg.max_pixels,
+            min_pixels=self.cfg.min_pixels,
         )
         self.model_id = f"vlm-grm:{self.backend.path.name}"
         self.cameras = tuple(self.cfg.cameras) if self.cfg.cameras else None
@@ -171,11 +180,7 @@ class VLMGRMProgressModel(ProgressModel):
             for i in rows:
                 ref_start = start["front"][i] if start is not None else before["front"][i]
                 ref_end = goal["front"][i] if goal is not None else np.full_like(before["front"][i], 128)
-                images.append(
-                    [ref_start, ref_end]
-                    + [before[k][i] for k in SLOTS]
-                    + [after[k][i] for k in SLOTS]
-                )
+                images.append([ref_start, ref_end] + [before[k][i] for k in SLOTS] + [after[k][i] for k in SLOTS])
             answers = self.backend.generate([build_prompt(tasks[i]) for i in rows], images)
             self.n_prompts += len(answers)
             for i, a in zip(rows, answers):
@@ -186,7 +191,10 @@ class VLMGRMProgressModel(ProgressModel):
 
     def config(self) -> dict[str, Any]:  # type: ignore[override]
         return {
-            **super().config(), "kind": "vlm-grm", "path": str(self.backend.path),
+            **super().config(),
+            "kind": "vlm-grm",
+            "path": str(self.backend.path),
             **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.cfg).items()},
-            "prompts": self.n_prompts, **self.stats.as_dict(),
+            "prompts": self.n_prompts,
+            **self.stats.as_dict(),
         }

@@ -86,17 +86,21 @@ def test_striding_and_resizing_on_decode(dopamine_root):
     # The kept frames are the native frames they claim to be (the square moves every frame).
     full = load_dopamine_episode(dopamine_root / "episode_001", max_side=32)
     err = np.abs(full.frames["cam_high"][kept].astype(int) - ep.frames["cam_high"].astype(int)).mean()
-    off_by_one = np.abs(full.frames["cam_high"][[k + 1 for k in kept[:-1]]].astype(int)
-                        - ep.frames["cam_high"][:-1].astype(int)).mean()
+    off_by_one = np.abs(
+        full.frames["cam_high"][[k + 1 for k in kept[:-1]]].astype(int) - ep.frames["cam_high"][:-1].astype(int)
+    ).mean()
     assert err < 1.0 < off_by_one
 
 
-@pytest.mark.parametrize("content, expected", [
-    (["clean the table", "organize the table"], "clean the table"),
-    ({"task_instruction": "clean the table"}, "clean the table"),
-    ({"instruction": "clean the table"}, "clean the table"),
-    ("clean the table", "clean the table"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (["clean the table", "organize the table"], "clean the table"),
+        ({"task_instruction": "clean the table"}, "clean the table"),
+        ({"instruction": "clean the table"}, "clean the table"),
+        ("clean the table", "clean the table"),
+    ],
+)
 def test_instruction_formats(dopamine_root, tmp_path, content, expected):
     root = tmp_path / "other"
     (root / "episode_001").mkdir(parents=True)
@@ -119,15 +123,18 @@ def _copy_episode(dopamine_root, tmp_path, keyframes=None, instruction=INSTRUCTI
     return folder
 
 
-@pytest.mark.parametrize("keyframes, culprit", [
-    ([], "non-empty list"),
-    ({"start_frame_id": 0}, "non-empty list"),
-    ([{"start_frame_id": 0}], "'end_frame_id'"),
-    ([{"start_frame_id": -1, "end_frame_id": 5}], "'start_frame_id'"),
-    ([{"start_frame_id": 9, "end_frame_id": 9}], "must be after"),
-    ([{"start_frame_id": 0, "end_frame_id": 20}, {"start_frame_id": 15, "end_frame_id": 30}], "overlapping"),
-    ([{"start_frame_id": 0, "end_frame_id": 41}], "past the end"),
-])
+@pytest.mark.parametrize(
+    "keyframes, culprit",
+    [
+        ([], "non-empty list"),
+        ({"start_frame_id": 0}, "non-empty list"),
+        ([{"start_frame_id": 0}], "'end_frame_id'"),
+        ([{"start_frame_id": -1, "end_frame_id": 5}], "'start_frame_id'"),
+        ([{"start_frame_id": 9, "end_frame_id": 9}], "must be after"),
+        ([{"start_frame_id": 0, "end_frame_id": 20}, {"start_frame_id": 15, "end_frame_id": 30}], "overlapping"),
+        ([{"start_frame_id": 0, "end_frame_id": 41}], "past the end"),
+    ],
+)
 def test_bad_keyframes_name_the_file_and_field(dopamine_root, tmp_path, keyframes, culprit):
     folder = _copy_episode(dopamine_root, tmp_path, keyframes)
     with pytest.raises(EpisodeSourceError, match=KEYFRAMES_JSON) as info:

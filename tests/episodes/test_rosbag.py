@@ -40,8 +40,15 @@ def write_bag(path, plugin=StoragePlugin.MCAP, n=45, period=33_333_333, backward
             rgb = np.zeros((24, 32, 3), np.uint8)
             rgb[..., 0] = k  # red channel = message number
             data = rgb[..., ::-1] if bgr else rgb
-            msg = Image(header=_hdr(ns), height=24, width=32, encoding="bgr8" if bgr else "rgb8",
-                        is_bigendian=0, step=96, data=np.ascontiguousarray(data).ravel())
+            msg = Image(
+                header=_hdr(ns),
+                height=24,
+                width=32,
+                encoding="bgr8" if bgr else "rgb8",
+                is_bigendian=0,
+                step=96,
+                data=np.ascontiguousarray(data).ravel(),
+            )
             w.write(front, log_ns, TS.serialize_cdr(msg, Image.__msgtype__))
             buf = io.BytesIO()
             PILImage.fromarray(rgb).save(buf, format="PNG")
@@ -49,8 +56,13 @@ def write_bag(path, plugin=StoragePlugin.MCAP, n=45, period=33_333_333, backward
             w.write(wrist, log_ns + 1000, TS.serialize_cdr(cmsg, CImage.__msgtype__))
         for k in range(int(n * period / 10_000_000) + 2):
             ns = T0 + k * 10_000_000
-            js = JointState(header=_hdr(ns), name=["j1", "j2"], position=np.array([k * 0.01, 1.0]),
-                            velocity=np.zeros(2), effort=np.zeros(0))
+            js = JointState(
+                header=_hdr(ns),
+                name=["j1", "j2"],
+                position=np.array([k * 0.01, 1.0]),
+                velocity=np.zeros(2),
+                effort=np.zeros(0),
+            )
             w.write(joints, ns, TS.serialize_cdr(js, JointState.__msgtype__))
     return path
 
@@ -104,6 +116,9 @@ def test_bad_bags_name_the_bag_and_topic(tmp_path):
 def test_topic_names():
     cams = parse_topics("/cam/front/image_raw, side=/x/color/image_raw/compressed, /wrist_camera/image")
     assert [(c.name, c.topic) for c in cams] == [
-        ("front", "/cam/front/image_raw"), ("side", "/x/color/image_raw/compressed"), ("wrist_camera", "/wrist_camera/image")]
+        ("front", "/cam/front/image_raw"),
+        ("side", "/x/color/image_raw/compressed"),
+        ("wrist_camera", "/wrist_camera/image"),
+    ]
     with pytest.raises(ValueError, match="collide"):
         parse_topics("/a/cam/image_raw,/b/cam/image_raw")

@@ -26,8 +26,14 @@ def _frames(T=20, h=32, w=48):
 
 def _episode(T=20, final=1.0, policy="p0"):
     prog = np.linspace(0, final, T).astype(np.float32)
-    return Episode(task="slide", frames={"front": _frames(T), "wrist": _frames(T)[:, ::-1].copy()}, fps=10,
-                   progress=prog, outcome="success" if final == 1.0 else "fail", meta={"policy": policy})
+    return Episode(
+        task="slide",
+        frames={"front": _frames(T), "wrist": _frames(T)[:, ::-1].copy()},
+        fps=10,
+        progress=prog,
+        outcome="success" if final == 1.0 else "fail",
+        meta={"policy": policy},
+    )
 
 
 def test_episode_folder_roundtrip_with_labels_and_fps(tmp_path):

@@ -36,8 +36,15 @@ def test_layer_norm_bounds_how_far_the_critic_extrapolates():
 
 def test_saved_layer_norm_models_load_with_plain_sac_load(tmp_path):
     env = gym.make("Pendulum-v1")
-    model = SAC(LayerNormMlpPolicy, env, policy_kwargs={"net_arch": [16]}, learning_starts=20, batch_size=16,
-                seed=1, device="cpu")
+    model = SAC(
+        LayerNormMlpPolicy,
+        env,
+        policy_kwargs={"net_arch": [16]},
+        learning_starts=20,
+        batch_size=16,
+        seed=1,
+        device="cpu",
+    )
     model.learn(60)
     model.save(tmp_path / "model.zip")
     loaded = SAC.load(tmp_path / "model.zip", device="cpu")
@@ -62,8 +69,9 @@ def test_prism_train_builds_layer_norm_critics_and_resumes_them(tmp_path, obs_mo
     pixels = {"obs": "pixels", "cameras": "front", "image_size": 48} if obs_mode == "pixels" else {}
 
     def config(steps: int, resume: bool) -> RLTrainConfig:
-        return tiny_config(out, steps=steps, resume=resume, eval_every=0, video_every=0, critic_layer_norm=True,
-                           **pixels)
+        return tiny_config(
+            out, steps=steps, resume=resume, eval_every=0, video_every=0, critic_layer_norm=True, **pixels
+        )
 
     train(config(120, resume=False))
     resumed = train(config(180, resume=True))

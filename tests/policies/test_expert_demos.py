@@ -15,8 +15,14 @@ def _buffer(n_envs=2, **kw):
 
 def _add(buffer, reward, demo, rows, n_envs=2):
     for _ in range(rows):
-        args = (np.zeros((n_envs, 3), np.float32), np.zeros((n_envs, 3), np.float32), np.zeros((n_envs, 2), np.float32),
-                np.full(n_envs, reward, np.float32), np.zeros(n_envs), [{} for _ in range(n_envs)])
+        args = (
+            np.zeros((n_envs, 3), np.float32),
+            np.zeros((n_envs, 3), np.float32),
+            np.zeros((n_envs, 2), np.float32),
+            np.full(n_envs, reward, np.float32),
+            np.zeros(n_envs),
+            [{} for _ in range(n_envs)],
+        )
         (buffer.add_demo if demo else buffer.add)(*args)
 
 
@@ -70,9 +76,19 @@ def test_demonstrations_carry_the_runs_own_reward(tmp_path, reward):
     from policies.expert_demos import collect_demonstrations
     from policies.train import build_model, build_train_env
 
-    cfg = RLTrainConfig(task="push", reward=reward, n_envs=2, seed=1, out=tmp_path, max_episode_steps=80,
-                      demo_episodes=3, demo_noise=0.0, obs_stats_steps=0, net_arch=(16, 16),
-                      hyperparams={"buffer_size": 1000})
+    cfg = RLTrainConfig(
+        task="push",
+        reward=reward,
+        n_envs=2,
+        seed=1,
+        out=tmp_path,
+        max_episode_steps=80,
+        demo_episodes=3,
+        demo_noise=0.0,
+        obs_stats_steps=0,
+        net_arch=(16, 16),
+        hyperparams={"buffer_size": 1000},
+    )
     env, shaped = build_train_env(cfg, "cpu")
     try:
         model = build_model(cfg, env, "cpu")
@@ -117,9 +133,19 @@ def test_partial_demonstrations_stop_storing_at_max_progress(tmp_path):
 
     stored = {}
     for reward in ("sparse", "oracle"):
-        cfg = RLTrainConfig(task="push", reward=reward, n_envs=2, seed=1, out=tmp_path / reward, max_episode_steps=60,
-                          demo_episodes=2, demo_noise=0.0, obs_stats_steps=0, net_arch=(16, 16),
-                          hyperparams={"buffer_size": 1000})
+        cfg = RLTrainConfig(
+            task="push",
+            reward=reward,
+            n_envs=2,
+            seed=1,
+            out=tmp_path / reward,
+            max_episode_steps=60,
+            demo_episodes=2,
+            demo_noise=0.0,
+            obs_stats_steps=0,
+            net_arch=(16, 16),
+            hyperparams={"buffer_size": 1000},
+        )
         env, _ = build_train_env(cfg, "cpu")
         try:
             model = build_model(cfg, env, "cpu")
@@ -143,8 +169,17 @@ def test_subprocess_envs_cannot_carry_demonstrations(tmp_path):
     from policies.expert_demos import collect_demonstrations
     from policies.train import build_model, build_train_env
 
-    cfg = RLTrainConfig(task="reach", reward="sparse", n_envs=2, vec_env="subproc", out=tmp_path, demo_episodes=1,
-                      obs_stats_steps=0, net_arch=(8,), hyperparams={"buffer_size": 100})
+    cfg = RLTrainConfig(
+        task="reach",
+        reward="sparse",
+        n_envs=2,
+        vec_env="subproc",
+        out=tmp_path,
+        demo_episodes=1,
+        obs_stats_steps=0,
+        net_arch=(8,),
+        hyperparams={"buffer_size": 100},
+    )
     env, _ = build_train_env(cfg, "cpu")
     try:
         model = build_model(cfg, env, "cpu")
@@ -163,9 +198,19 @@ def _imitation_error_after_updates(tmp_path, bc_weight: float) -> tuple[float, f
     from policies.train import build_model, build_train_env
 
     torch.manual_seed(0)
-    cfg = RLTrainConfig(task="push", reward="oracle", n_envs=2, seed=2, out=tmp_path, demo_episodes=4,
-                      bc_weight=bc_weight, demo_noise=0.0, obs_stats_steps=0, net_arch=(64, 64),
-                      hyperparams={"buffer_size": 1000, "learning_rate": 3e-3})
+    cfg = RLTrainConfig(
+        task="push",
+        reward="oracle",
+        n_envs=2,
+        seed=2,
+        out=tmp_path,
+        demo_episodes=4,
+        bc_weight=bc_weight,
+        demo_noise=0.0,
+        obs_stats_steps=0,
+        net_arch=(64, 64),
+        hyperparams={"buffer_size": 1000, "learning_rate": 3e-3},
+    )
     env, _ = build_train_env(cfg, "cpu")
     try:
         model = build_model(cfg, env, "cpu")

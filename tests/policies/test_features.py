@@ -28,8 +28,14 @@ def _expected(task: str, env) -> np.ndarray:
         return (u.goal_pos - ee) / 0.05
     if task == "push":
         to_target = u.target_pos[:2] - u.block_pos[:2]
-        return np.concatenate([(u.push_point() - ee) / 0.05, to_target / 0.1,
-                               to_target / np.linalg.norm(to_target), (u.block_pos - ee) / 0.05])
+        return np.concatenate(
+            [
+                (u.push_point() - ee) / 0.05,
+                to_target / 0.1,
+                to_target / np.linalg.norm(to_target),
+                (u.block_pos - ee) / 0.05,
+            ]
+        )
     if task == "pickplace":
         return np.concatenate([(u.block_pos - ee) / 0.05, (u.target_pos - u.block_pos) / 0.1])
     return (u.handle_pos - ee) / 0.05
@@ -49,7 +55,7 @@ def test_features_match_the_sims_geometry(task):
         out = extractor(state)
         assert out.shape == (1, extractor.features_dim) == (1, len(obs["state"]) + TASK_FEATURES[task][1])
         # the normalised state comes first, unchanged by the features (mean 0, std 1 here)
-        np.testing.assert_allclose(out[0, :len(obs["state"])].numpy(), np.clip(obs["state"], -10, 10), atol=1e-6)
+        np.testing.assert_allclose(out[0, : len(obs["state"])].numpy(), np.clip(obs["state"], -10, 10), atol=1e-6)
     finally:
         env.close()
 
@@ -58,8 +64,13 @@ def test_bad_inputs_say_what_is_wrong():
     names = state_names("push")
     n = len(names)
     with pytest.raises(ValueError, match="no relative features for task 'nope'"):
-        RelativeFeaturesExtractor(sim.make("push", cameras=()).observation_space["state"], np.zeros(n), np.ones(n),
-                                  task="nope", state_names=names)
+        RelativeFeaturesExtractor(
+            sim.make("push", cameras=()).observation_space["state"],
+            np.zeros(n),
+            np.ones(n),
+            task="nope",
+            state_names=names,
+        )
     space = sim.make("push", cameras=()).observation_space["state"]
     with pytest.raises(ValueError, match="state names for a state of"):
         RelativeFeaturesExtractor(space, np.zeros(n), np.ones(n), task="push", state_names=names[:-1])
@@ -92,8 +103,17 @@ def test_a_trained_policy_with_relative_features_reloads_and_acts_the_same(tmp_p
 
     from test_train_cli import tiny_config
 
-    cfg = tiny_config(tmp_path / "run", task="push", policy_features="relative", obs_stats_steps=200,
-                      max_episode_steps=20, steps=120, eval_every=0, video_every=0, checkpoint_every=0)
+    cfg = tiny_config(
+        tmp_path / "run",
+        task="push",
+        policy_features="relative",
+        obs_stats_steps=200,
+        max_episode_steps=20,
+        steps=120,
+        eval_every=0,
+        video_every=0,
+        checkpoint_every=0,
+    )
     result = train(cfg)
     model = SAC.load(result.model_path, device="cpu")
     extractor = model.policy.actor.features_extractor

@@ -34,8 +34,17 @@ def test_ppo_learns_a_long_chain_with_progress_shaping():
     for name, potential in (("oracle", ProgressInfoPotential(4)),):
         venv = DummyVecEnv([lambda: Monitor(ChainEnv(length=20, max_steps=30, slip=0.1))] * 4)
         env = ShapedRewardVecEnv(venv, potential, gamma=0.95)
-        model = PPO("MlpPolicy", env, gamma=0.95, n_steps=64, batch_size=64, seed=0, learning_rate=3e-3,
-                    policy_kwargs={"net_arch": [32]}, device="cpu")
+        model = PPO(
+            "MlpPolicy",
+            env,
+            gamma=0.95,
+            n_steps=64,
+            batch_size=64,
+            seed=0,
+            learning_rate=3e-3,
+            policy_kwargs={"net_arch": [32]},
+            device="cpu",
+        )
         before = chain_success(model)
         model.learn(6_000)
         results[name] = (before, chain_success(model))
@@ -64,8 +73,10 @@ def test_task_presets_are_read_from_the_shipped_configs_and_are_the_cli_defaults
     package_data = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert PRESET_DIR.parent == Path(policies.__file__).resolve().parent
     shipped_files = sorted(PRESET_DIR.glob("*.yaml"))
-    assert shipped_files and all(any(fnmatch(str(f.relative_to(PRESET_DIR.parent)), pattern)
-                                     for pattern in package_data["policies"]) for f in shipped_files)
+    assert shipped_files and all(
+        any(fnmatch(str(f.relative_to(PRESET_DIR.parent)), pattern) for pattern in package_data["policies"])
+        for f in shipped_files
+    )
     for task, algo in (("reach", "sac"), ("push", "sac"), ("reach", "ppo")):
         shipped = RLTrainConfig.from_yaml(PRESET_DIR / f"{algo}_{task}.yaml")
         assert (shipped.task, shipped.algo) == (task, algo)

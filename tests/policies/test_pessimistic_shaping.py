@@ -60,8 +60,9 @@ def test_pessimistic_is_never_above_plain_and_equal_at_zero():
     np.testing.assert_array_equal(potential_after_one_step(0.0), potential_after_one_step(0.0))
     plain = ModelPotential(BeliefModel(), n=4, cameras=("front",))
     plain.reset(obs([0, 0, 0, 0]), ["t"] * 4)
-    np.testing.assert_array_equal(plain.step(obs([1, 2, 3, 4]), np.zeros(4, dtype=bool), None, None)[0],
-                                  potential_after_one_step(0.0))
+    np.testing.assert_array_equal(
+        plain.step(obs([1, 2, 3, 4]), np.zeros(4, dtype=bool), None, None)[0], potential_after_one_step(0.0)
+    )
     assert (potential_after_one_step(1.0) <= potential_after_one_step(0.0)).all()
 
 
@@ -81,8 +82,12 @@ def test_reward_spec_suffix():
     assert (spec.potential, spec.model_spec, spec.pessimism, spec.naive) == ("model", "grm:ckpt/grm", 0.5, False)
     assert RewardSpec.parse("grm").pessimism == 0.0
     assert RewardSpec.parse("naive-delta:grm+pessimism=2").naive
-    for bad, what in (("oracle+pessimism=1", "reward-model potentials"), ("grm+pessimism=-1", ">= 0"),
-                      ("grm+pessimism=lots", "number"), ("grm+pessimism=nan", "finite")):
+    for bad, what in (
+        ("oracle+pessimism=1", "reward-model potentials"),
+        ("grm+pessimism=-1", ">= 0"),
+        ("grm+pessimism=lots", "number"),
+        ("grm+pessimism=nan", "finite"),
+    ):
         with pytest.raises(ValueError, match=what):
             RewardSpec.parse(bad)
     pot = make_potential(RewardSpec.parse("grm:x+pessimism=1.5"), n=2, model=BeliefModel())

@@ -54,8 +54,9 @@ def test_episode_layout_final_frame_and_labels(push_dataset):
 
 
 def test_outcomes_follow_what_happened(tmp_path):
-    summary = record_episodes(tmp_path / "d", "reach", "partial", episodes=2, seed=0, cameras=("front",),
-                              size=32, progress_bar=False)
+    summary = record_episodes(
+        tmp_path / "d", "reach", "partial", episodes=2, seed=0, cameras=("front",), size=32, progress_bar=False
+    )
     assert summary.outcomes.get("success", 0) == 0
     ds = open_dataset(tmp_path / "d")
     for i in range(2):
@@ -122,8 +123,7 @@ def test_interrupted_recording_leaves_nothing(tmp_path):
             return np.zeros(4, dtype=np.float32)
 
     with pytest.raises(KeyboardInterrupt):
-        record_episodes(tmp_path / "ds", "reach", Crashes(), episodes=3, cameras="front", size=32,
-                        progress_bar=False)
+        record_episodes(tmp_path / "ds", "reach", Crashes(), episodes=3, cameras="front", size=32, progress_bar=False)
     assert list(tmp_path.iterdir()) == []
 
 

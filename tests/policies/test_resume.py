@@ -24,9 +24,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 # A ~1 s run: checkpoints come only from evaluations (checkpoint_every keeps its default, which
 # is far beyond `steps`), and the replay buffer (200 transitions) wraps around.
-TINY = dict(task="reach", algo="sac", reward="oracle", n_envs=2, steps=400, seed=5, max_episode_steps=20,
-            eval_every=50, eval_episodes=1, video_every=0, progress_bar=False, net_arch=[16, 16],
-            obs_stats_steps=100, hyperparams={"learning_starts": 40, "batch_size": 16, "buffer_size": 200})
+TINY = dict(
+    task="reach",
+    algo="sac",
+    reward="oracle",
+    n_envs=2,
+    steps=400,
+    seed=5,
+    max_episode_steps=20,
+    eval_every=50,
+    eval_episodes=1,
+    video_every=0,
+    progress_bar=False,
+    net_arch=[16, 16],
+    obs_stats_steps=100,
+    hyperparams={"learning_starts": 40, "batch_size": 16, "buffer_size": 200},
+)
 
 
 def tiny(out: Path, **kw) -> RLTrainConfig:
@@ -82,7 +95,8 @@ def test_fresh_run_never_inherits_an_old_curve(tmp_path):
     (out / "eval").mkdir(parents=True)
     (out / "config.yaml").write_text(yaml.safe_dump(TINY))
     (out / "eval" / "curve.csv").write_text(
-        "timesteps,success_rate,mean_return,mean_length,mean_final_progress,episodes\n40,1.0,1.0,5,1.0,1\n")
+        "timesteps,success_rate,mean_return,mean_length,mean_final_progress,episodes\n40,1.0,1.0,5,1.0,1\n"
+    )
     result = train(tiny(out, steps=80, eval_every=40))
     assert curve_steps(out) == [40, 80] == [int(r["timesteps"]) for r in result.eval_curve]
 
@@ -96,9 +110,14 @@ def _write_config(tmp_path: Path, **kw) -> Path:
 def _start(args: list[str]) -> subprocess.Popen:
     # SIGINT at its default even when the test run itself was started in the background (a
     # non-interactive shell starts background jobs with SIGINT ignored, and children inherit that).
-    return subprocess.Popen([sys.executable, "-m", "policies.train", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "policies.train", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _signal_after_next_checkpoint(proc: subprocess.Popen, run: Path, sig: int, delay: float) -> tuple[int, str]:
@@ -153,8 +172,11 @@ def test_interrupt_checkpoints_and_exits_cleanly(tmp_path, sig):
     assert rc == 128 + sig, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
-    m = re.fullmatch(r"prism-train: interrupted at step (\d+); checkpoint saved in (\S+); "
-                     r"resume with: prism-train --out (\S+) --resume", lines[0])
+    m = re.fullmatch(
+        r"prism-train: interrupted at step (\d+); checkpoint saved in (\S+); "
+        r"resume with: prism-train --out (\S+) --resume",
+        lines[0],
+    )
     assert m, lines[0]
     step, where = int(m.group(1)), Path(m.group(2))
     assert verify_checkpoint(where)["timesteps"] == step and latest_checkpoint(run) == (where, step)

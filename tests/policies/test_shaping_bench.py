@@ -25,8 +25,15 @@ def test_a_stored_run_is_reused_only_when_trained_with_the_same_settings(tmp_pat
 
     wanted = RLTrainConfig(task="push", reward="oracle", success_reward=2.0, steps=50_000, out=tmp_path / "a")
     # trained by hand: other out, budget, checkpoint cadence, no progress bar -- the same run for the bench
-    by_hand = RLTrainConfig(task="push", reward="oracle", success_reward=2.0, steps=60_000, out=tmp_path / "b",
-                          checkpoint_every=10_000, progress_bar=False)
+    by_hand = RLTrainConfig(
+        task="push",
+        reward="oracle",
+        success_reward=2.0,
+        steps=60_000,
+        out=tmp_path / "b",
+        checkpoint_every=10_000,
+        progress_bar=False,
+    )
     bench.check_same_run(wanted, by_hand, tmp_path)
     other = RLTrainConfig(task="push", reward="oracle", success_reward=1.0, steps=50_000, out=tmp_path / "a")
     with pytest.raises(SystemExit, match="success_reward: run has 1.0, bench asks 2.0"):
@@ -60,8 +67,9 @@ def test_plot_draws_each_reward_in_its_own_colour_with_the_target_lines(tmp_path
 
 
 def _table(grm, oracle, sparse):
-    return bench.summarise({("push", "grm"): [_curve(grm)], ("push", "oracle"): [_curve(oracle)],
-                            ("push", "sparse"): [_curve(sparse)]})
+    return bench.summarise(
+        {("push", "grm"): [_curve(grm)], ("push", "oracle"): [_curve(oracle)], ("push", "sparse"): [_curve(sparse)]}
+    )
 
 
 def test_target_is_met_only_when_grm_reaches_80_before_sparse_reaches_20_and_within_2x_oracle():
@@ -70,8 +78,9 @@ def test_target_is_met_only_when_grm_reaches_80_before_sparse_reaches_20_and_wit
     assert met["met"] and met["grm_steps_to_80"] == 15000 and met["sparse_steps_to_20"] == 20000
     assert "-> MET" in bench.describe_target("push", met)
 
-    sparse_first = bench.target_check(_table([0.2, 0.5, 0.85, 0.9], [0.5, 0.8, 0.9, 0.9], [0.0, 0.25, 0.1, 0.1]),
-                                      "push")
+    sparse_first = bench.target_check(
+        _table([0.2, 0.5, 0.85, 0.9], [0.5, 0.8, 0.9, 0.9], [0.0, 0.25, 0.1, 0.1]), "push"
+    )
     assert not sparse_first["met"] and not sparse_first["grm_before_sparse_20"] and sparse_first["grm_within_2x_oracle"]
 
     too_slow = bench.target_check(_table([0.2, 0.5, 0.6, 0.8], [0.8, 0.9, 0.9, 0.9], [0.0, 0.0, 0.0, 0.0]), "push")

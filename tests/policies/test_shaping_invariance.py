@@ -66,12 +66,16 @@ def test_shaping_keeps_optimal_policy_and_naive_delta_changes_it(gamma):
     for seed in range(12):
         next_state, goal = random_mdp(seed)
         rng = np.random.default_rng(100 + seed)
-        base = optimal_action_sets(next_state, goal, *reward_table(next_state, goal, np.zeros(8), gamma, "sparse"), gamma)
+        base = optimal_action_sets(
+            next_state, goal, *reward_table(next_state, goal, np.zeros(8), gamma, "sparse"), gamma
+        )
         for k in range(3):
             phi = rng.uniform(0.0, 1.0, size=8)  # an arbitrary (wrong) progress model
             shaped = optimal_action_sets(next_state, goal, *reward_table(next_state, goal, phi, gamma, "oracle"), gamma)
             assert shaped == base, f"shaping changed the optimal policy (seed {seed}, potential {k})"
-            naive = optimal_action_sets(next_state, goal, *reward_table(next_state, goal, phi, gamma, "naive-delta"), gamma)
+            naive = optimal_action_sets(
+                next_state, goal, *reward_table(next_state, goal, phi, gamma, "naive-delta"), gamma
+            )
             changed_by_naive += naive != base
     # The semantic trap is real: the naive rule changes the optimal policy for many potentials.
     assert changed_by_naive >= 6, changed_by_naive

@@ -48,6 +48,7 @@ def make_chain(pixels=False, start=0, phi=PHI, max_steps=6, slip=0.3):
     def thunk():
         env = ChainEnv(length=4, max_steps=max_steps, phi=phi, start=start, pixels=pixels, slip=slip)
         return RewardViewsWrapper(env, ("front",))
+
     return thunk
 
 
@@ -86,9 +87,15 @@ def rollout_and_check(venv, gamma, phi_of_state, steps=150, seed=0, naive=False,
             else:
                 got = float(np.sum(disc * np.asarray(rewards[i])))
                 phi_T = phi_of_state(s_T) if truncated else 0.0
-                want = success_reward * float(np.sum(disc * np.asarray(successes[i]))) + gamma**T * phi_T - phi_of_state(start[i])
+                want = (
+                    success_reward * float(np.sum(disc * np.asarray(successes[i])))
+                    + gamma**T * phi_T
+                    - phi_of_state(start[i])
+                )
             assert got == pytest.approx(want, abs=1e-5), (i, truncated, rewards[i])
-            assert infos[i]["shaped_episode"]["discounted_r"] == pytest.approx(float(np.sum(disc * np.asarray(rewards[i]))), abs=1e-5)
+            assert infos[i]["shaped_episode"]["discounted_r"] == pytest.approx(
+                float(np.sum(disc * np.asarray(rewards[i]))), abs=1e-5
+            )
             checked["truncated" if truncated else "terminated"] += 1
             checked["dones"][i] += 1
             rewards[i], successes[i] = [], []

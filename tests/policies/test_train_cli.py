@@ -15,10 +15,23 @@ from reward_models.base import ProgressModel, hop_from_progress
 
 
 def tiny_config(out: Path, **kw) -> RLTrainConfig:
-    base = dict(task="reach", algo="sac", reward="oracle", n_envs=2, steps=240, seed=3, out=out,
-                max_episode_steps=30, eval_every=120, eval_episodes=2, video_every=1, checkpoint_every=120,
-                progress_bar=False, net_arch=(32, 32),
-                hyperparams={"learning_starts": 60, "batch_size": 32, "buffer_size": 2000})
+    base = dict(
+        task="reach",
+        algo="sac",
+        reward="oracle",
+        n_envs=2,
+        steps=240,
+        seed=3,
+        out=out,
+        max_episode_steps=30,
+        eval_every=120,
+        eval_episodes=2,
+        video_every=1,
+        checkpoint_every=120,
+        progress_bar=False,
+        net_arch=(32, 32),
+        hyperparams={"learning_starts": 60, "batch_size": 32, "buffer_size": 2000},
+    )
     base.update(kw)
     return RLTrainConfig(**base)
 
@@ -28,8 +41,23 @@ def test_help_lists_every_option(capsys):
         train_main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--task", "--algo", "--reward", "--obs", "--n-envs", "--steps", "--seed", "--device", "--out",
-                 "--config", "--resume", "--gamma", "--query-every", "--success-source", "--normalize-reward"):
+    for flag in (
+        "--task",
+        "--algo",
+        "--reward",
+        "--obs",
+        "--n-envs",
+        "--steps",
+        "--seed",
+        "--device",
+        "--out",
+        "--config",
+        "--resume",
+        "--gamma",
+        "--query-every",
+        "--success-source",
+        "--normalize-reward",
+    ):
         assert flag in text
     assert "naive-delta" in text and "Breaks exact telescoping" in text
     with pytest.raises(SystemExit):

@@ -26,8 +26,11 @@ from policies.vla.modeling_vla import (
 from policies.vla.train_bc import BCConfig, train_bc
 
 SIZE = 32
-STATE_NAMES = [f"joint{i + 1}_pos" for i in range(7)] + [f"joint{i + 1}_vel" for i in range(7)] + [
-    "gripper_width", "ee_x", "ee_y", "ee_z", "obj_x"]
+STATE_NAMES = (
+    [f"joint{i + 1}_pos" for i in range(7)]
+    + [f"joint{i + 1}_vel" for i in range(7)]
+    + ["gripper_width", "ee_x", "ee_y", "ee_z", "obj_x"]
+)
 INSTRUCTIONS = ("push the red block onto the green target", "reach the red ball")
 TINY = dict(image_size=SIZE, conv_channels=(8, 16), embed_dim=32, hidden_dim=64, chunk_size=2, execute_steps=1)
 
@@ -53,19 +56,27 @@ def synthetic_episode(instruction: int, seed: int, length: int = 9, progress: np
     frames = np.zeros((length, SIZE, SIZE, 3), dtype=np.uint8)
     for t in range(length):
         x = 2 + 7 * (t % 4)
-        frames[t, 8:20, x: x + 6] = 255
+        frames[t, 8:20, x : x + 6] = 255
     state = rng.normal(size=(length, len(STATE_NAMES))).astype(np.float32)
     action = np.stack([demo_action(instruction, t) for t in range(length)])
     action[-1] = 0.0
     if progress is None:
         progress = np.linspace(0.0, 1.0, length, dtype=np.float32)
-    return Episode(task=INSTRUCTIONS[instruction], frames={"front": frames}, fps=20.0, state=state, action=action,
-                   progress=np.asarray(progress, dtype=np.float32), task_name=("push", "reach")[instruction])
+    return Episode(
+        task=INSTRUCTIONS[instruction],
+        frames={"front": frames},
+        fps=20.0,
+        state=state,
+        action=action,
+        progress=np.asarray(progress, dtype=np.float32),
+        task_name=("push", "reach")[instruction],
+    )
 
 
 def write_synthetic(path, episodes):
-    return write_dataset(path, episodes, progress=False, state_names=STATE_NAMES,
-                         action_names=["ee_dx", "ee_dy", "ee_dz", "gripper"])
+    return write_dataset(
+        path, episodes, progress=False, state_names=STATE_NAMES, action_names=["ee_dx", "ee_dy", "ee_dz", "gripper"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +93,11 @@ def tiny_policy(**kw) -> VLAPolicy:
 def random_obs(batch: int | None = None, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     shape = () if batch is None else (batch,)
-    return {"state": rng.normal(size=shape + (18,)).astype(np.float32),
-            "pixels": {"front": rng.integers(0, 255, shape + (SIZE, SIZE, 3), dtype=np.uint8)},
-            "task": INSTRUCTIONS[0] if batch is None else [INSTRUCTIONS[i % 2] for i in range(batch)]}
+    return {
+        "state": rng.normal(size=shape + (18,)).astype(np.float32),
+        "pixels": {"front": rng.integers(0, 255, shape + (SIZE, SIZE, 3), dtype=np.uint8)},
+        "task": INSTRUCTIONS[0] if batch is None else [INSTRUCTIONS[i % 2] for i in range(batch)],
+    }
 
 
 # -- the likelihood ---------------------------------------------------------------------------
@@ -181,8 +194,16 @@ def test_save_load_gives_identical_outputs(tmp_path):
 def test_hf_backbone_checkpoint_needs_no_backbone_files(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    hf = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8))
+    hf = transformers.CLIPVisionModel(
+        transformers.CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+    )
     hf_dir = tmp_path / "hf_model"
     hf.save_pretrained(hf_dir)
     policy = tiny_policy(backbone=f"hf:{hf_dir}")
@@ -197,8 +218,24 @@ def test_hf_backbone_checkpoint_needs_no_backbone_files(tmp_path):
 
 
 def bc_config(data, out, **kw) -> BCConfig:
-    base = dict(data=tuple(str(d) for d in data), out=out, cameras="front,wrist", image_size=SIZE, chunk_size=2, execute_steps=1, embed_dim=32, hidden_dim=64, batch_size=16,
-                steps=150, lr=3e-3, augment_shift=0, save_every=50, log_every=10, device="cpu", progress_bar=False)
+    base = dict(
+        data=tuple(str(d) for d in data),
+        out=out,
+        cameras="front,wrist",
+        image_size=SIZE,
+        chunk_size=2,
+        execute_steps=1,
+        embed_dim=32,
+        hidden_dim=64,
+        batch_size=16,
+        steps=150,
+        lr=3e-3,
+        augment_shift=0,
+        save_every=50,
+        log_every=10,
+        device="cpu",
+        progress_bar=False,
+    )
     base.update(kw)
     return BCConfig(**base)
 
@@ -227,8 +264,7 @@ def test_bc_learns_the_demonstrated_actions(synthetic_data, tmp_path):
     assert np.all(np.abs(untrained.predict_chunk(obs)[:, 0] - demo) <= 4 * 2 / 256, axis=1).mean() < 0.2
 
 
-def test_ctrl_c_checkpoints_and_resume_gives_the_weights_of_an_uninterrupted_run(synthetic_data, tmp_path,
-                                                                                   monkeypatch):
+def test_ctrl_c_checkpoints_and_resume_gives_the_weights_of_an_uninterrupted_run(synthetic_data, tmp_path, monkeypatch):
     import policies.vla.train_bc as train_module
 
     straight = tmp_path / "straight"
@@ -270,21 +306,27 @@ def test_rabc_weights_follow_progress_gains(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    root = write_synthetic(tmp_path / "mixed", [synthetic_episode(0, 0, progress=rising),
-                                                synthetic_episode(0, 1, progress=regressing)])
+    root = write_synthetic(
+        tmp_path / "mixed", [synthetic_episode(0, 0, progress=rising), synthetic_episode(0, 1, progress=regressing)]
+    )
     oracle = load_bc_data([root], ("front",), SIZE, 2, weighting="progress", progress_bar=False)
     np.testing.assert_allclose(oracle.weights.numpy(), np.concatenate([w_rise, w_fail]), rtol=1e-5)
     frames = np.arange(9)
     # The sidecar scores every other frame only; Φ in between is interpolated.
     keep = frames % 2 == 0
-    table = pa.table({"index": np.concatenate([frames, frames + 9])[np.tile(keep, 2)],
-                      "episode_index": np.repeat([0, 1], 9)[np.tile(keep, 2)],
-                      "frame_index": np.tile(frames, 2)[np.tile(keep, 2)],
-                      "phi.grm": np.concatenate([rising, regressing])[np.tile(keep, 2)].astype(np.float32)})
+    table = pa.table(
+        {
+            "index": np.concatenate([frames, frames + 9])[np.tile(keep, 2)],
+            "episode_index": np.repeat([0, 1], 9)[np.tile(keep, 2)],
+            "frame_index": np.tile(frames, 2)[np.tile(keep, 2)],
+            "phi.grm": np.concatenate([rising, regressing])[np.tile(keep, 2)].astype(np.float32),
+        }
+    )
     pq.write_table(table, tmp_path / "progress.parquet")
-    model = load_bc_data([root], ("front",), SIZE, 2, weighting="progress", progress=[tmp_path / "progress.parquet"],
-                         progress_bar=False)
-    assert np.all(model.weights.numpy()[8 + 3:] == 0)
+    model = load_bc_data(
+        [root], ("front",), SIZE, 2, weighting="progress", progress=[tmp_path / "progress.parquet"], progress_bar=False
+    )
+    assert np.all(model.weights.numpy()[8 + 3 :] == 0)
     assert np.all(model.weights.numpy()[:8] > 0)
 
 
@@ -304,8 +346,27 @@ def test_prism_record_and_prism_eval_run_a_vla_checkpoint(checkpoint, tmp_path, 
     from policies.record import main as record_main
 
     out = tmp_path / "rollouts"
-    assert record_main(["--policy", f"vla:{checkpoint}", "--task", "reach", "--episodes", "1", "--cameras", "front",
-                        "--size", "32", "--max-steps", "12", "--out", str(out)]) == 0
+    assert (
+        record_main(
+            [
+                "--policy",
+                f"vla:{checkpoint}",
+                "--task",
+                "reach",
+                "--episodes",
+                "1",
+                "--cameras",
+                "front",
+                "--size",
+                "32",
+                "--max-steps",
+                "12",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ds = open_dataset(out)
     assert ds.num_episodes == 1 and set(ds.cameras) == {"front", "wrist"}  # the policy's views are rendered
     ep = ds.load_episode(0)
@@ -331,8 +392,11 @@ def test_ros_bridge_loads_a_vla_checkpoint(checkpoint):
     rng = np.random.default_rng(0)
     # What the policy node builds: camera frames, the proprioceptive prefix, the instruction.
     state = proprio_state(rng.normal(size=7), rng.normal(size=7), 0.04, [0.5, 0.0, 0.3])[: bridge.state_dim]
-    obs = {"pixels": {c: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for c in bridge.cameras},
-           "state": state, "task": "reach the red ball"}
+    obs = {
+        "pixels": {c: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for c in bridge.cameras},
+        "state": state,
+        "task": "reach the red ball",
+    }
     action = bridge.act(obs)
     assert action.shape == (4,) and np.all(np.isfinite(action)) and np.all(np.abs(action) <= 1)
 
@@ -348,12 +412,15 @@ def run_vla_cli(argv, capsys):
     return code, err
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--chunk-size", "0"], "--chunk-size"),
-    (["--execute-steps", "9"], "--execute-steps"),
-    (["--lr", "nan"], "--lr"),
-    (["--backbone", "resnet"], "backbone"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--chunk-size", "0"], "--chunk-size"),
+        (["--execute-steps", "9"], "--execute-steps"),
+        (["--lr", "nan"], "--lr"),
+        (["--backbone", "resnet"], "backbone"),
+    ],
+)
 def test_bad_options_are_one_line_errors(synthetic_data, tmp_path, capsys, extra, needle):
     code, err = run_vla_cli(["bc", "--data", str(synthetic_data), "--out", str(tmp_path / "o"), *extra], capsys)
     assert code == 2 and len(err) == 1 and needle in err[0] and err[0].startswith("prism-vla bc: error:")
@@ -365,8 +432,18 @@ def test_bad_inputs_are_one_line_errors(synthetic_data, checkpoint, tmp_path, ca
     assert code == 2 and len(err) == 1 and "missing" in err[0]
     code, err = run_vla_cli(["bc", "--data", str(synthetic_data), "--out", str(synthetic_data / "inside")], capsys)
     assert code == 2 and len(err) == 1 and "--out" in err[0]
-    code, err = run_vla_cli(["rabc", "--data", str(synthetic_data), "--out", str(tmp_path / "o"),
-                             "--progress", str(tmp_path / "nope.parquet")], capsys)
+    code, err = run_vla_cli(
+        [
+            "rabc",
+            "--data",
+            str(synthetic_data),
+            "--out",
+            str(tmp_path / "o"),
+            "--progress",
+            str(tmp_path / "nope.parquet"),
+        ],
+        capsys,
+    )
     assert code == 2 and len(err) == 1 and "nope.parquet" in err[0]
     code, err = run_vla_cli(["ppo"], capsys)
     assert code == 2 and len(err) == 1 and "unknown command" in err[0]
@@ -389,8 +466,23 @@ def test_bad_inputs_are_one_line_errors(synthetic_data, checkpoint, tmp_path, ca
 def test_resume_refuses_changed_options(synthetic_data, tmp_path, capsys):
     out = tmp_path / "run"
     train_bc(bc_config([synthetic_data], out, steps=2, save_every=2))
-    code, err = run_vla_cli(["bc", "--data", str(synthetic_data), "--out", str(out), "--resume", "--chunk-size", "3",
-                             "--cameras", "front,wrist", "--image-size", str(SIZE)], capsys)
+    code, err = run_vla_cli(
+        [
+            "bc",
+            "--data",
+            str(synthetic_data),
+            "--out",
+            str(out),
+            "--resume",
+            "--chunk-size",
+            "3",
+            "--cameras",
+            "front,wrist",
+            "--image-size",
+            str(SIZE),
+        ],
+        capsys,
+    )
     assert code == 2 and len(err) == 1 and "--chunk-size" in err[0]
     code, err = run_vla_cli(["bc", "--data", str(synthetic_data), "--out", str(out)], capsys)
     assert code == 2 and len(err) == 1 and "--resume" in err[0]

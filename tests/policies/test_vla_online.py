@@ -26,8 +26,15 @@ from policies.vla.online import (
 from policies.vla.train_online import DPOConfig, RLConfig, dpo_update, ppo_update, preference_pairs
 
 SIZE = 32
-TINY = dict(cameras=("front", "wrist"), image_size=SIZE, conv_channels=(8, 16), embed_dim=32, hidden_dim=64,
-            chunk_size=4, execute_steps=2)
+TINY = dict(
+    cameras=("front", "wrist"),
+    image_size=SIZE,
+    conv_channels=(8, 16),
+    embed_dim=32,
+    hidden_dim=64,
+    chunk_size=4,
+    execute_steps=2,
+)
 TASK = "reach the red ball"
 
 
@@ -48,10 +55,14 @@ def synthetic_episode(group: int, rewards: list[list[float]], seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     ep = Episode(group=group, seed=group, task=TASK)
     for r in rewards:
-        ep.decisions.append(Decision(images={c: rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-                                             for c in ("front", "wrist")},
-                                     state=rng.normal(size=18).astype(np.float32),
-                                     chunk=rng.uniform(-1, 1, (4, 4)).astype(np.float32), rewards=list(r)))
+        ep.decisions.append(
+            Decision(
+                images={c: rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8) for c in ("front", "wrist")},
+                state=rng.normal(size=18).astype(np.float32),
+                chunk=rng.uniform(-1, 1, (4, 4)).astype(np.float32),
+                rewards=list(r),
+            )
+        )
     ep.shaped_return = float(sum(sum(r) for r in rewards))
     ep.length = sum(len(r) for r in rewards)
     return ep
@@ -76,8 +87,9 @@ def test_ppo_update_raises_good_chunks_and_lowers_bad_ones_and_the_anchor_holds_
 
     def logp(policy):
         with torch.no_grad():
-            lp = masked_token_log_probs(policy.logits(batch.obs(slice(None))), torch.as_tensor(batch.chunks),
-                                        torch.as_tensor(batch.mask))
+            lp = masked_token_log_probs(
+                policy.logits(batch.obs(slice(None))), torch.as_tensor(batch.chunks), torch.as_tensor(batch.mask)
+            )
         return lp.sum(dim=(1, 2)).numpy()
 
     kls = {}
@@ -96,21 +108,35 @@ def test_ppo_update_raises_good_chunks_and_lowers_bad_ones_and_the_anchor_holds_
 
 
 def test_dpo_update_prefers_the_chosen_episode_against_the_reference():
-    episodes = [synthetic_episode(0, [[0.5, 0.5]] * 3, seed=1), synthetic_episode(0, [[0.0, 0.0]] * 3, seed=2),
-                synthetic_episode(1, [[0.2]] * 2, seed=3), synthetic_episode(1, [[0.9]] * 2, seed=4)]
+    episodes = [
+        synthetic_episode(0, [[0.5, 0.5]] * 3, seed=1),
+        synthetic_episode(0, [[0.0, 0.0]] * 3, seed=2),
+        synthetic_episode(1, [[0.2]] * 2, seed=3),
+        synthetic_episode(1, [[0.9]] * 2, seed=4),
+    ]
     pairs = preference_pairs(episodes, "reward", np.random.default_rng(0))
     assert pairs == [(0, 1), (3, 2)]
     batch = to_batch(episodes, gamma=0.99, chunk_size=4)
     policy, reference = tiny_policy(), tiny_policy()
     cfg = DPOConfig(init=None, out=None, dpo_steps=10, pairs_per_step=2, lr=1e-3)
-    stats = dpo_update(policy, reference, torch.optim.Adam(policy.model.parameters(), lr=cfg.lr), batch, pairs,
-                       len(episodes), cfg, np.random.default_rng(0))
+    stats = dpo_update(
+        policy,
+        reference,
+        torch.optim.Adam(policy.model.parameters(), lr=cfg.lr),
+        batch,
+        pairs,
+        len(episodes),
+        cfg,
+        np.random.default_rng(0),
+    )
     assert stats["pairs"] == 2 and stats["reward_margin"] > 0
     with torch.no_grad():
-        lp = masked_token_log_probs(policy.logits(batch.obs(slice(None))), torch.as_tensor(batch.chunks),
-                                    torch.as_tensor(batch.mask)).sum(dim=(1, 2))
-        rp = masked_token_log_probs(reference.logits(batch.obs(slice(None))), torch.as_tensor(batch.chunks),
-                                    torch.as_tensor(batch.mask)).sum(dim=(1, 2))
+        lp = masked_token_log_probs(
+            policy.logits(batch.obs(slice(None))), torch.as_tensor(batch.chunks), torch.as_tensor(batch.mask)
+        ).sum(dim=(1, 2))
+        rp = masked_token_log_probs(
+            reference.logits(batch.obs(slice(None))), torch.as_tensor(batch.chunks), torch.as_tensor(batch.mask)
+        ).sum(dim=(1, 2))
     gain = np.bincount(batch.episode, weights=(lp - rp).numpy())
     assert gain[0] > gain[1] and gain[3] > gain[2]
 
@@ -154,8 +180,25 @@ def run(argv, capsys):
 
 
 def test_prism_vla_rl_runs_resumes_exactly_and_dpo_runs(checkpoint, tmp_path, capsys):
-    common = ["--init", str(checkpoint), "--task", "reach", "--reward", "oracle", "--groups", "1", "--group-size",
-              "2", "--eval-episodes", "2", "--eval-every", "1", "--device", "cpu", "--no-progress-bar"]
+    common = [
+        "--init",
+        str(checkpoint),
+        "--task",
+        "reach",
+        "--reward",
+        "oracle",
+        "--groups",
+        "1",
+        "--group-size",
+        "2",
+        "--eval-episodes",
+        "2",
+        "--eval-every",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress-bar",
+    ]
     code, out, err = run(["rl", *common, "--out", str(tmp_path / "straight"), "--episodes", "4"], capsys)
     assert code == 0, err
     assert "4 online episodes on reach" in out
@@ -173,17 +216,33 @@ def test_prism_vla_rl_runs_resumes_exactly_and_dpo_runs(checkpoint, tmp_path, ca
     start = load_vla_module(checkpoint)
     assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), start.state_dict().values(), strict=True))
 
-    code, out, err = run(["dpo", *common, "--out", str(tmp_path / "dpo"), "--episodes", "2", "--reward", "sparse",
-                          "--ranking", "random"], capsys)
+    code, out, err = run(
+        [
+            "dpo",
+            *common,
+            "--out",
+            str(tmp_path / "dpo"),
+            "--episodes",
+            "2",
+            "--reward",
+            "sparse",
+            "--ranking",
+            "random",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "dpo" / "summary.json").read_text())["algorithm"] == "dpo"
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--group-size", "1"], "--group-size"),
-    (["--reward", "bogus:thing"], "reward"),
-    (["--task", "juggle"], "juggle"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--group-size", "1"], "--group-size"),
+        (["--reward", "bogus:thing"], "reward"),
+        (["--task", "juggle"], "juggle"),
+    ],
+)
 def test_bad_options_are_one_line_errors(checkpoint, tmp_path, capsys, extra, needle):
     code, _, err = run(["rl", "--init", str(checkpoint), "--out", str(tmp_path / "o"), *extra], capsys)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
@@ -204,9 +263,24 @@ def test_cuda_rl_and_dpo_updates():
     policy, reference = (VLAPolicy(VLA(VLAConfig(**TINY)), device="cuda") for _ in range(2))
     assert policy.device.type == "cuda"
     optimizer = torch.optim.Adam(policy.model.parameters(), lr=1e-3)
-    stats = ppo_update(policy, reference, optimizer, batch, np.array([1.0, -1.0, 1.0, -1.0]),
-                       RLConfig(init=None, out=None, epochs=1), torch.Generator().manual_seed(0))
+    stats = ppo_update(
+        policy,
+        reference,
+        optimizer,
+        batch,
+        np.array([1.0, -1.0, 1.0, -1.0]),
+        RLConfig(init=None, out=None, epochs=1),
+        torch.Generator().manual_seed(0),
+    )
     assert np.isfinite(stats["policy_loss"])
-    out = dpo_update(policy, reference, optimizer, batch, [(0, 1)], 2, DPOConfig(init=None, out=None, dpo_steps=1),
-                     np.random.default_rng(0))
+    out = dpo_update(
+        policy,
+        reference,
+        optimizer,
+        batch,
+        [(0, 1)],
+        2,
+        DPOConfig(init=None, out=None, dpo_steps=1),
+        np.random.default_rng(0),
+    )
     assert np.isfinite(out["dpo_loss"])

@@ -23,8 +23,9 @@ class ChainEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, length: int = 4, max_steps: int = 6, phi=None, start: int = 0,
-                 pixels: bool = False, slip: float = 0.0) -> None:
+    def __init__(
+        self, length: int = 4, max_steps: int = 6, phi=None, start: int = 0, pixels: bool = False, slip: float = 0.0
+    ) -> None:
         self.length = length
         self.max_steps = max_steps
         self.phi = np.asarray(phi if phi is not None else np.arange(length + 1) / length, dtype=np.float64)
@@ -53,8 +54,12 @@ class ChainEnv(gym.Env):
         return state
 
     def _info(self, success: bool = False) -> dict:
-        return {"progress": float(self.phi[self._s]), "stage": int(self._s), "is_success": success,
-                "task": "walk to the end of the chain"}
+        return {
+            "progress": float(self.phi[self._s]),
+            "stage": int(self._s),
+            "is_success": success,
+            "task": "walk to the end of the chain",
+        }
 
     def render_cameras(self, cameras):
         self.n_renders += 1

@@ -48,8 +48,14 @@ def episode(background, rng, success: bool = True, labelled: bool = True) -> Epi
         progress = rng.uniform(0.3, 0.6) * np.sin(np.pi * t)
     row = rng.uniform(0.25, 0.75)
     frames = {"front": np.stack([render(p, row, background, rng) for p in progress])}
-    return Episode(task=TASK, frames=frames, task_name="slide", progress=progress.astype(np.float32) if labelled else None,
-                   outcome=("success" if success else "fail") if labelled else None, fps=10.0)
+    return Episode(
+        task=TASK,
+        frames=frames,
+        task_name="slide",
+        progress=progress.astype(np.float32) if labelled else None,
+        outcome=("success" if success else "fail") if labelled else None,
+        fps=10.0,
+    )
 
 
 def write_dataset(root: Path, eps: list[Episode]) -> Path:
@@ -64,8 +70,20 @@ def scene_a_grm(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     eps = [episode(SCENE_A, rng, success=i % 3 != 2) for i in range(12)]
     out = tmp_path_factory.mktemp("pretrain") / "grm"
-    cfg = GRMTrainConfig(out=out, steps=250, image_size=SIZE, batch_episodes=6, frames_per_episode=5, embed_dim=48,
-                      warmup_steps=20, device="cpu", num_threads=1, progress_bar=False, save_every=0, seed=0)
+    cfg = GRMTrainConfig(
+        out=out,
+        steps=250,
+        image_size=SIZE,
+        batch_episodes=6,
+        frames_per_episode=5,
+        embed_dim=48,
+        warmup_steps=20,
+        device="cpu",
+        num_threads=1,
+        progress_bar=False,
+        save_every=0,
+        seed=0,
+    )
     return train_grm(cfg, episodes=eps)
 
 
@@ -77,8 +95,11 @@ def scene_b_held_out(tmp_path_factory) -> Path:
 
 
 def adapt(base: Path, out: Path, **kw) -> AdaptConfig:
-    return AdaptConfig(checkpoint=base, out=out, **{"steps": 120, "lr": 1e-3, "device": "cpu", "num_threads": 1,
-                                                    "progress_bar": False, "check_every": 20, **kw})
+    return AdaptConfig(
+        checkpoint=base,
+        out=out,
+        **{"steps": 120, "lr": 1e-3, "device": "cpu", "num_threads": 1, "progress_bar": False, "check_every": 20, **kw},
+    )
 
 
 def entry(path: Path) -> dict:
@@ -123,8 +144,9 @@ def test_l2_sp_keeps_the_weights_near_the_pretrained_ones(scene_a_grm, tmp_path)
     base = load_grm_module(scene_a_grm).state_dict()
 
     def last_step_distance(name: str, anchor_weight: float) -> float:
-        adapt_grm(adapt(scene_a_grm, tmp_path / name, steps=60, anchor_weight=anchor_weight, freeze="none"),
-                  demo_episode=demo)
+        adapt_grm(
+            adapt(scene_a_grm, tmp_path / name, steps=60, anchor_weight=anchor_weight, freeze="none"), demo_episode=demo
+        )
         trained = load_grm_module(tmp_path / f"{name}.run" / "last" / "model").state_dict()  # the last step's weights
         return float(sum(((trained[k] - base[k]) ** 2).sum() for k in base if base[k].is_floating_point()))
 
@@ -140,11 +162,19 @@ def test_guard_rejects_steps_that_lose_the_rehearsal_metrics(monkeypatch):
 
     scores, accuracies = iter([0.0, 0.1, 0.2, 0.3]), iter([0.75, 0.74, 0.70, 0.60])  # steps 0..3
     monkeypatch.setattr(adapt_module, "self_check", lambda model, videos, device, negatives=(): {"score": next(scores)})
-    monkeypatch.setattr(adapt_module, "rehearsal_metrics", lambda model, episodes, device: {
-        "success_auroc": 0.9, "completion_accuracy": next(accuracies), "voc_plus": 0.8})
+    monkeypatch.setattr(
+        adapt_module,
+        "rehearsal_metrics",
+        lambda model, episodes, device: {
+            "success_auroc": 0.9,
+            "completion_accuracy": next(accuracies),
+            "voc_plus": 0.8,
+        },
+    )
     model = torch.nn.Linear(2, 1)
-    keeper = adapt_module.BestStepKeeper(model, [], torch.device("cpu"), every=1, last=3, min_gain=0.0,
-                                         guard=["episode"], tolerance=0.02)
+    keeper = adapt_module.BestStepKeeper(
+        model, [], torch.device("cpu"), every=1, last=3, min_gain=0.0, guard=["episode"], tolerance=0.02
+    )
     for step in (1, 2, 3):
         keeper(step, model)
     assert [c["guard_holds"] for c in keeper.curve] == [True, True, False, False]
@@ -163,8 +193,11 @@ def test_guard_keeps_failures_of_the_rehearsal_data_apart(scene_a_grm, tmp_path)
             ep.progress, ep.outcome = np.linspace(0, 1, T, dtype=np.float32), "success"
         rehearse.append(ep)
     demo = episode(SCENE_B, np.random.default_rng(7))
-    out = adapt_grm(adapt(scene_a_grm, tmp_path / "adapted", anchor_weight=0.0, freeze="none", steps=60,
-                          check_every=10), demo_episode=demo, rehearse_episodes=rehearse)
+    out = adapt_grm(
+        adapt(scene_a_grm, tmp_path / "adapted", anchor_weight=0.0, freeze="none", steps=60, check_every=10),
+        demo_episode=demo,
+        rehearse_episodes=rehearse,
+    )
     record = entry(out)
     curve = record["self_check"]
     print([(c["step"], round(c["score"], 3), c["rehearsal"], c["guard_holds"]) for c in curve])
@@ -179,8 +212,9 @@ def test_guard_keeps_failures_of_the_rehearsal_data_apart(scene_a_grm, tmp_path)
 def test_unlabelled_videos_alone_adapt_by_time_order(scene_a_grm, scene_b_held_out, tmp_path):
     rng = np.random.default_rng(11)
     videos = [episode(SCENE_B, rng, labelled=False) for _ in range(3)]  # no progress, no outcome
-    out = adapt_grm(adapt(scene_a_grm, tmp_path / "adapted", steps=100, eval=scene_b_held_out),
-                    unlabelled_episodes=videos)
+    out = adapt_grm(
+        adapt(scene_a_grm, tmp_path / "adapted", steps=100, eval=scene_b_held_out), unlabelled_episodes=videos
+    )
     table = json.loads((tmp_path / "adapted.eval" / "before_after.json").read_text())["metrics"]
     print(table)
     assert table["voc_plus"]["adapted"] >= table["voc_plus"]["zero_shot"] - 0.02, table
@@ -198,11 +232,39 @@ def test_cli_adapt_rejects_bad_input_in_one_line(scene_a_grm, tmp_path, capsys):
 
     assert main(["adapt", "--checkpoint", str(scene_a_grm), "--out", str(tmp_path / "x")]) == 2
     assert "nothing to adapt to" in capsys.readouterr().err
-    assert main(["adapt", "--checkpoint", str(scene_a_grm), "--out", str(tmp_path / "x"), "--unlabelled",
-                 str(tmp_path), "--freeze", "most"]) == 2
+    assert (
+        main(
+            [
+                "adapt",
+                "--checkpoint",
+                str(scene_a_grm),
+                "--out",
+                str(tmp_path / "x"),
+                "--unlabelled",
+                str(tmp_path),
+                "--freeze",
+                "most",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--freeze must be one of" in err and len(err.strip().splitlines()) == 1
-    assert main(["adapt", "--checkpoint", str(scene_a_grm), "--out", str(tmp_path / "x"), "--unlabelled",
-                 str(tmp_path), "--anchor-weight", "-1"]) == 2
+    assert (
+        main(
+            [
+                "adapt",
+                "--checkpoint",
+                str(scene_a_grm),
+                "--out",
+                str(tmp_path / "x"),
+                "--unlabelled",
+                str(tmp_path),
+                "--anchor-weight",
+                "-1",
+            ]
+        )
+        == 2
+    )
     assert "--anchor-weight" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

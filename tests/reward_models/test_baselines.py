@@ -92,7 +92,12 @@ def test_vlm_grm_prompt_format_and_tracking(tiny_qwen, monkeypatch):
     assert sum(p["type"] == "image" for p in prompt) == 8
     text = "".join(p.get("text", "") for p in prompt)
     assert text.count("`stack the cups`") == 2 and "<score>+NN%</score>" in text
-    assert text.index("REFERENCE START") < text.index("REFERENCE END") < text.index("BEFORE Robot Front") < text.index("AFTER Robot Right Wrist")
+    assert (
+        text.index("REFERENCE START")
+        < text.index("REFERENCE END")
+        < text.index("BEFORE Robot Front")
+        < text.index("AFTER Robot Right Wrist")
+    )
 
     # Real generation: random weights answer garbage -> fallback hop 0, every failure counted.
     video, progress = _bar_video(3)

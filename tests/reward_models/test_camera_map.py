@@ -45,9 +45,12 @@ def dopamine_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dopamine") / "raw_data"
     write_task_instruction(root, ["put the cup on the plate"])
     for seed in range(2):
-        write_dopamine_episode(root / f"episode_00{seed + 1}", {"cam_high": _bar_frames(seed, 0),
-                                                                  "cam_left_wrist": _bar_frames(seed, 1)},
-                               fps=30, subtasks=SUBTASKS)
+        write_dopamine_episode(
+            root / f"episode_00{seed + 1}",
+            {"cam_high": _bar_frames(seed, 0), "cam_left_wrist": _bar_frames(seed, 1)},
+            fps=30,
+            subtasks=SUBTASKS,
+        )
     return root
 
 
@@ -74,8 +77,10 @@ def one_error_line(err: str, prog: str) -> str:
 def test_parse_and_apply():
     mapping = parse_camera_map("cam_high=front, cam_left_wrist=wrist")
     assert mapping == {"cam_high": "front", "cam_left_wrist": "wrist"}
-    assert parse_camera_map(["cam_high=front", "/cam/side/image_raw=side"]) == {"cam_high": "front",
-                                                                                "/cam/side/image_raw": "side"}
+    assert parse_camera_map(["cam_high=front", "/cam/side/image_raw=side"]) == {
+        "cam_high": "front",
+        "/cam/side/image_raw": "side",
+    }
     assert parse_camera_map(None) == {} == parse_camera_map("") and parse_camera_map(mapping) == mapping
     frames = {"cam_high": 1, "cam_left_wrist": 2, "cam_right_wrist": 3}
     renamed = apply_camera_map(frames, mapping)
@@ -83,13 +88,16 @@ def test_parse_and_apply():
     assert source_camera_names(["front", "cam_right_wrist"], mapping) == ["cam_high", "cam_right_wrist"]
 
 
-@pytest.mark.parametrize("spec, culprit", [
-    ("cam_high", "DATA_CAMERA=MODEL_VIEW"),
-    ("cam_high=", "DATA_CAMERA=MODEL_VIEW"),
-    ("=front", "DATA_CAMERA=MODEL_VIEW"),
-    ("cam_high=front,cam_high=wrist", "mapped twice"),
-    ("cam_high=front,cam_left_wrist=front", "all mapped onto 'front'"),
-])
+@pytest.mark.parametrize(
+    "spec, culprit",
+    [
+        ("cam_high", "DATA_CAMERA=MODEL_VIEW"),
+        ("cam_high=", "DATA_CAMERA=MODEL_VIEW"),
+        ("=front", "DATA_CAMERA=MODEL_VIEW"),
+        ("cam_high=front,cam_high=wrist", "mapped twice"),
+        ("cam_high=front,cam_left_wrist=front", "all mapped onto 'front'"),
+    ],
+)
 def test_malformed_maps_are_refused(spec, culprit):
     with pytest.raises(CameraMapError, match=culprit):
         parse_camera_map(spec)
@@ -102,16 +110,24 @@ def test_maps_that_do_not_fit_the_data_are_refused():
         apply_camera_map({"front": 0, "cam_high": 1}, {"cam_high": "front"})
 
 
-@pytest.mark.parametrize("config_cls, required", [
-    (EvalConfig, ["--model", "oracle", "--data", "d", "--out", "o"]),
-    (GRMTrainConfig, ["--data", "d"]),
-    (AdaptConfig, ["--checkpoint", "c", "--demo", "d", "--out", "o"]),
-])
+@pytest.mark.parametrize(
+    "config_cls, required",
+    [
+        (EvalConfig, ["--model", "oracle", "--data", "d", "--out", "o"]),
+        (GRMTrainConfig, ["--data", "d"]),
+        (AdaptConfig, ["--checkpoint", "c", "--demo", "d", "--out", "o"]),
+    ],
+)
 def test_repeated_flags_merge_in_every_command(config_cls, required):
-    cfg = parse_config(config_cls, [*required, "--camera-map", "cam_high=front", "--camera-map",
-                                    "cam_left_wrist=wrist,cam_right_wrist=side"])
-    assert parse_camera_map(cfg.camera_map) == {"cam_high": "front", "cam_left_wrist": "wrist",
-                                                "cam_right_wrist": "side"}
+    cfg = parse_config(
+        config_cls,
+        [*required, "--camera-map", "cam_high=front", "--camera-map", "cam_left_wrist=wrist,cam_right_wrist=side"],
+    )
+    assert parse_camera_map(cfg.camera_map) == {
+        "cam_high": "front",
+        "cam_left_wrist": "wrist",
+        "cam_right_wrist": "side",
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,8 +137,27 @@ def test_repeated_flags_merge_in_every_command(config_cls, required):
 
 def test_eval_oracle_on_the_dopamine_layout(dopamine_root, tmp_path):
     out = tmp_path / "report"
-    assert prism_reward(["eval", "--model", "oracle", "--data", str(dopamine_root), "--out", str(out),
-                         "--camera-map", "cam_high=front", "--fps", "10", "--videos", "1", "--no-progress-bar"]) == 0
+    assert (
+        prism_reward(
+            [
+                "eval",
+                "--model",
+                "oracle",
+                "--data",
+                str(dopamine_root),
+                "--out",
+                str(out),
+                "--camera-map",
+                "cam_high=front",
+                "--fps",
+                "10",
+                "--videos",
+                "1",
+                "--no-progress-bar",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["source_kind"] == "dopamine" and metrics["n_episodes"] == 2
     assert metrics["eval_config"]["camera_map"] == ["cam_high=front"]
@@ -146,8 +181,24 @@ def test_grm_with_other_view_names_needs_the_map(dopamine_root, front_grm, tmp_p
 
 @pytest.mark.parametrize("extra", [[], ["--skip-bad"]])
 def test_a_map_naming_a_missing_camera_is_one_line(dopamine_root, tmp_path, capsys, extra):
-    assert prism_reward(["eval", "--model", "oracle", "--data", str(dopamine_root), "--out", str(tmp_path / "r"),
-                         "--camera-map", "cam_low=front", "--no-progress-bar", *extra]) == 2
+    assert (
+        prism_reward(
+            [
+                "eval",
+                "--model",
+                "oracle",
+                "--data",
+                str(dopamine_root),
+                "--out",
+                str(tmp_path / "r"),
+                "--camera-map",
+                "cam_low=front",
+                "--no-progress-bar",
+                *extra,
+            ]
+        )
+        == 2
+    )
     line = one_error_line(capsys.readouterr().err, "prism-reward eval")
     assert "--camera-map names camera(s) ['cam_low']" in line and "cam_high" in line
     assert "every episode was skipped" not in line  # a configuration error, not a bad episode
@@ -159,16 +210,43 @@ def test_train_and_adapt_read_the_dopamine_layout_through_the_map(dopamine_root,
 
     common = ["--steps", "2", "--num-threads", "1", "--no-progress-bar", "--device", "cpu"]
     out = tmp_path / "trained"
-    assert prism_reward(["train", "--data", str(dopamine_root), "--out", str(out), "--image-size", "16",
-                         "--camera-map", "cam_high=front,cam_left_wrist=wrist", "--fps", "10", *common]) == 0
+    assert (
+        prism_reward(
+            [
+                "train",
+                "--data",
+                str(dopamine_root),
+                "--out",
+                str(out),
+                "--image-size",
+                "16",
+                "--camera-map",
+                "cam_high=front,cam_left_wrist=wrist",
+                "--fps",
+                "10",
+                *common,
+            ]
+        )
+        == 0
+    )
     trained = load_progress_model(str(out), device="cpu")
     assert trained.cameras == ("front", "wrist")
     assert trained.grm_config.training["camera_map"] == {"cam_high": "front", "cam_left_wrist": "wrist"}
     assert trained.grm_config.training["successful_episodes"] == 2  # keyframe labels end at 1
 
     adapted = tmp_path / "adapted"
-    base = ["adapt", "--checkpoint", str(front_grm), "--demo", str(dopamine_root), "--episode", "1",
-            "--task", "stack the cups", *common]
+    base = [
+        "adapt",
+        "--checkpoint",
+        str(front_grm),
+        "--demo",
+        str(dopamine_root),
+        "--episode",
+        "1",
+        "--task",
+        "stack the cups",
+        *common,
+    ]
     assert prism_reward([*base, "--out", str(adapted), "--camera-map", "cam_high=front"]) == 0
     record = load_progress_model(str(adapted), device="cpu").grm_config.training["adaptations"][-1]
     assert record["camera_map"] == {"cam_high": "front"} and record["task"] == "stack the cups"

@@ -34,8 +34,9 @@ from reward_models.tracker import FusionConfig, ProgressTracker, track_episode
 TASK = "slide the red square to the right"
 
 
-def square_episode(rng: np.random.Generator, success: bool, background=(150, 150, 150), noise: int = 4,
-                   T: int = 12, index: int = 0) -> Episode:
+def square_episode(
+    rng: np.random.Generator, success: bool, background=(150, 150, 150), noise: int = 4, T: int = 12, index: int = 0
+) -> Episode:
     t = np.linspace(0.0, 1.0, T)
     progress = t if success else rng.uniform(0.3, 0.6) * np.sin(np.pi * t)
     row = int(rng.integers(8, 24))
@@ -43,10 +44,16 @@ def square_episode(rng: np.random.Generator, success: bool, background=(150, 150
     for i, p in enumerate(progress):
         img = np.clip(np.asarray(background, np.int16) + rng.integers(-noise, noise + 1, (32, 32, 3)), 0, 255)
         x = int(2 + 24 * p)
-        img[row - 3: row + 3, x: x + 6] = (220, 30, 30)
+        img[row - 3 : row + 3, x : x + 6] = (220, 30, 30)
         frames[i] = img.astype(np.uint8)
-    return Episode(task=TASK, frames={"front": frames}, progress=progress.astype(np.float32), fps=10.0,
-                   episode_index=index, outcome="success" if success else "fail")
+    return Episode(
+        task=TASK,
+        frames={"front": frames},
+        progress=progress.astype(np.float32),
+        fps=10.0,
+        episode_index=index,
+        outcome="success" if success else "fail",
+    )
 
 
 def episodes(seed: int, n: int, **kw) -> list[Episode]:
@@ -62,9 +69,23 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("confidence")
     train = episodes(0, 15)
-    cfg = GRMTrainConfig(out=root / "grm", steps=40, image_size=32, batch_episodes=6, frames_per_episode=4, embed_dim=32,
-                      warmup_steps=5, device="cpu", num_threads=1, progress_bar=False, save_every=0, seed=0,
-                      canonical_colors=None, swap_words=(), conditioning="spatial")
+    cfg = GRMTrainConfig(
+        out=root / "grm",
+        steps=40,
+        image_size=32,
+        batch_episodes=6,
+        frames_per_episode=4,
+        embed_dim=32,
+        warmup_steps=5,
+        device="cpu",
+        num_threads=1,
+        progress_bar=False,
+        save_every=0,
+        seed=0,
+        canonical_colors=None,
+        swap_words=(),
+        conditioning="spatial",
+    )
     ckpt = train_grm(cfg, train)
     return ckpt, write_dataset(root / "data", train)
 
@@ -92,7 +113,9 @@ def test_calibrate_flags_frames_unlike_the_training_data(trained, tmp_path, caps
     tracker = ProgressTracker(model, n=1)
     tracker.reset([0], [TASK], start_obs={"front": ep.frames["front"][:1]})
     tracker.step({"front": ep.frames["front"][1:2]})
-    assert tracker.ood[0] and tracker.ood_distance[0] == pytest.approx(track_episode(model, ep).ood_distance[1], rel=1e-4)
+    assert tracker.ood[0] and tracker.ood_distance[0] == pytest.approx(
+        track_episode(model, ep).ood_distance[1], rel=1e-4
+    )
 
 
 def test_calibration_is_bound_to_its_weights_and_never_replaces_a_foreign_file(trained, tmp_path, capsys):
@@ -106,8 +129,9 @@ def test_calibration_is_bound_to_its_weights_and_never_replaces_a_foreign_file(t
     shutil.copytree(ckpt, copy)
     (copy / CONFIDENCE_NAME).unlink(missing_ok=True)
     out = tmp_path / "cal.safetensors"
-    assert reward_cli(["calibrate", "--model", str(copy), "--data", str(data), "--device", "cpu",
-                       "--out", str(out)]) == 0
+    assert (
+        reward_cli(["calibrate", "--model", str(copy), "--data", str(data), "--device", "cpu", "--out", str(out)]) == 0
+    )
     assert not (copy / CONFIDENCE_NAME).exists()  # --out writes only where it is told
     shutil.copy(out, copy / CONFIDENCE_NAME)
     assert load_confidence(copy) is not None
@@ -122,8 +146,10 @@ def test_calibration_is_bound_to_its_weights_and_never_replaces_a_foreign_file(t
     # A file prism-rl did not write is refused (exit 2, one line naming it) and left as it was.
     foreign = tmp_path / "notes.safetensors"
     foreign.write_bytes(b"my own notes")
-    assert reward_cli(["calibrate", "--model", str(copy), "--data", str(data), "--device", "cpu",
-                       "--out", str(foreign)]) == 2
+    assert (
+        reward_cli(["calibrate", "--model", str(copy), "--data", str(data), "--device", "cpu", "--out", str(foreign)])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert str(foreign) in err and len(err.splitlines()) == 1
     assert foreign.read_bytes() == b"my own notes"
@@ -137,14 +163,19 @@ def test_eval_reports_confidence(trained, tmp_path):
     if not (ckpt / CONFIDENCE_NAME).exists():
         assert reward_cli(["calibrate", "--model", str(ckpt), "--data", str(data), "--device", "cpu"]) == 0
     test = write_dataset(tmp_path / "test", episodes(3, 6))
-    result = run_eval(EvalConfig(model=[str(ckpt)], data=str(test), out=str(tmp_path / "report"), videos=0,
-                                 device="cpu", progress_bar=False))
+    result = run_eval(
+        EvalConfig(
+            model=[str(ckpt)], data=str(test), out=str(tmp_path / "report"), videos=0, device="cpu", progress_bar=False
+        )
+    )
     metrics = next(iter(result["models"].values()))["metrics"]
     for key in ("success_ece", "raw_phi_ece", "spread_error_corr", "mean_phi_std", "ood_fraction"):
         assert metrics[key]["value"] is not None, key
     assert 0.0 <= metrics["success_ece"]["value"] <= 1.0
-    assert all(e["mean_phi_std"] is not None and e["ood_fraction"] is not None and 0 <= e["success_probability"] <= 1
-               for e in metrics["episodes"])
+    assert all(
+        e["mean_phi_std"] is not None and e["ood_fraction"] is not None and 0 <= e["success_probability"] <= 1
+        for e in metrics["episodes"]
+    )
     html = (tmp_path / "report" / "report.html").read_text()
     assert "ECE of calibrated P(success)" in html and "OOD frames" in html
     import pyarrow.parquet as pq
@@ -218,7 +249,7 @@ def test_spread_propagates_hop_std_and_disagreement_online_as_offline():
     tracker.reset([0], ["t"], start_obs={k: v[:1] for k, v in obs.items()})
     online = [0.0]
     for t in range(1, 6):
-        tracker.step({k: v[t:t + 1] for k, v in obs.items()})
+        tracker.step({k: v[t : t + 1] for k, v in obs.items()})
         online.append(float(tracker.phi_std[0]))
     np.testing.assert_allclose(online, offline.phi_std, atol=1e-12)
     assert (offline.phi_std[1:] > 0).all() and (offline.phi_std <= 0.5).all()

@@ -29,8 +29,15 @@ def make_episode(i, final, policy, T=16):
         front[t, 12:20, x : x + 8] = (255, 0, 0)
         wrist[t] = int(255 * prog[t])
     outcome = "success" if final >= 0.99 else ("partial" if final > 0.5 else "fail")
-    return Episode(task=TASK, frames={"front": front, "wrist": wrist}, fps=10, progress=prog,
-                   outcome=outcome, episode_index=i, meta={"policy": policy})
+    return Episode(
+        task=TASK,
+        frames={"front": front, "wrist": wrist},
+        fps=10,
+        progress=prog,
+        outcome=outcome,
+        episode_index=i,
+        meta={"policy": policy},
+    )
 
 
 FINALS = [(1.0, "good"), (0.2, "good"), (1.0, "good"), (0.7, "bad"), (0.1, "bad")]
@@ -49,8 +56,25 @@ def test_oracle_and_clip_side_by_side(folders, tmp_path):
 
     cfg, weights = build_tiny_clip(tmp_path / "clip")
     out = tmp_path / "report"
-    code = cli_main(["eval", "--model", "oracle", f"clip:{cfg}:{weights}", "--data", str(folders),
-                     "--out", str(out), "--fps", "5", "--videos", "2", "--batch-size", "4", "--no-progress-bar"])
+    code = cli_main(
+        [
+            "eval",
+            "--model",
+            "oracle",
+            f"clip:{cfg}:{weights}",
+            "--data",
+            str(folders),
+            "--out",
+            str(out),
+            "--fps",
+            "5",
+            "--videos",
+            "2",
+            "--batch-size",
+            "4",
+            "--no-progress-bar",
+        ]
+    )
     assert code == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_episodes"] == 5 and not m["skipped"]
@@ -102,7 +126,9 @@ def test_bad_episodes_fail_clearly_or_are_skipped(folders, tmp_path):
     assert json.loads((out / "metrics.json").read_text()) == {"previous": True}
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
 
-    result = run_eval(EvalConfig(model=["oracle"], data=str(src), out=str(out), skip_bad=True, videos=0, progress_bar=False))
+    result = run_eval(
+        EvalConfig(model=["oracle"], data=str(src), out=str(out), skip_bad=True, videos=0, progress_bar=False)
+    )
     skipped = {Path(s["source"]).name: s["reason"] for s in result["skipped"]}
     assert set(skipped) == {"ep1", "ep5"}
     assert "truncated" in skipped["ep1"] or "corrupt" in skipped["ep1"]
@@ -130,8 +156,18 @@ def test_lerobot_dataset_and_rosbag_sources(tmp_path):
     with pytest.raises(ValueError, match="--topics"):
         run_eval(EvalConfig(model=["oracle"], data=str(bag), out=str(tmp_path / "r2"), progress_bar=False))
     # A bag has no ground truth: the oracle cannot run -> a clear error, or a listed skip.
-    res = run_eval(EvalConfig(model=["oracle"], data=str(bag), out=str(tmp_path / "r2"), topics=TOPICS,
-                              task="push", skip_bad=True, progress_bar=False, videos=0))
+    res = run_eval(
+        EvalConfig(
+            model=["oracle"],
+            data=str(bag),
+            out=str(tmp_path / "r2"),
+            topics=TOPICS,
+            task="push",
+            skip_bad=True,
+            progress_bar=False,
+            videos=0,
+        )
+    )
     assert res["skipped"] and "progress" in res["skipped"][0]["reason"]
 
 
@@ -140,8 +176,18 @@ def test_tiny_vlm_grm_end_to_end(tmp_path, folders):
 
     model_dir = build_tiny_qwen_vl(tmp_path / "qwen", version="2.5")
     out = tmp_path / "report"
-    result = run_eval(EvalConfig(model=[f"vlm-grm:{model_dir}"], data=str(folders), out=str(out), fps=1.0,
-                                 max_episodes=2, videos=1, batch_size=4, progress_bar=False))
+    result = run_eval(
+        EvalConfig(
+            model=[f"vlm-grm:{model_dir}"],
+            data=str(folders),
+            out=str(out),
+            fps=1.0,
+            max_episodes=2,
+            videos=1,
+            batch_size=4,
+            progress_bar=False,
+        )
+    )
     m = result["models"][next(iter(result["models"]))]
     assert result["n_episodes"] == 2 and m["frames"] == 2 * 3
     assert m["config"]["prompts"] == 2 * 2 * 2  # (T-1) incremental + (T-1) forward hops per episode
@@ -151,9 +197,13 @@ def test_tiny_vlm_grm_end_to_end(tmp_path, folders):
 
 
 def test_cli_help_lists_every_option():
-    proc = subprocess.run([sys.executable, "-m", "reward_models.cli", "eval", "--help"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reward_models.cli", "eval", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0
     for opt in ("--model", "--data", "--task", "--out", "--topics", "--skip-bad", "--device", "--batch-size", "--fps"):
         assert opt in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "reward_models.cli", "ingest", "--help"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reward_models.cli", "ingest", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "--topics" in proc.stdout and "--bag" in proc.stdout

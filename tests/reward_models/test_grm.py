@@ -25,8 +25,17 @@ TASK = "push the red block onto the green square"
 
 
 def tiny_config(**kw) -> GRMConfig:
-    base = dict(image_size=16, cameras=CAMS, embed_dim=16, conv_channels=(4, 8), view_heads=2, text_dim=8,
-                hidden_dim=16, num_bins=11, vocabulary=build_vocabulary([TASK]))
+    base = dict(
+        image_size=16,
+        cameras=CAMS,
+        embed_dim=16,
+        conv_channels=(4, 8),
+        view_heads=2,
+        text_dim=8,
+        hidden_dim=16,
+        num_bins=11,
+        vocabulary=build_vocabulary([TASK]),
+    )
     base.update(kw)
     return GRMConfig(**base)
 
@@ -73,7 +82,9 @@ def test_any_view_subset_works_and_unknown_cameras_are_ignored():
     for subset in [("front",), ("wrist",), ("front", "side"), CAMS]:
         e = model.encode({c: obs[c] for c in subset})
         assert e.shape == (3, 16) and torch.isfinite(e).all()
-    torch.testing.assert_close(model.encode({"front": obs["front"], "top": obs["side"]}), model.encode({"front": obs["front"]}))
+    torch.testing.assert_close(
+        model.encode({"front": obs["front"], "top": obs["side"]}), model.encode({"front": obs["front"]})
+    )
     # Different resolutions are resized to the model's input.
     big = {c: np.repeat(np.repeat(v, 2, axis=1), 2, axis=2) for c, v in obs.items()}
     assert model.encode(big).shape == (3, 16)
@@ -90,33 +101,50 @@ def test_mismatched_cameras_is_a_clear_error():
 
 def test_canonical_colours_read_the_named_colour_as_the_canonical_one(tmp_path):
     blue = TASK.replace("red", "blue")
-    model = GRMProgressModel(GRM(tiny_config(canonical_colors="red:blue",
-                                             vocabulary=build_vocabulary([TASK, blue]))), device="cpu")
+    model = GRMProgressModel(
+        GRM(tiny_config(canonical_colors="red:blue", vocabulary=build_vocabulary([TASK, blue]))), device="cpu"
+    )
     before, after = random_obs(3, seed=1), random_obs(3, seed=2)
     exchanged = {k: {c: v[..., ::-1].copy() for c, v in o.items()} for k, o in (("b", before), ("a", after))}
     e_b, e_a = model.encode(before), model.encode(after)
     x_b, x_a = model.encode(exchanged["b"]), model.encode(exchanged["a"])
     assert e_b.shape == (3, 2 * 16)  # [as rendered | red and blue exchanged]
     # "blue" on the red/blue-exchanged video is exactly "red" on the video: the named block always looks red.
-    np.testing.assert_allclose(model.hop_from_embeddings(x_b, x_a, [blue] * 3, x_b, x_a),
-                               model.hop_from_embeddings(e_b, e_a, [TASK] * 3, e_b, e_a), atol=1e-6)
+    np.testing.assert_allclose(
+        model.hop_from_embeddings(x_b, x_a, [blue] * 3, x_b, x_a),
+        model.hop_from_embeddings(e_b, e_a, [TASK] * 3, e_b, e_a),
+        atol=1e-6,
+    )
     # ... and not "blue" on the same video (the weights would have to ignore colour for that).
-    assert not np.allclose(model.hop_from_embeddings(e_b, e_a, [blue] * 3), model.hop_from_embeddings(e_b, e_a, [TASK] * 3))
+    assert not np.allclose(
+        model.hop_from_embeddings(e_b, e_a, [blue] * 3), model.hop_from_embeddings(e_b, e_a, [TASK] * 3)
+    )
     cfg = model.grm_config
-    assert [cfg.reads_exchanged(t) for t in (TASK, blue, "open the drawer", "put red on blue")] == [False, True, False, False]
+    assert [cfg.reads_exchanged(t) for t in (TASK, blue, "open the drawer", "put red on blue")] == [
+        False,
+        True,
+        False,
+        False,
+    ]
     assert cfg.token_ids(blue) == cfg.token_ids(TASK)
     loaded = load_grm(model.save_pretrained(tmp_path / "ckpt"), device="cpu")
     assert loaded.grm_config.canonical_colors == "red:blue"
-    np.testing.assert_allclose(loaded.hop_from_embeddings(loaded.encode(before), loaded.encode(after), [blue] * 3),
-                               model.hop_from_embeddings(e_b, e_a, [blue] * 3), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.hop_from_embeddings(loaded.encode(before), loaded.encode(after), [blue] * 3),
+        model.hop_from_embeddings(e_b, e_a, [blue] * 3),
+        atol=1e-6,
+    )
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"canonical_colors": "red-blue"}, "canonical_colors"),
-    ({"canonical_colors": "red:purple"}, "canonical_colors"),
-    ({"canonical_colors": "red:red"}, "canonical_colors"),
-    ({"canonical_colors": "red:blue", "conditioning": "spatial"}, "pooled"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"canonical_colors": "red-blue"}, "canonical_colors"),
+        ({"canonical_colors": "red:purple"}, "canonical_colors"),
+        ({"canonical_colors": "red:red"}, "canonical_colors"),
+        ({"canonical_colors": "red:blue", "conditioning": "spatial"}, "pooled"),
+    ],
+)
 def test_bad_canonical_colours_are_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         tiny_config(**kw)
@@ -185,15 +213,22 @@ def test_open_clip_missing_weights_is_a_clear_error(tmp_path):
 def test_hf_backbone_loads_offline_and_round_trips(tmp_path, kind):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=32, patch_size=8)
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
+    )
     if kind == "clip_vision":
         hf = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**vision))
         ref = hf.state_dict()
     else:
         config = transformers.SiglipConfig(
-            text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                             vocab_size=64, max_position_embeddings=16),
+            text_config=dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                vocab_size=64,
+                max_position_embeddings=16,
+            ),
             vision_config=vision,
         )
         hf = transformers.SiglipModel(config)

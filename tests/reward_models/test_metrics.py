@@ -43,7 +43,9 @@ def test_voc_and_completion_rules():
 
 
 def _ep(i, phi, success=None, outcome=None, policy=None):
-    return EpisodeScore(episode_index=i, progress=np.asarray(phi, float), success=success, outcome=outcome, policy=policy)
+    return EpisodeScore(
+        episode_index=i, progress=np.asarray(phi, float), success=success, outcome=outcome, policy=policy
+    )
 
 
 def test_compute_metrics_with_all_labels():

@@ -122,8 +122,14 @@ def _red_block_episode(i: int, final: float, T: int = 12) -> Episode:
     for t in range(T):
         x = int(4 + 20 * progress[t])
         front[t, 12:20, x : x + 8] = (255, 0, 0)
-    return Episode(task=TOY_TASK, frames={"front": front}, fps=10, progress=progress, episode_index=i,
-                   outcome="success" if final >= 0.99 else "fail")
+    return Episode(
+        task=TOY_TASK,
+        frames={"front": front},
+        fps=10,
+        progress=progress,
+        episode_index=i,
+        outcome="success" if final >= 0.99 else "fail",
+    )
 
 
 def test_registered_kind_loads_like_a_builtin(toy_kind):
@@ -156,8 +162,27 @@ def test_registered_kind_through_prism_reward_eval(toy_kind, tmp_path):
     for i, final in enumerate((1.0, 0.3, 1.0)):
         write_episode_folder(tmp_path / "episodes" / f"ep{i}", _red_block_episode(i, final))
     out = tmp_path / "report"
-    assert prism_reward(["eval", "--model", "toy:front", "--model", "oracle", "--data", str(tmp_path / "episodes"),
-                         "--out", str(out), "--device", "cpu", "--no-progress-bar", "--videos", "0"]) == 0
+    assert (
+        prism_reward(
+            [
+                "eval",
+                "--model",
+                "toy:front",
+                "--model",
+                "oracle",
+                "--data",
+                str(tmp_path / "episodes"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--no-progress-bar",
+                "--videos",
+                "0",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["spec"] for m in metrics["models"].values()] == ["toy:front", "oracle"]
     toy_label = next(label for label, m in metrics["models"].items() if m["spec"] == "toy:front")
@@ -170,10 +195,12 @@ def test_registered_kind_through_prism_reward_eval(toy_kind, tmp_path):
 
 def test_loading_a_kind_imports_only_its_own_dependencies():
     """Heavy optional dependencies stay unimported until a spec of their kind is loaded."""
-    code = ("import sys; from reward_models.registry import load_progress_model, parse_spec; "
-            "[parse_spec(s) for s in ('clip:A:w', 'vlm:/d', 'vlm-grm:/d', 'serve:x@auto', 'grm')]; "
-            "load_progress_model('oracle'); "
-            "print(sorted(m for m in ('open_clip', 'transformers', 'ray', 'torch') if m in sys.modules))")
+    code = (
+        "import sys; from reward_models.registry import load_progress_model, parse_spec; "
+        "[parse_spec(s) for s in ('clip:A:w', 'vlm:/d', 'vlm-grm:/d', 'serve:x@auto', 'grm')]; "
+        "load_progress_model('oracle'); "
+        "print(sorted(m for m in ('open_clip', 'transformers', 'ray', 'torch') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

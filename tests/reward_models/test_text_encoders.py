@@ -20,15 +20,24 @@ def test_specs_resolve_or_fail_clearly(tmp_path):
 
 def test_paraphrases_land_near_each_other():
     enc = load_sentence_encoder("sentence:minilm")
-    e = enc.encode(["push the red block onto the green target", "slide the red cube onto the green goal pad",
-                    "open the drawer"])
+    e = enc.encode(
+        ["push the red block onto the green target", "slide the red cube onto the green goal pad", "open the drawer"]
+    )
     sim = e @ e.T
     assert sim[0, 1] > sim[0, 2] + 0.2 and sim[0, 1] > sim[1, 2] + 0.2
 
 
 def test_checkpoint_records_the_encoder_and_not_its_weights(tmp_path):
-    cfg = GRMConfig(image_size=32, cameras=("front",), embed_dim=16, conv_channels=(8, 8), hidden_dim=32,
-                    text_dim=8, text_encoder="sentence:minilm", canonical_colors="red:blue")
+    cfg = GRMConfig(
+        image_size=32,
+        cameras=("front",),
+        embed_dim=16,
+        conv_channels=(8, 8),
+        hidden_dim=32,
+        text_dim=8,
+        text_encoder="sentence:minilm",
+        canonical_colors="red:blue",
+    )
     model = GRM(cfg)
     assert not any("sentence_encoder" in k for k in model.state_dict())
     path = save_grm(model, tmp_path / "grm")

@@ -102,8 +102,12 @@ def test_oracle_hops_reconstruct_exact_progress_online(mode):
 def test_oracle_hops_reconstruct_exact_progress_offline(mode):
     traj = random_trajectory(np.random.default_rng(1), 60)
     trace = track_episode(
-        OracleProgressModel(), progress_obs(traj), task="open the drawer",
-        goal_obs=progress_obs([1.0]), fusion=FusionConfig(mode=mode), batch_size=16,
+        OracleProgressModel(),
+        progress_obs(traj),
+        task="open the drawer",
+        goal_obs=progress_obs([1.0]),
+        fusion=FusionConfig(mode=mode),
+        batch_size=16,
     )
     np.testing.assert_allclose(trace.phi, traj, atol=1e-9)
     np.testing.assert_allclose(trace.incremental, traj, atol=1e-9)
@@ -181,8 +185,9 @@ def test_goal_looks_like_start_keeps_success_detection():
     model = GoalLooksLikeStartModel()
     goal = progress_obs([1.0])
     fused = track_episode(model, progress_obs(traj), task="open and close the drawer", goal_obs=goal)
-    plain = track_episode(model, progress_obs(traj), task="open and close the drawer", goal_obs=goal,
-                          fusion=FusionConfig(mode="mean"))
+    plain = track_episode(
+        model, progress_obs(traj), task="open and close the drawer", goal_obs=goal, fusion=FusionConfig(mode="mean")
+    )
     # The failure exists: anchors saturate in opposite directions, the plain mean misses success.
     assert plain.forward[-1] < 0.05 and plain.backward[1] > 0.9
     assert plain.success_frame is None
@@ -219,8 +224,9 @@ def test_goal_that_looks_like_start_is_not_used_as_context():
     model = GoalContextSensitiveOracle()
     looks_like_start = track_episode(model, progress_obs(traj), task="t", goal_obs=progress_obs([0.0]))
     real_goal = track_episode(model, progress_obs(traj), task="t", goal_obs=progress_obs([1.0]))
-    trusted = track_episode(model, progress_obs(traj), task="t", goal_obs=progress_obs([0.0]),
-                            fusion=FusionConfig(goal_min_hop=-1.0))
+    trusted = track_episode(
+        model, progress_obs(traj), task="t", goal_obs=progress_obs([0.0]), fusion=FusionConfig(goal_min_hop=-1.0)
+    )
     np.testing.assert_allclose(looks_like_start.phi, traj, atol=1e-9)  # incremental of exact hops
     assert looks_like_start.meta["goal_used"] is False
     np.testing.assert_allclose(real_goal.phi, traj, atol=1e-9)
@@ -246,8 +252,12 @@ def test_online_goal_check_mixed_batch_and_goal_changes_on_reset():
     assert tracker.success.all()
     # Episode 1 restarts with a real goal: its check rides along in that step's with-goal call.
     calls, rows = model.hop_calls, model.hop_rows
-    tracker.step(progress_obs(np.ones(n)), reset_mask=[False, True, False, False], reset_obs=progress_obs([0.0]),
-                 reset_goal_obs=progress_obs([1.0]))
+    tracker.step(
+        progress_obs(np.ones(n)),
+        reset_mask=[False, True, False, False],
+        reset_obs=progress_obs([0.0]),
+        reset_goal_obs=progress_obs([1.0]),
+    )
     assert model.hop_calls - calls == 2 and model.hop_rows - rows == 3 * 2 + 1 + 2 * 2
     np.testing.assert_array_equal(tracker.components["goal_used"], [True, True, True, False])
     calls = model.hop_calls
@@ -311,7 +321,9 @@ def test_partial_reset_and_torch_embeddings():
     tracker.reset(range(3), ["t"] * 3, progress_obs([0.0, 0.0, 0.0]))
     tracker.step(progress_obs([0.5, 0.5, 0.5]))
     tracker.reset([2], ["u"], progress_obs([0.2]))
-    phi = tracker.step(progress_obs([0.6, 0.6, 0.6]), reset_mask=[True, False, False], reset_obs=progress_obs([0.1] * 3))
+    phi = tracker.step(
+        progress_obs([0.6, 0.6, 0.6]), reset_mask=[True, False, False], reset_obs=progress_obs([0.1] * 3)
+    )
     np.testing.assert_allclose(phi, [0.6, 0.6, hop_from_progress(0.2, 0.6)])
 
 

@@ -66,8 +66,15 @@ def make_episode(task: str, rng: np.random.Generator, success: bool = True, size
         progress = rng.uniform(0.3, 0.6) * np.sin(np.pi * t)
     frames = {v: np.stack([render(task, p, anchor, size, v, rng) for p in progress]) for v in ("front", "side")}
     state = np.stack([progress, np.full(T, anchor)], axis=1).astype(np.float32)  # probe targets (state_weight)
-    return Episode(task=INSTRUCTIONS[task], frames=frames, progress=progress.astype(np.float32), task_name=task,
-                   state=state, outcome="success" if success else "fail", fps=10.0)
+    return Episode(
+        task=INSTRUCTIONS[task],
+        frames=frames,
+        progress=progress.astype(np.float32),
+        task_name=task,
+        state=state,
+        outcome="success" if success else "fail",
+        fps=10.0,
+    )
 
 
 def dataset(seed: int, n_success: int, n_fail: int, tasks=("slide", "lift"), size: int = 32) -> list[Episode]:
@@ -76,15 +83,30 @@ def dataset(seed: int, n_success: int, n_fail: int, tasks=("slide", "lift"), siz
 
 
 def quick_config(tmp_path: Path, **kw) -> GRMTrainConfig:
-    base = dict(out=tmp_path / "grm", steps=200, image_size=32, batch_episodes=6, frames_per_episode=5, embed_dim=64,
-                warmup_steps=20, device="cpu", num_threads=1, progress_bar=False, save_every=0, seed=0)
+    base = dict(
+        out=tmp_path / "grm",
+        steps=200,
+        image_size=32,
+        batch_episodes=6,
+        frames_per_episode=5,
+        embed_dim=64,
+        warmup_steps=20,
+        device="cpu",
+        num_threads=1,
+        progress_bar=False,
+        save_every=0,
+        seed=0,
+    )
     base.update(kw)
     return GRMTrainConfig(**base)
 
 
 def held_out_voc(model, episodes: list[Episode], instruction: str | None = None) -> float:
-    vocs = [spearman(np.arange(ep.length), track_episode(model, ep, task=instruction or ep.task).phi)
-            for ep in episodes if ep.outcome == "success"]
+    vocs = [
+        spearman(np.arange(ep.length), track_episode(model, ep, task=instruction or ep.task).phi)
+        for ep in episodes
+        if ep.outcome == "success"
+    ]
     return float(np.mean(np.nan_to_num(vocs)))  # a constant Φ ranks nothing: 0
 
 
@@ -112,7 +134,10 @@ def test_sampler_builds_stratified_labelled_pairs(tmp_path):
 
 def test_swap_instruction_names_the_other_object():
     pairs = parse_swap_pairs(["red:blue"])
-    assert swap_instruction("Push the red block onto the green target", pairs) == "Push the blue block onto the green target"
+    assert (
+        swap_instruction("Push the red block onto the green target", pairs)
+        == "Push the blue block onto the green target"
+    )
     assert swap_instruction("put the BLUE cube on the green circle", pairs) == "put the red cube on the green circle"
     assert swap_instruction("open the drawer", pairs) is None  # names no object of a pair
     assert swap_instruction("put the red block on the blue one", pairs) is None  # names both: ambiguous
@@ -153,8 +178,11 @@ def test_colour_swap_counterfactuals_label_successes_zero_and_skip_failures(tmp_
         # The same video under the other colour: no progress, whatever the real instruction's hop.
         assert all(float(batch.hop[i]) == 0.0 for i in rows)
         assert sum(float(batch.weight[i]) for i in rows) == pytest.approx(0.2, abs=1e-5)
-        real = {(int(batch.before[i]), int(batch.after[i])): float(batch.hop[i])
-                for i, t in enumerate(batch.text) if t not in swapped_texts}
+        real = {
+            (int(batch.before[i]), int(batch.after[i])): float(batch.hop[i])
+            for i, t in enumerate(batch.text)
+            if t not in swapped_texts
+        }
         seen_whole_episode |= any(real.get((int(batch.before[i]), int(batch.after[i])), 0.0) > 0.5 for i in rows)
     assert seen_whole_episode, "expected swapped pairs over frames that are clear progress for the real instruction"
 
@@ -169,16 +197,22 @@ def two_block_episode(named: str, moved: str, rng: np.random.Generator, size: in
     frames, states = [], []
     for x in np.linspace(0.15, 0.8, T):
         img = np.full((size, size, 3), (190, 185, 170), np.uint8) + rng.integers(0, 6, (size, size, 3), dtype=np.uint8)
-        img[:, int(0.88 * size):] = (40, 170, 60)
+        img[:, int(0.88 * size) :] = (40, 170, 60)
         xy = {colour: (x if colour == moved else 0.15, row) for colour, row in rows.items()}
         for colour, (bx, row) in xy.items():
             cx, cy, r = int(bx * size), int(row * size), size // 10
             img[cy - r : cy + r, max(0, cx - r) : cx + r] = colours[colour]
         frames.append(img)
         states.append([*xy[named], *xy[other]])  # like the sim's block tasks: the *named* block first
-    return Episode(task=f"slide the {named} block to the green bar", frames={"front": np.stack(frames)},
-                   progress=progress.astype(np.float32), task_name="slide", state=np.asarray(states, np.float32),
-                   outcome="success" if moved == named else "fail", fps=10.0)
+    return Episode(
+        task=f"slide the {named} block to the green bar",
+        frames={"front": np.stack(frames)},
+        progress=progress.astype(np.float32),
+        task_name="slide",
+        state=np.asarray(states, np.float32),
+        outcome="success" if moved == named else "fail",
+        fps=10.0,
+    )
 
 
 def test_canonical_colours_make_swap_counterfactuals_teach_which_block_counts(tmp_path):
@@ -194,8 +228,9 @@ def test_canonical_colours_make_swap_counterfactuals_teach_which_block_counts(tm
     rng = np.random.default_rng(99)
     right = [two_block_episode(c, c, rng) for c in ("red", "blue") for _ in range(3)]
     wrong = [two_block_episode(c, o, rng) for c, o in (("red", "blue"), ("blue", "red")) for _ in range(3)]
-    cfg = quick_config(tmp_path, steps=250, swap_counterfactual=0.7, swap_weight=0.3, view_dropout=0.0,
-                       canonical_colors="red:blue")
+    cfg = quick_config(
+        tmp_path, steps=250, swap_counterfactual=0.7, swap_weight=0.3, view_dropout=0.0, canonical_colors="red:blue"
+    )
     model = load_grm(train_grm(cfg, episodes=train), device="cpu")
     final_right = np.mean([track_episode(model, ep).final for ep in right])
     final_wrong = np.mean([track_episode(model, ep).final for ep in wrong])
@@ -269,8 +304,15 @@ def test_training_learns_to_rank_held_out_progress(tmp_path):
 @pytest.mark.parametrize("state_weight", [0.0, 1.0])
 def test_resume_continues_exactly(tmp_path, monkeypatch, state_weight):
     eps = dataset(seed=1, n_success=2, n_fail=1, size=16)
-    common = dict(steps=6, image_size=16, batch_episodes=2, frames_per_episode=3, embed_dim=16, warmup_steps=2,
-                  state_weight=state_weight)
+    common = dict(
+        steps=6,
+        image_size=16,
+        batch_episodes=2,
+        frames_per_episode=3,
+        embed_dim=16,
+        warmup_steps=2,
+        state_weight=state_weight,
+    )
     straight = train_grm(quick_config(tmp_path / "a", **common), episodes=eps)
 
     calls = {"n": 0}
@@ -299,14 +341,24 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, state_weight):
 
 
 def test_one_shot_adaptation_learns_a_new_task(tmp_path):
-    base = train_grm(quick_config(tmp_path, steps=200), episodes=dataset(seed=2, n_success=10, n_fail=4, tasks=("slide",)))
+    base = train_grm(
+        quick_config(tmp_path, steps=200), episodes=dataset(seed=2, n_success=10, n_fail=4, tasks=("slide",))
+    )
     rng = np.random.default_rng(77)
     demo = make_episode("lift", rng, success=True)
     held_out = [make_episode("lift", rng, success=True) for _ in range(4)]
     before = held_out_voc(load_grm(base, device="cpu"), held_out)
     adapted = adapt_grm(
-        AdaptConfig(checkpoint=base, demo=tmp_path / "unused", out=tmp_path / "adapted", steps=120, lr=1e-3,
-                    device="cpu", num_threads=1, progress_bar=False),
+        AdaptConfig(
+            checkpoint=base,
+            demo=tmp_path / "unused",
+            out=tmp_path / "adapted",
+            steps=120,
+            lr=1e-3,
+            device="cpu",
+            num_threads=1,
+            progress_bar=False,
+        ),
         demo_episode=demo,
     )
     model = load_grm(adapted, device="cpu")
@@ -329,12 +381,52 @@ def test_cli_train_and_adapt_on_a_lerobot_dataset(tmp_path):
     data = write(tmp_path / "data", dataset(seed=3, n_success=2, n_fail=1, tasks=("slide",)))
     demo = write(tmp_path / "demo", [make_episode("lift", np.random.default_rng(5))])
     out = tmp_path / "ckpt"
-    assert main(["train", "--data", str(data), "--out", str(out), "--steps", "3", "--image-size", "16",
-                 "--cameras", "front,side", "--num-threads", "1", "--no-progress-bar", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--image-size",
+                "16",
+                "--cameras",
+                "front,side",
+                "--num-threads",
+                "1",
+                "--no-progress-bar",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     model = load_grm(out, device="cpu")
     assert model.cameras == ("front", "side") and model.grm_config.training["episodes"] == 3
-    assert main(["adapt", "--checkpoint", str(out), "--demo", str(demo), "--episode", "0", "--out",
-                 str(tmp_path / "adapted"), "--steps", "2", "--num-threads", "1", "--no-progress-bar"]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                "--checkpoint",
+                str(out),
+                "--demo",
+                str(demo),
+                "--episode",
+                "0",
+                "--out",
+                str(tmp_path / "adapted"),
+                "--steps",
+                "2",
+                "--num-threads",
+                "1",
+                "--no-progress-bar",
+            ]
+        )
+        == 0
+    )
     assert "lift" in load_grm(tmp_path / "adapted", device="cpu").grm_config.vocabulary
     assert main(["--help"]) == 0 and main(["nope"]) == 2
     with pytest.raises(IndexError, match="out of range"):
@@ -358,8 +450,9 @@ def test_training_can_start_from_another_checkpoint(tmp_path):
     eps = dataset(0, 2, 1, tasks=("lift",))
     first = train_grm(quick_config(tmp_path / "a", steps=3, cameras=("front",), embed_dim=16), episodes=eps)
     renamed = [replace(ep, task="raise the cube up high") for ep in eps]
-    second = train_grm(quick_config(tmp_path / "b", steps=2, init=str(first), image_size=48, cameras=("side",)),
-                       episodes=renamed)
+    second = train_grm(
+        quick_config(tmp_path / "b", steps=2, init=str(first), image_size=48, cameras=("side",)), episodes=renamed
+    )
     a, b = load_grm_module(first), load_grm_module(second)
     assert b.config.cameras == a.config.cameras == ("front",) and b.config.image_size == 32
     assert b.config.embed_dim == 16

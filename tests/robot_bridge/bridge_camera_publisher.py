@@ -1,6 +1,6 @@
 """A stand-alone camera driver for the bridge tests: publishes moving test-pattern frames.
 
-    python bridge_camera_publisher.py NAMESPACE CAMERA[,CAMERA...] RATE_HZ SIZE
+python bridge_camera_publisher.py NAMESPACE CAMERA[,CAMERA...] RATE_HZ SIZE
 """
 
 import sys

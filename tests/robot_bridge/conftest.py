@@ -64,8 +64,14 @@ class Processes:
         self.tmp_path = tmp_path
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, executable: str, params: dict | None = None, params_file: Path | None = None,
-              extra_args: list[str] | None = None) -> subprocess.Popen:
+    def start(
+        self,
+        name: str,
+        executable: str,
+        params: dict | None = None,
+        params_file: Path | None = None,
+        extra_args: list[str] | None = None,
+    ) -> subprocess.Popen:
         cmd = [str(BIN / executable) if (BIN / executable).exists() else executable]
         cmd += extra_args or []
         cmd += ["--ros-args", "-r", f"__ns:={NAMESPACE}"]
@@ -79,22 +85,34 @@ class Processes:
             elif value == "":
                 value = "''"  # rcl rejects `name:=` with nothing after it
             cmd += ["-p", f"{key}:={value}"]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests" / "robot_bridge"), os.environ.get("PYTHONPATH", "")]),
-                   PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(
+                [str(REPO), str(REPO / "tests" / "robot_bridge"), os.environ.get("PYTHONPATH", "")]
+            ),
+            PYTHONUNBUFFERED="1",
+        )
         log = open(self.tmp_path / f"{name}.log", "w")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.tmp_path,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.tmp_path, start_new_session=True
+        )
         self.procs[name] = proc
         return proc
 
-    def start_camera(self, name: str = "camera", cameras=("front",), rate_hz: float = 30.0,
-                     size: int = 64) -> subprocess.Popen:
+    def start_camera(
+        self, name: str = "camera", cameras=("front",), rate_hz: float = 30.0, size: int = 64
+    ) -> subprocess.Popen:
         """A separate camera-driver process publishing ``<ns>/<camera>/image_raw``."""
         script = Path(__file__).with_name("bridge_camera_publisher.py")
         env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
         log = open(self.tmp_path / f"{name}.log", "w")
-        proc = subprocess.Popen([sys.executable, str(script), NAMESPACE, ",".join(cameras), str(rate_hz), str(size)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), NAMESPACE, ",".join(cameras), str(rate_hz), str(size)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         self.procs[name] = proc
         return proc
 
@@ -153,8 +171,9 @@ class Probe:
         self.publishers: dict[str, object] = {}
 
     def watch(self, topic: str, msg_type, qos=10) -> None:
-        self.node.create_subscription(msg_type, topic, lambda m, t=topic: self.messages[t].append((time.monotonic(), m)),
-                                      qos)
+        self.node.create_subscription(
+            msg_type, topic, lambda m, t=topic: self.messages[t].append((time.monotonic(), m)), qos
+        )
 
     def publisher(self, topic: str, msg_type, qos=10):
         if topic not in self.publishers:

@@ -37,8 +37,15 @@ def test_every_parameter_is_documented_in_help(cls):
 
 
 def test_parameter_coercion_and_errors():
-    cfg = build_config(PolicyNodeConfig, {"control_rate_hz": 30, "workspace_min": [0, -1, 0],
-                                          "camera_topics": "front=/a,wrist=/b", "use_privileged_state": "true"})
+    cfg = build_config(
+        PolicyNodeConfig,
+        {
+            "control_rate_hz": 30,
+            "workspace_min": [0, -1, 0],
+            "camera_topics": "front=/a,wrist=/b",
+            "use_privileged_state": "true",
+        },
+    )
     assert cfg.control_rate_hz == 30.0 and isinstance(cfg.control_rate_hz, float)
     assert cfg.workspace_min == (0.0, -1.0, 0.0)
     assert cfg.camera_topics == ("front=/a", "wrist=/b") and cfg.use_privileged_state is True

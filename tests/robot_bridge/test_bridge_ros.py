@@ -28,8 +28,15 @@ def _msgs():
     from std_msgs.msg import Bool, Empty, Float32, String
     from trajectory_msgs.msg import JointTrajectory
 
-    return dict(TwistStamped=TwistStamped, JointState=JointState, Bool=Bool, Empty=Empty, Float32=Float32,
-                String=String, JointTrajectory=JointTrajectory)
+    return dict(
+        TwistStamped=TwistStamped,
+        JointState=JointState,
+        Bool=Bool,
+        Empty=Empty,
+        Float32=Float32,
+        String=String,
+        JointTrajectory=JointTrajectory,
+    )
 
 
 def _moving(twist_msg) -> bool:
@@ -51,14 +58,16 @@ def test_closed_loop_reach_monitor_and_recorder(processes, probe, tmp_path):
     probe.watch(f"{NAMESPACE}/reward/progress", m["Float32"])
     probe.watch(f"{NAMESPACE}/reward/success", m["Bool"])
     # sim.yaml makes the twin hold episode 0 until the recorder and the policy are there
-    twin = processes.start("twin", "prism-sim-robot", params_file=sim_yaml,
-                           params={"seed": seed, "episodes": n_episodes})
+    twin = processes.start(
+        "twin", "prism-sim-robot", params_file=sim_yaml, params={"seed": seed, "episodes": n_episodes}
+    )
     processes.start("policy", "prism-policy", params_file=sim_yaml)
     processes.start("monitor", "prism-reward-monitor", params_file=sim_yaml)
     processes.start("recorder", "prism-ros-record", params_file=sim_yaml, params={"output": dataset, "mcap": bag})
 
     assert probe.spin_until(lambda: twin.poll() is not None, timeout=180), (
-        "the twin did not finish its episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:])
+        "the twin did not finish its episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:]
+    )
     assert twin.returncode == 0, processes.log("twin")[-3000:]
     # the twin's own account of its session (the probe, which the twin does not wait for, may miss
     # the first episode's messages)
@@ -67,8 +76,9 @@ def test_closed_loop_reach_monitor_and_recorder(processes, probe, tmp_path):
     assert re.findall(r"episode \d+ ended: (\w+)", twin_log) == ["success"] * n_episodes, twin_log[-2000:]
     # the recorder closes the last episode on its next tick after episode/end; wait for its log line
     recorder = processes.procs["recorder"]
-    assert probe.spin_until(lambda: f"episode {n_episodes} recorded" in processes.log("recorder")
-                            or recorder.poll() is not None, timeout=30), processes.log("recorder")[-3000:]
+    assert probe.spin_until(
+        lambda: f"episode {n_episodes} recorded" in processes.log("recorder") or recorder.poll() is not None, timeout=30
+    ), processes.log("recorder")[-3000:]
     assert processes.stop("recorder") == 0, processes.log("recorder")[-3000:]
     twists = [msg for _, msg in probe.messages[TWIST]]
     assert sum(_moving(t) for t in twists) >= 10, "the policy node sent (almost) no motion commands"
@@ -90,7 +100,9 @@ def test_closed_loop_reach_monitor_and_recorder(processes, probe, tmp_path):
         for index in range(n_episodes):
             reset_state, info = reach.reset(seed=seed + index)  # what the twin's episode `index` starts from
             ep = ds.load_episode(index)
-            context = f"episode {index} ({ep.length} frames) progress {ep.progress}\n" + processes.log("recorder")[-2000:]
+            context = (
+                f"episode {index} ({ep.length} frames) progress {ep.progress}\n" + processes.log("recorder")[-2000:]
+            )
             assert ep.task == info.get("task", reach.unwrapped.instruction), context
             # frame 0: the arm at this episode's reset pose (each seed places it differently), progress at its start
             np.testing.assert_allclose(ep.state[0, :7], reset_state["state"][:7], atol=2e-3, err_msg=context)
@@ -118,15 +130,23 @@ def _score_with_prism_reward_eval(dataset: Path, tmp_path: Path, n_episodes: int
     """The oracle scores the recorded episodes of an always-successful expert as 100 % successes
     (a fake or truncated episode scores below)."""
     exe = Path(sys.executable).parent / "prism-reward"
-    help_text = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120).stdout \
-        if exe.exists() else ""
+    help_text = (
+        subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120).stdout if exe.exists() else ""
+    )
     if "eval" not in help_text:
-        warnings.warn("prism-reward eval is not available yet: the recorded dataset was only read back "
-                      "with episodes.open_dataset", stacklevel=2)
+        warnings.warn(
+            "prism-reward eval is not available yet: the recorded dataset was only read back "
+            "with episodes.open_dataset",
+            stacklevel=2,
+        )
         return
     out = tmp_path / "report"
-    run = subprocess.run([str(exe), "eval", "--model", "oracle", "--data", str(dataset), "--out", str(out)],
-                         capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        [str(exe), "eval", "--model", "oracle", "--data", str(dataset), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
     assert report["n_episodes"] == n_episodes and not report["skipped"]
@@ -139,8 +159,14 @@ def _score_with_prism_reward_eval(dataset: Path, tmp_path: Path, n_episodes: int
 
 def _start_commanding_policy(processes, policy: str, extra: dict | None = None):
     processes.start_camera(cameras=("front",))
-    params = {"policy": policy, "ee_pose_topic": "", "wait_for_episode_start": False, "stale_timeout_s": 0.5,
-              "control_rate_hz": 20.0, "episode_time_limit_s": 0.0}
+    params = {
+        "policy": policy,
+        "ee_pose_topic": "",
+        "wait_for_episode_start": False,
+        "stale_timeout_s": 0.5,
+        "control_rate_hz": 20.0,
+        "episode_time_limit_s": 0.0,
+    }
     params.update(extra or {})
     processes.start("policy", "prism-policy", params=params)
 
@@ -149,8 +175,9 @@ def test_watchdog_stops_commands_when_the_camera_dies(processes, probe):
     m = _msgs()
     probe.watch(TWIST, m["TwistStamped"])
     _start_commanding_policy(processes, "python:bridge_fault_policies:constant_policy")
-    assert probe.spin_until(lambda: sum(_moving(msg) for _, msg in probe.messages[TWIST]) >= 10, 60, processes), \
+    assert probe.spin_until(lambda: sum(_moving(msg) for _, msg in probe.messages[TWIST]) >= 10, 60, processes), (
         processes.log("policy")[-2000:]
+    )
     killed_at = time.monotonic()
     processes.kill("camera")
     probe.spin(2.0)
@@ -188,8 +215,8 @@ def test_estop_latches_and_resets(processes, probe):
     released_at = time.monotonic()
     reset.publish(m["Empty"]())
     assert probe.spin_until(
-        lambda: any(_moving(msg) for t, msg in probe.messages[TWIST] if t > released_at), 5, processes), \
-        "commands did not resume after release + reset"
+        lambda: any(_moving(msg) for t, msg in probe.messages[TWIST] if t > released_at), 5, processes
+    ), "commands did not resume after release + reset"
 
 
 def test_nan_policy_publishes_nothing(processes, probe):
@@ -217,17 +244,30 @@ def test_joint_trajectory_interface_drives_the_twin(processes, probe):
     probe.watch(f"{NAMESPACE}/joint_trajectory_controller/joint_trajectory", m["JointTrajectory"])
     trajectory_topic = f"{NAMESPACE}/joint_trajectory_controller/joint_trajectory"
     # policy first, and matched with the probe before the twin exists: no command can be missed
-    processes.start("policy", "prism-policy", params={
-        "policy": "python:bridge_fault_policies:joint_target_policy", "max_joint_step": 0.05})
+    processes.start(
+        "policy",
+        "prism-policy",
+        params={"policy": "python:bridge_fault_policies:joint_target_policy", "max_joint_step": 0.05},
+    )
     assert probe.spin_until(lambda: probe.node.count_publishers(trajectory_topic) > 0, 60, processes)
     probe.spin(0.5)
-    processes.start("twin", "prism-sim-robot", params={"command_interface": "joint_trajectory", "cameras": ["front"],
-                                                        "image_size": 64, "max_episode_steps": 2000})
-    assert probe.spin_until(lambda: len(probe.messages[trajectory_topic]) > 0, 90, processes), \
+    processes.start(
+        "twin",
+        "prism-sim-robot",
+        params={
+            "command_interface": "joint_trajectory",
+            "cameras": ["front"],
+            "image_size": 64,
+            "max_episode_steps": 2000,
+        },
+    )
+    assert probe.spin_until(lambda: len(probe.messages[trajectory_topic]) > 0, 90, processes), (
         processes.log("policy")[-2000:] + processes.log("twin")[-2000:]
+    )
     target = 0.6  # joint_target_policy asks joint 1 for 0.6 rad
-    assert probe.spin_until(lambda: abs(probe.messages["/joint_states"][-1][1].position[0] - target) < 0.05,
-                            30, processes), probe.messages["/joint_states"][-1][1].position[0]
+    assert probe.spin_until(
+        lambda: abs(probe.messages["/joint_states"][-1][1].position[0] - target) < 0.05, 30, processes
+    ), probe.messages["/joint_states"][-1][1].position[0]
     trajectories = [msg for _, msg in probe.messages[trajectory_topic]]
     # without the per-command step clamp every message would command 0.6 rad at once
     assert sum(t.points[0].positions[0] < target - 0.05 for t in trajectories) >= 3
@@ -243,9 +283,11 @@ def test_bad_parameters_fail_clearly(processes, tmp_path):
     assert proc.wait(60) == 2
     assert "nothing to record into" in processes.log("recorder")
     # a rate of 0 once crashed each node with a ZeroDivisionError traceback when it built its timer
-    for name, executable, params in (("rate_record", "prism-ros-record", {"output": str(tmp_path / "d"), "fps": 0}),
-                                     ("rate_monitor", "prism-reward-monitor", {"model": "oracle", "rate_hz": 0}),
-                                     ("rate_twin", "prism-sim-robot", {"real_time_factor": 0})):
+    for name, executable, params in (
+        ("rate_record", "prism-ros-record", {"output": str(tmp_path / "d"), "fps": 0}),
+        ("rate_monitor", "prism-reward-monitor", {"model": "oracle", "rate_hz": 0}),
+        ("rate_twin", "prism-sim-robot", {"real_time_factor": 0}),
+    ):
         proc = processes.start(name, executable, params=params)
         assert proc.wait(60) == 2, processes.log(name)[-2000:]
         assert processes.log(name).strip().splitlines()[-1].startswith(f"{executable}: error: parameter ")
@@ -256,8 +298,9 @@ NODE_EXECUTABLES = ("prism-sim-robot", "prism-policy", "prism-reward-monitor", "
 
 
 def _run_node_cli(executable: str, *ros_args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / executable), "--ros-args", *ros_args], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [str(BIN / executable), "--ros-args", *ros_args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.mark.parametrize("executable", NODE_EXECUTABLES)
@@ -286,8 +329,9 @@ class _DrivenRecorder:
         from robot_bridge.recorder import RecorderConfig, RecorderNode
 
         self.node = node
-        self.rec = RecorderNode(RecorderConfig(output=str(output), cameras=("front",), image_size=16, fps=20.0,
-                                               **config), node=node)
+        self.rec = RecorderNode(
+            RecorderConfig(output=str(output), cameras=("front",), image_size=16, fps=20.0, **config), node=node
+        )
         self.clock_ns = time.time_ns()
         self.rng = np.random.default_rng(0)
 
@@ -295,8 +339,9 @@ class _DrivenRecorder:
         self.clock_ns += 1_000_000
         return {"source_timestamp": self.clock_ns}
 
-    def frame(self, progress: float | None, success: bool | None = None, joint: float = 0.1,
-              published_ns: int | None = None) -> None:
+    def frame(
+        self, progress: float | None, success: bool | None = None, joint: float = 0.1, published_ns: int | None = None
+    ) -> None:
         """One robot step: image, joint state, pose, then (when given) its ground-truth labels, all
         published now or at ``published_ns``."""
         from geometry_msgs.msg import PoseStamped
@@ -310,8 +355,12 @@ class _DrivenRecorder:
             return self.info() if published_ns is None else {"source_timestamp": published_ns}
 
         rec, stamp = self.rec, self.node.get_clock().now().to_msg()
-        rec._on_image("front", "front/image_raw",
-                      numpy_to_image(self.rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), stamp, "front"), info())
+        rec._on_image(
+            "front",
+            "front/image_raw",
+            numpy_to_image(self.rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), stamp, "front"),
+            info(),
+        )
         js = JointState(name=list(PANDA_JOINT_NAMES + PANDA_FINGER_NAMES), position=[joint] * 9, velocity=[0.0] * 9)
         rec._on_joints("/joint_states", js, info())
         rec._on_pose("ee_pose", PoseStamped(), info())
@@ -431,16 +480,43 @@ def _instruction_following_vla(tmp_path: Path, forward: list[str], backward: lis
         n = 6
         action = np.tile(np.array([0.6 * sign, 0.0, 0.0, 0.0], dtype=np.float32), (n, 1))
         frames = {c: rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8) for c in ("front", "wrist")}
-        episodes.append(Episode(task=text, frames=frames, fps=20.0, episode_index=k, action=action,
-                                state=rng.normal(size=(n, len(names))).astype(np.float32),
-                                progress=np.linspace(0, 1, n, dtype=np.float32)))
-    write_dataset(tmp_path / "vla_data", episodes, progress=False, state_names=names,
-                  action_names=["ee_dx", "ee_dy", "ee_dz", "gripper"])
+        episodes.append(
+            Episode(
+                task=text,
+                frames=frames,
+                fps=20.0,
+                episode_index=k,
+                action=action,
+                state=rng.normal(size=(n, len(names))).astype(np.float32),
+                progress=np.linspace(0, 1, n, dtype=np.float32),
+            )
+        )
+    write_dataset(
+        tmp_path / "vla_data",
+        episodes,
+        progress=False,
+        state_names=names,
+        action_names=["ee_dx", "ee_dy", "ee_dz", "gripper"],
+    )
     torch.set_num_threads(1)
     out = tmp_path / "vla"
-    train_bc(BCConfig(data=(str(tmp_path / "vla_data"),), out=out, cameras="front,wrist", image_size=32,
-                      embed_dim=32, hidden_dim=64, chunk_size=4, execute_steps=2, steps=150, batch_size=16,
-                      lr=2e-3, device="cpu", progress_bar=False))
+    train_bc(
+        BCConfig(
+            data=(str(tmp_path / "vla_data"),),
+            out=out,
+            cameras="front,wrist",
+            image_size=32,
+            embed_dim=32,
+            hidden_dim=64,
+            chunk_size=4,
+            execute_steps=2,
+            steps=150,
+            batch_size=16,
+            lr=2e-3,
+            device="cpu",
+            progress_bar=False,
+        )
+    )
     policy = load_vla(out, device="cpu")
     obs = {"state": np.zeros(15, np.float32), "pixels": {"front": frames["front"][0], "wrist": frames["wrist"][0]}}
     for text, sign in [(forward[0], 1.0), (backward[0], -1.0)]:
@@ -462,18 +538,31 @@ def test_vla_policy_node_drives_the_twin_with_the_instruction_of_episode_start(p
         instructions = [reach.reset(seed=seed + k)[1]["task"] for k in range(n_episodes)]
     finally:
         reach.close()
-    checkpoint = _instruction_following_vla(tmp_path, forward=instructions,
-                                            backward=["push the red block onto the green target",
-                                                      "open the drawer by its handle"])
+    checkpoint = _instruction_following_vla(
+        tmp_path,
+        forward=instructions,
+        backward=["push the red block onto the green target", "open the drawer by its handle"],
+    )
     probe.watch(TWIST, m["TwistStamped"])
     probe.watch(f"{NAMESPACE}/episode/start", m["String"])
-    twin = processes.start("twin", "prism-sim-robot", params_file=CONFIG / "sim.yaml",
-                           params={"seed": seed, "episodes": n_episodes, "max_episode_steps": 30,
-                                   "cameras": ["front", "wrist"], "image_size": 64, "wait_for_subscribers": 0,
-                                   "reset_delay_s": 0.3})
+    twin = processes.start(
+        "twin",
+        "prism-sim-robot",
+        params_file=CONFIG / "sim.yaml",
+        params={
+            "seed": seed,
+            "episodes": n_episodes,
+            "max_episode_steps": 30,
+            "cameras": ["front", "wrist"],
+            "image_size": 64,
+            "wait_for_subscribers": 0,
+            "reset_delay_s": 0.3,
+        },
+    )
     processes.start("policy", "prism-policy", params_file=CONFIG / "sim.yaml", params={"policy": str(checkpoint)})
     assert probe.spin_until(lambda: twin.poll() is not None, timeout=150), (
-        "the twin did not finish its episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:])
+        "the twin did not finish its episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:]
+    )
     assert twin.returncode == 0, processes.log("twin")[-3000:]
     twin_log = processes.log("twin")
     assert re.findall(r"episodes ended: (\d+)", twin_log) == [str(n_episodes)], twin_log[-2000:]

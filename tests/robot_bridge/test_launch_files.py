@@ -62,8 +62,12 @@ def test_launch_file_static(path):
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "ARGUMENTS" for t in node.targets):
             declared |= {k.value for k in node.value.keys}
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument" \
-                and node.args and isinstance(node.args[0], ast.Constant):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "DeclareLaunchArgument"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             declared.add(node.args[0].value)
         # context.launch_configurations["x"] / .get("x", ...)
         if isinstance(node, ast.Subscript) and getattr(node.value, "attr", None) == "launch_configurations":
@@ -81,8 +85,12 @@ def test_launch_file_static(path):
             used |= set(overrides)
             executables.append((exe, overrides))
             assert "package" not in kw, "the prism-* executables are console scripts found on PATH"
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".yaml") \
-                and " " not in node.value:
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.endswith(".yaml")
+            and " " not in node.value
+        ):
             yaml_names.add(node.value)
     assert executables, f"{path.name} starts no Node"
     scripts = console_scripts()
@@ -95,11 +103,16 @@ def test_launch_file_static(path):
     assert declared <= used, f"{path.name}: arguments declared but never used: {declared - used}"
     if ".yaml" in yaml_names:  # config/<arm>.yaml: the default preset and every preset listed must exist
         yaml_names.discard(".yaml")
-        arguments = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                         and any(getattr(t, "id", None) == "ARGUMENTS" for t in n.targets))
+        arguments = next(
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "ARGUMENTS" for t in n.targets)
+        )
         arm = next(v for k, v in zip(arguments.keys, arguments.values) if k.value == "arm")
         default, description = arm.elts[0].value, arm.elts[1].value
-        presets = {default} | {w.strip(",()") for w in description.split() if (LAUNCH / "config" / f"{w.strip(',()')}.yaml").exists()}
+        presets = {default} | {
+            w.strip(",()") for w in description.split() if (LAUNCH / "config" / f"{w.strip(',()')}.yaml").exists()
+        }
         assert len(presets) >= 2, f"{path.name}: arm presets {presets}"
         yaml_names |= {f"{p}.yaml" for p in presets}
     for name in yaml_names:
@@ -138,8 +151,12 @@ def _load_with_standins(path: Path, monkeypatch):
     launch_ros = types.ModuleType("launch_ros")
     ros_actions = types.ModuleType("launch_ros.actions")
     ros_actions.Node = type("Node", (_Recorder,), {})
-    for name, module in {"launch": launch, "launch.actions": actions, "launch_ros": launch_ros,
-                         "launch_ros.actions": ros_actions}.items():
+    for name, module in {
+        "launch": launch,
+        "launch.actions": actions,
+        "launch_ros": launch_ros,
+        "launch_ros.actions": ros_actions,
+    }.items():
         monkeypatch.setitem(sys.modules, name, module)
     spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
     module = importlib.util.module_from_spec(spec)
@@ -150,7 +167,9 @@ def _load_with_standins(path: Path, monkeypatch):
 def _run(module, **arguments):
     description = module.generate_launch_description()
     items = description.args[0]
-    configurations = {d.args[0]: d.kwargs["default_value"] for d in items if type(d).__name__ == "DeclareLaunchArgument"}
+    configurations = {
+        d.args[0]: d.kwargs["default_value"] for d in items if type(d).__name__ == "DeclareLaunchArgument"
+    }
     configurations.update(arguments)
     opaque = next(i for i in items if type(i).__name__ == "OpaqueFunction")
     context = types.SimpleNamespace(launch_configurations=configurations)
@@ -184,8 +203,10 @@ def test_robot_launch_per_arm(monkeypatch):
     assert [n.kwargs["executable"] for n in nodes] == ["prism-policy", "prism-reward-monitor"]
     params_file, overrides = nodes[0].kwargs["parameters"]
     assert params_file.endswith("ur5e.yaml") and overrides == {"policy": "/runs/x", "max_joint_step": "0.02"}
-    cfg = build_config(PolicyNodeConfig, {**yaml.safe_load(Path(params_file).read_text())["/**/prism_policy"]
-                                          ["ros__parameters"], **overrides})
+    cfg = build_config(
+        PolicyNodeConfig,
+        {**yaml.safe_load(Path(params_file).read_text())["/**/prism_policy"]["ros__parameters"], **overrides},
+    )
     assert cfg.trajectory_topic == "/scaled_joint_trajectory_controller/joint_trajectory"
     assert cfg.command_interface == "joint_trajectory" and cfg.max_joint_step == 0.02
     franka = _run(module, policy="/runs/x", record="true", monitor="false")
@@ -197,8 +218,10 @@ def test_robot_launch_per_arm(monkeypatch):
 
 def test_launch_files_with_real_launch_api():
     if importlib.util.find_spec("launch") is None or importlib.util.find_spec("launch_ros") is None:
-        pytest.skip("ROS 2 `launch`/`launch_ros` are not installable from the registry here; "
-                    "on a robot machine this test loads the launch files with the real API")
+        pytest.skip(
+            "ROS 2 `launch`/`launch_ros` are not installable from the registry here; "
+            "on a robot machine this test loads the launch files with the real API"
+        )
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
     for path in LAUNCH_FILES:

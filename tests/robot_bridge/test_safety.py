@@ -36,16 +36,22 @@ def test_workspace_box_blocks_only_outward_motion():
     # outside the box, motion back inside is allowed
     d = guard.decide_twist(0.1, [0.0, -0.1, 0.0], ee_position=[0.5, 0.5, 0.3], dt=0.05)
     assert d.command[1] == pytest.approx(-0.1)
-    v = limit_to_workspace(np.array([0.0, 0.2, 0.0]), np.array([0.5, 0.29, 0.3]), np.array(cfg.workspace_min),
-                           np.array(cfg.workspace_max), 0.1)
+    v = limit_to_workspace(
+        np.array([0.0, 0.2, 0.0]),
+        np.array([0.5, 0.29, 0.3]),
+        np.array(cfg.workspace_min),
+        np.array(cfg.workspace_max),
+        0.1,
+    )
     assert v[1] == 0.0
     assert np.allclose(clamp_norm(np.array([3.0, 4.0]), 1.0), [0.6, 0.8])
 
 
 def test_joint_step_and_limit_clamps():
     guard = ready_guard(SafetyConfig(max_joint_step=0.1, joint_limit_margin=0.02))
-    d = guard.decide_joints(0.1, targets=[1.0, -0.5, 0.0], measured=[0.0, 0.0, 0.0],
-                            lower=[-1.0, -1.0, -1.0], upper=[1.0, 1.0, 0.05])
+    d = guard.decide_joints(
+        0.1, targets=[1.0, -0.5, 0.0], measured=[0.0, 0.0, 0.0], lower=[-1.0, -1.0, -1.0], upper=[1.0, 1.0, 0.05]
+    )
     assert d.verdict == Verdict.COMMAND and d.clamped
     assert np.allclose(d.command, [0.1, -0.1, 0.0])
     d = guard.decide_joints(0.1, targets=[0.5], measured=[0.99], lower=[-1.0], upper=[1.0])

@@ -24,8 +24,13 @@ def local_ray():
     if ray.is_initialized():
         ray.shutdown()
     pythonpath = os.pathsep.join(HELPER_DIRS + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}},
+    )
     yield ray
     try:
         from ray import serve

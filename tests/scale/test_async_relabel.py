@@ -47,10 +47,17 @@ def run_async(buffer, actions, sample_every=None):
 
 def make_buffer(factory, label_batch_steps, size=500):
     venv = make_venv()
-    return AsyncRelabelReplayBuffer(size, venv.observation_space, venv.action_space, device="cpu", n_envs=N_ENVS,
-                                    labeller={"reward": "frames:test", "n_envs": N_ENVS, "gamma": GAMMA,
-                                              "cameras": ("front",)},
-                                    model_factory=factory, label_batch_steps=label_batch_steps, labeller_cpus=0)
+    return AsyncRelabelReplayBuffer(
+        size,
+        venv.observation_space,
+        venv.action_space,
+        device="cpu",
+        n_envs=N_ENVS,
+        labeller={"reward": "frames:test", "n_envs": N_ENVS, "gamma": GAMMA, "cameras": ("front",)},
+        model_factory=factory,
+        label_batch_steps=label_batch_steps,
+        labeller_cpus=0,
+    )
 
 
 def test_async_labels_equal_the_synchronous_shaped_rewards(local_ray):

@@ -34,8 +34,13 @@ def rollout(venv, actions, kill_at=None):
         else:
             obs, rewards, dones, infos = venv.step(action)
         terminal = [float(np.asarray(i["terminal_observation"])[0]) if d else np.nan for d, i in zip(dones, infos)]
-        trace += [obs.copy(), rewards.copy(), dones.copy(), np.array(terminal),
-                  np.array([bool(i.get("TimeLimit.truncated", False)) for i in infos])]
+        trace += [
+            obs.copy(),
+            rewards.copy(),
+            dones.copy(),
+            np.array(terminal),
+            np.array([bool(i.get("TimeLimit.truncated", False)) for i in infos]),
+        ]
     return trace
 
 
@@ -87,10 +92,25 @@ def test_prism_train_with_ray_rollouts_and_async_reward(local_ray, tmp_path):
     from policies.configuration_train import RLTrainConfig
     from policies.train import train
 
-    cfg = RLTrainConfig(task="reach", algo="sac", reward="oracle-model", vec_env="ray", ray_workers=2, async_reward=True,
-                      n_envs=2, steps=240, eval_every=0, eval_episodes=1, video_every=0, checkpoint_every=0,
-                      checkpoint_minutes=0, progress_bar=False, obs_stats_steps=50, out=tmp_path / "run",
-                      hyperparams={"learning_starts": 100, "batch_size": 32, "buffer_size": 1000})
+    cfg = RLTrainConfig(
+        task="reach",
+        algo="sac",
+        reward="oracle-model",
+        vec_env="ray",
+        ray_workers=2,
+        async_reward=True,
+        n_envs=2,
+        steps=240,
+        eval_every=0,
+        eval_episodes=1,
+        video_every=0,
+        checkpoint_every=0,
+        checkpoint_minutes=0,
+        progress_bar=False,
+        obs_stats_steps=50,
+        out=tmp_path / "run",
+        hyperparams={"learning_starts": 100, "batch_size": 32, "buffer_size": 1000},
+    )
     result = train(cfg)
     assert result.env_steps >= 240 and (tmp_path / "run" / "model.zip").is_file()
 

@@ -83,8 +83,9 @@ def test_a_killed_replica_is_retried_and_nothing_is_mislabelled(service):
     expected = track(FrameProgressModel(), episodes)
     tracker = ProgressTracker(client, n=4)
     tracker.reset(range(4), [TASK] * 4, start_obs=frames(episodes[:, 0]))
-    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["name"].startswith(f"SERVE_REPLICA::{service}#")]
+    replicas = [
+        a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(f"SERVE_REPLICA::{service}#")
+    ]
     assert replicas
 
     def kill_replicas():
@@ -117,8 +118,12 @@ def test_a_service_gone_for_longer_than_the_timeout_is_a_clear_error(local_ray):
 
 @pytest.mark.parametrize("flag, value", [("--max-batch-size", "0"), ("--batch-wait-ms", "-1")])
 def test_serve_cli_rejects_bad_batching_in_one_line(flag, value):
-    done = subprocess.run([sys.executable, "-m", "reward_models.cli", "serve", "--model", "oracle", flag, value],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "reward_models.cli", "serve", "--model", "oracle", flag, value],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and flag in lines[0], done.stderr

@@ -60,7 +60,7 @@ def test_rewind_shows_progress_then_regress(task):
         assert spearman(progress[: peak + 1]) > 0.7
         # on the way down progress may plateau or wiggle (e.g. while the hand goes round the block),
         # but each third of the descent is lower on average than the one before
-        thirds = [part.mean() for part in np.array_split(progress[peak:low + 1], 3)]
+        thirds = [part.mean() for part in np.array_split(progress[peak : low + 1], 3)]
         assert thirds[0] > thirds[1] > thirds[2], progress.round(2)
 
 
@@ -117,8 +117,7 @@ def test_noise_makes_actions_differ_and_make_policy_errors():
     clean, noisy = make_policy("expert", env), make_policy("noisy", env)
     clean.reset(obs, info), noisy.reset(obs, info)
     assert not np.allclose(clean.act(obs, info), noisy.act(obs, info))
-    assert set(POLICIES) >= {"expert", "noisy", "random", "partial", "stall", "wrong-object", "rewind",
-                             "failure-mix"}
+    assert set(POLICIES) >= {"expert", "noisy", "random", "partial", "stall", "wrong-object", "rewind", "failure-mix"}
     with pytest.raises(ValueError, match="valid policies"):
         make_policy("perfect", env)
     with pytest.raises(ValueError, match="ee_delta"):

@@ -75,8 +75,7 @@ def test_domain_randomization_changes_images_not_task():
     # each switch alone has an effect
     for switch in ("lighting", "object_colors", "camera_jitter"):
         kw = {k: k == switch for k in ("lighting", "object_colors", "camera_jitter")}
-        env = sim.make("push", cameras=("front",), image_size=64,
-                       domain_randomization=sim.DomainRandomization(**kw))
+        env = sim.make("push", cameras=("front",), image_size=64, domain_randomization=sim.DomainRandomization(**kw))
         img = env.reset(seed=2)[0]["pixels"]["front"]
         assert np.abs(img.astype(int) - fp[0]["pixels"]["front"].astype(int)).mean() > 0.3, switch
 

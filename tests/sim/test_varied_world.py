@@ -39,8 +39,9 @@ def run_expert(env, seed):
 
 def clutter_positions(env):
     u = env.unwrapped
-    return np.array([u.data.xpos[u.model.body(f"clutter{i}").id].copy()
-                     for i in range(len(u.world_variant["distractors"]))]).reshape(-1, 3)
+    return np.array(
+        [u.data.xpos[u.model.body(f"clutter{i}").id].copy() for i in range(len(u.world_variant["distractors"]))]
+    ).reshape(-1, 3)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -78,10 +79,14 @@ def test_varied_resets_are_reproducible_and_seeds_differ():
     # seed 4 after seed 3 with the renderer already made: the textures must be re-uploaded, so the
     # pictures equal a fresh env's, not seed 4's scene on seed 3's table
     other, other_info = env.reset(seed=4)
-    fresh_other, fresh_other_info = sim.make("push", cameras=("front", "side"), image_size=48,
-                                             world="varied").reset(seed=4)
+    fresh_other, fresh_other_info = sim.make("push", cameras=("front", "side"), image_size=48, world="varied").reset(
+        seed=4
+    )
     again, again_info = env.reset(seed=3)
-    for obs, inf, ref, ref_info in ((fresh_other, fresh_other_info, other, other_info), (again, again_info, first, info)):
+    for obs, inf, ref, ref_info in (
+        (fresh_other, fresh_other_info, other, other_info),
+        (again, again_info, first, info),
+    ):
         np.testing.assert_array_equal(obs["state"], ref["state"])
         assert inf["world"] == ref_info["world"] and inf["task"] == ref_info["task"]
         for cam in ("front", "side"):
@@ -218,8 +223,12 @@ def test_cameras_keep_the_task_in_view(task):
 
 
 def test_set_geom_shape_matches_the_compiler():
-    for shape, ext in (("cube", (0.02, 0.02, 0.02)), ("brick", (0.017, 0.03, 0.021)),
-                       ("cylinder", (0.019, 0.019, 0.024)), ("sphere", (0.02, 0.02, 0.02))):
+    for shape, ext in (
+        ("cube", (0.02, 0.02, 0.02)),
+        ("brick", (0.017, 0.03, 0.021)),
+        ("cylinder", (0.019, 0.019, 0.024)),
+        ("sphere", (0.02, 0.02, 0.02)),
+    ):
         density = 700.0
         spec = mujoco.MjSpec()
         spec.worldbody.add_geom(type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1, 1, 0.1])
@@ -248,6 +257,7 @@ def test_set_geom_shape_matches_the_compiler():
             mujoco.mju_quat2Mat(rot, model.body_iquat[1])
             rot = rot.reshape(3, 3)
             return rot @ np.diag(model.body_inertia[1]) @ rot.T
+
         np.testing.assert_allclose(tensor(m), tensor(ref), rtol=1e-6, atol=1e-14)
         # and it rests on the plane at its half height
         d = mujoco.MjData(m)
