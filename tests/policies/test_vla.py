@@ -35,13 +35,7 @@ INSTRUCTIONS = ("push the red block onto the green target", "reach the red ball"
 TINY = dict(image_size=SIZE, conv_channels=(8, 16), embed_dim=32, hidden_dim=64, chunk_size=2, execute_steps=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine run faster single-threaded than contending for both.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def demo_action(instruction: int, t: int) -> np.ndarray:

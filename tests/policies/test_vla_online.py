@@ -38,12 +38,7 @@ TINY = dict(
 TASK = "reach the red ball"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_policy(seed: int = 0) -> VLAPolicy:
