@@ -52,6 +52,8 @@ from policies.shaping import (
     make_potential,
     shaped_reward,
 )
+from reward_models.registry import load_progress_model
+from reward_models.tracker import FusionConfig, emb_take, obs_batch_size, obs_concat, obs_take
 
 RELABEL_KEY = "relabel_step"
 """info key under which :class:`AsyncShapedRewardVecEnv` hands each step's :class:`RelabelStep` to the buffer."""
@@ -163,8 +165,6 @@ class PreEncodedModel:
         return getattr(self.model, name)
 
     def prefetch(self, batches: Sequence[Mapping[str, np.ndarray]]) -> None:
-        from reward_models.tracker import obs_batch_size, obs_concat, obs_take
-
         self._index, self._emb = {}, None
         if not batches:
             return
@@ -179,8 +179,6 @@ class PreEncodedModel:
         self.n_batched_encodes += 1
 
     def encode(self, obs: Mapping[str, np.ndarray]) -> Any:
-        from reward_models.tracker import emb_take, obs_batch_size
-
         rows = [self._index.get(_row_key(obs, r)) for r in range(obs_batch_size(obs))]
         if self._emb is None or any(r is None for r in rows):
             self.n_fallback_encodes += 1
@@ -209,8 +207,6 @@ class RewardLabeller:
     """Labels chunks of :class:`RelabelStep` in order with the shaped reward (module docstring)."""
 
     def __init__(self, config: LabellerConfig, model_factory: Callable[[], Any] | None = None) -> None:
-        from reward_models.tracker import FusionConfig
-
         if config.success_source not in SUCCESS_SOURCES:
             raise ValueError(f"success_source must be one of {SUCCESS_SOURCES}, got {config.success_source!r}")
         self.config = config
@@ -220,8 +216,6 @@ class RewardLabeller:
             if model_factory is not None:
                 model = model_factory()
             else:
-                from reward_models.registry import load_progress_model
-
                 model = load_progress_model(spec.model_spec, device=config.device)
         self.model = PreEncodedModel(model) if model is not None else None
         self.potential = make_potential(
@@ -342,9 +336,9 @@ class _AsyncRelabelMixin:
 
     def _labeller(self) -> Any:
         if self._actor is None:
-            import ray
+            import ray  # Ray (optional, the scale extra): only the labeller actor needs it
 
-            from reward_models.serve import ensure_ray
+            from reward_models.serve import ensure_ray  # Ray (as above)
 
             ensure_ray()
             actor_cls = ray.remote(RewardLabeller).options(num_cpus=self.labeller_cpus, max_restarts=0)
@@ -360,7 +354,7 @@ class _AsyncRelabelMixin:
             self._apply_ready(self._pending[:1], wait=True)
 
     def _apply_ready(self, refs: list[Any], wait: bool) -> None:
-        import ray
+        import ray  # Ray (optional, the scale extra): only the labeller actor needs it
 
         if not refs:
             return

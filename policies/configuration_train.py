@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
+import sim
 from episodes.cli_errors import check_numeric_fields, parse_config
 
 ALGOS = ("sac", "ppo")
@@ -171,8 +172,6 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 def task_preset(task: str, algo: str = "sac") -> dict[str, Any]:
     """The tuned preset of ``(task, algo)`` read from ``PRESET_DIR/<algo>_<task>.yaml`` (``{}`` when there is
     none). ``task`` may be any name ``sim.resolve_task`` accepts (``reach``, ``prism/PandaReach-v0``)."""
-    import sim
-
     try:
         short = sim.resolve_task(task)
     except ValueError:

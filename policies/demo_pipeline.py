@@ -31,7 +31,9 @@ from episodes import open_dataset
 from episodes.atomic import OUTPUT_MARKERS, atomic_write_json, atomic_write_text, check_replaceable
 from episodes.cli_errors import parse_config, run_cli
 from episodes.jsonable import jsonable
+from policies.configuration_train import RLTrainConfig
 from policies.record import record_episodes
+from reward_models.evaluate import EvalConfig, run_eval
 from reward_models.registry import load_progress_model
 
 
@@ -141,7 +143,7 @@ def stage_experts(args: DemoArgs, tasks: list[str]) -> dict[str, float]:
 
 
 def stage_grm(args: DemoArgs, datasets: list[str]) -> Path:
-    from reward_models.train_grm import GRMTrainConfig, train_grm
+    from reward_models.train_grm import GRMTrainConfig, train_grm  # torch: kept out of --help
 
     ckpt = args.out / "grm"
     if (ckpt / "config.json").exists() and not args.force:
@@ -163,8 +165,6 @@ def stage_grm(args: DemoArgs, datasets: list[str]) -> Path:
 
 
 def stage_eval(args: DemoArgs, tasks: list[str], model_spec: str) -> dict[str, dict]:
-    from reward_models.evaluate import EvalConfig, run_eval
-
     results = {}
     for task in tasks:
         out = args.out / "eval" / task
@@ -194,9 +194,8 @@ def stage_eval(args: DemoArgs, tasks: list[str], model_spec: str) -> dict[str, d
 
 def stage_policy(args: DemoArgs, model_spec: str) -> dict:
     """One short SAC run per reward (same task, seed and budget); returns their success curves."""
-    from policies.callbacks import read_eval_curve
-    from policies.configuration_train import RLTrainConfig
-    from policies.train import train
+    from policies.callbacks import read_eval_curve  # SB3 and torch: kept out of --help
+    from policies.train import train  # SB3 and torch (as above)
 
     runs = {}
     for name in _policy_rewards(args):
@@ -250,7 +249,7 @@ def _policy_rewards(args: DemoArgs) -> list[str]:
 
 
 def _plot_curves(curves: dict[str, list[dict]], path: Path, title: str) -> Path:
-    import matplotlib
+    import matplotlib  # ~1 s to import and a process-wide backend: only the plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -274,7 +273,7 @@ def _plot_curves(curves: dict[str, list[dict]], path: Path, title: str) -> Path:
 
 def _save_figure(fig, path: Path) -> Path:
     """Write a matplotlib figure atomically (a half-written PNG never replaces a good one)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: only the plots need it (as above)
 
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
@@ -290,7 +289,7 @@ def _fmt(value) -> str:
 
 def contact_sheet(datasets: dict[str, str], path: Path) -> Path:
     """Rows: one episode per task (its first success if any); columns: each camera at start/middle/end."""
-    import matplotlib
+    import matplotlib  # ~1 s to import and a process-wide backend: only the plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

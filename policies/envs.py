@@ -29,6 +29,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+import sim
 from policies.shaping import RewardViewsWrapper
 
 OBS_MODES = ("state", "pixels")
@@ -98,8 +99,6 @@ def make_sim_env(
     monitor: bool = True,
 ) -> gym.Env:
     """One wrapped env (see the module docstring). Only the policy's cameras render into obs."""
-    import sim
-
     policy_cams = tuple(cameras) if obs_mode == "pixels" else ()
     kwargs: dict[str, Any] = {"cameras": policy_cams, "image_size": image_size, "action_mode": action_mode}
     if max_episode_steps is not None:
@@ -157,8 +156,6 @@ def state_statistics(
     """Mean and std of the sim's ``state`` vector under uniformly random actions (``steps`` steps,
     seeded). Used to normalise the policy's input; ``std`` is floored at ``min_std`` so constant
     entries (e.g. a fixed marker height) are not blown up."""
-    import sim
-
     kwargs: dict[str, Any] = {"cameras": (), "action_mode": action_mode}
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps

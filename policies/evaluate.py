@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from episodes.atomic import check_output_not_input
+from episodes import open_dataset
+from episodes.atomic import atomic_write_json, check_output_not_input
 from episodes.camera_map import parse_cameras
 from episodes.cli_errors import parse_config, run_cli
+from policies.vla.configuration_vla import is_vla_checkpoint
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -86,8 +88,7 @@ def rollout_figures(
     from policies.callbacks import run_episodes, write_rollout_video  # SB3 and torch: kept out of --help
 
     if args.record is not None:
-        from episodes import open_dataset
-        from policies.record import record_episodes
+        from policies.record import record_episodes  # MuJoCo: kept out of --help
 
         check_output_not_input(args.record, [args.run], out_flag="--record")
 
@@ -136,13 +137,11 @@ def rollout_figures(
 
 
 def evaluate(args: EvalArgs) -> dict:
-    from episodes.atomic import atomic_write_json
-    from policies.run import load_policy
-    from policies.train import make_eval_env_fn
-    from policies.vla.configuration_vla import is_vla_checkpoint
+    from policies.run import load_policy  # SB3 and torch: kept out of --help
+    from policies.train import make_eval_env_fn  # SB3 and torch (as above)
 
     if is_vla_checkpoint(args.run):
-        from policies.vla.rollout import evaluate_vla
+        from policies.vla.rollout import evaluate_vla  # torch (as above); it also imports this module
 
         return evaluate_vla(args)
     if args.episodes < 1:

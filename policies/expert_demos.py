@@ -27,7 +27,10 @@ import torch.nn.functional as F
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+from tqdm.auto import tqdm
+
+from sim.experts import make_policy
 
 
 class DemoMixReplayBuffer(ReplayBuffer):
@@ -122,11 +125,6 @@ def collect_demonstrations(
     its time limit on zero actions, unstored (those steps are counted in the return value)."""
     if not 0.0 < max_progress <= 1.0:
         raise ValueError(f"max_progress must be in (0, 1], got {max_progress}")
-    from stable_baselines3.common.vec_env import DummyVecEnv
-    from tqdm.auto import tqdm
-
-    from sim.experts import make_policy
-
     buffer = model.replay_buffer
     if not isinstance(buffer, DemoMixReplayBuffer):
         raise TypeError("demonstrations need the learner's replay_buffer_class to be DemoMixReplayBuffer")

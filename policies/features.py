@@ -23,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+import sim
 from policies.envs import NormalizedFlattenExtractor, normalizing_policy_kwargs
 from sim.tasks import PUSH_EE_HEIGHT, PUSH_OFFSET
 
@@ -121,8 +122,6 @@ class RelativeFeaturesExtractor(NormalizedFlattenExtractor):
 
 def state_names(task: str) -> list[str]:
     """Names of the entries of ``task``'s state vector (``task``: short name or env id)."""
-    import sim
-
     env = sim.make(task, cameras=())
     try:
         return list(env.unwrapped.state_names)
@@ -133,8 +132,6 @@ def state_names(task: str) -> list[str]:
 def relative_features_kwargs(task: str, names: Sequence[str], mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
     """``policy_kwargs`` entries for an ``MlpPolicy`` with :class:`RelativeFeaturesExtractor`
     (``task``: short name or env id; ``names``: its :func:`state_names`)."""
-    import sim
-
     kwargs = normalizing_policy_kwargs("state", mean, std)
     kwargs["features_extractor_class"] = RelativeFeaturesExtractor
     kwargs["features_extractor_kwargs"].update(task=sim.resolve_task(task), state_names=list(names))

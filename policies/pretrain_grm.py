@@ -39,6 +39,10 @@ from episodes.atomic import atomic_write_json, atomic_write_text
 from episodes.camera_map import parse_cameras
 from episodes.cli_errors import parse_config, run_cli
 from policies.record import record_episodes, rollout_episode
+from reward_models.confidence import CalibrateConfig, calibrate
+from reward_models.metrics import EpisodeScore, compute_metrics
+from reward_models.registry import load_progress_model
+from reward_models.tracker import track_episode
 
 RECIPE: dict[str, dict[str, int]] = {
     "varied": {"failure-mix": 40, "random": 12, "noisy": 12},
@@ -123,7 +127,7 @@ def record_stage(args: PretrainArgs) -> list[Path]:
 
 
 def train_stage(args: PretrainArgs, datasets: list[Path]) -> Path:
-    from reward_models.train_grm import GRMTrainConfig, train_grm
+    from reward_models.train_grm import GRMTrainConfig, train_grm  # torch: kept out of --help
 
     ckpt = args.out / "grm"
     cfg = GRMTrainConfig(
@@ -154,8 +158,6 @@ CALIBRATION_EPISODES = 8
 
 def calibrate_stage(args: PretrainArgs, ckpt: Path, datasets: list[Path]) -> Path:
     """The post-hoc confidence (OOD statistics, calibrated P(success)) on a share of the training data."""
-    from reward_models.confidence import CalibrateConfig, calibrate
-
     path, _ = calibrate(
         CalibrateConfig(
             model=str(ckpt), data=[str(d) for d in datasets], max_episodes=CALIBRATION_EPISODES, device=args.device
@@ -179,10 +181,6 @@ def quick_check(
     """VOC+, 3-class completion accuracy and success AUROC of a model on a few failure-mix episodes
     per task in the varied world's held-out split, recorded in memory from fixed seeds (so a later
     run on the same code reproduces the same frames and, up to float noise, the same figures)."""
-    from reward_models.metrics import EpisodeScore, compute_metrics
-    from reward_models.registry import load_progress_model
-    from reward_models.tracker import track_episode
-
     model = load_progress_model(model_spec, device="cpu")
     cameras = tuple(getattr(model, "cameras", None) or ("front", "side", "wrist"))
     out: dict[str, dict[str, Any]] = {}

@@ -28,6 +28,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 
@@ -35,7 +36,7 @@ def actor_cpu_share(n_actors: int) -> float:
     """CPUs each of ``n_actors`` actors reserves: one, or an equal share when the cluster has fewer CPUs
     than actors (on a 2-core machine, two rollout workers and a reward labeller must all be placed,
     or the learner would wait forever for the one left unscheduled)."""
-    import ray
+    import ray  # Ray (optional, the scale extra): prism-train imports this module without it
 
     total = float(ray.cluster_resources().get("CPU", 1.0))
     return min(1.0, total / max(1, n_actors))
@@ -120,8 +121,6 @@ class RolloutWorker:
             self.envs[j].set_wrapper_attr(name, value)
 
     def is_wrapped(self, wrapper_class: type, local: Sequence[int]) -> list[bool]:
-        from stable_baselines3.common.env_util import is_wrapped
-
         return [is_wrapped(self.envs[j], wrapper_class) for j in local]
 
     def render(self, local: Sequence[int]) -> list[Any]:
@@ -145,9 +144,9 @@ class RayVecEnv(VecEnv):
         worker_cpus: float | None = None,
         restart_timeout_s: float = 120.0,
     ) -> None:
-        import ray
+        import ray  # Ray (as above)
 
-        from reward_models.serve import ensure_ray
+        from reward_models.serve import ensure_ray  # Ray (as above)
 
         n = len(env_fns)
         if n < 1:
@@ -190,7 +189,7 @@ class RayVecEnv(VecEnv):
 
     def _recover(self, w: int, exc: BaseException) -> Any:
         """Bring worker ``w`` back after ``exc`` and re-send its slice of the in-flight actions."""
-        import ray
+        import ray  # Ray (as above)
 
         deadline = time.monotonic() + self.restart_timeout_s
         group = self.groups[w]
@@ -218,7 +217,7 @@ class RayVecEnv(VecEnv):
     # -- VecEnv API ----------------------------------------------------------------------------
 
     def reset(self) -> VecEnvObs:
-        import ray
+        import ray  # Ray (as above)
 
         if self._seeds and self._seeds[0] is not None:  # seed(s): episodes count from 0 again
             self.base_seed = int(self._seeds[0])
@@ -245,7 +244,7 @@ class RayVecEnv(VecEnv):
         self._futures = [wk.step.remote([self._actions[i] for i in g]) for wk, g in zip(self.workers, self.groups)]
 
     def step_wait(self) -> VecEnvStepReturn:
-        import ray
+        import ray  # Ray (as above)
 
         results = []
         for w, future in enumerate(self._futures):
@@ -273,7 +272,7 @@ class RayVecEnv(VecEnv):
         return self._stack(obs), rewards, dones, infos
 
     def close(self) -> None:
-        import ray
+        import ray  # Ray (as above)
 
         for wk in self.workers:
             try:
@@ -290,7 +289,7 @@ class RayVecEnv(VecEnv):
         return by_worker
 
     def _gather(self, method: str, indices: VecEnvIndices, *args: Any) -> list[Any]:
-        import ray
+        import ray  # Ray (as above)
 
         out: list[Any] = []
         for w, local in self._targets(indices).items():
@@ -301,7 +300,7 @@ class RayVecEnv(VecEnv):
         return self._gather("get_attr", indices, attr_name)
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        import ray
+        import ray  # Ray (as above)
 
         ray.get(
             [self.workers[w].set_attr.remote(attr_name, value, local) for w, local in self._targets(indices).items()]
@@ -310,7 +309,7 @@ class RayVecEnv(VecEnv):
     def env_method(
         self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
     ) -> list[Any]:
-        import ray
+        import ray  # Ray (as above)
 
         out: list[Any] = []
         for w, local in self._targets(indices).items():
@@ -318,7 +317,7 @@ class RayVecEnv(VecEnv):
         return out
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        import ray
+        import ray  # Ray (as above)
 
         out: list[bool] = []
         for w, local in self._targets(indices).items():

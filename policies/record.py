@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,12 +165,10 @@ def record_episodes(
     world_split: str | None = None,
 ) -> RecordSummary:
     """Record ``episodes`` rollouts of ``policy`` in ``task`` into a LeRobot v3 dataset at ``out``."""
-    import time
-
     task = sim.resolve_task(task)
     cams = _camera_list(cameras)
     if isinstance(policy, str) and policy.startswith("vla:"):
-        from policies.vla.modeling_vla import load_vla
+        from policies.vla.modeling_vla import load_vla  # torch: kept out of --help
 
         check_output_not_input(out, [policy[4:]])
         policy = load_vla(policy[4:])

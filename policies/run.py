@@ -12,9 +12,12 @@ from typing import Any
 
 import numpy as np
 
+import sim
 from episodes.camera_map import parse_cameras
 from policies.configuration_train import RLTrainConfig
 from policies.envs import policy_obs_from_sim
+from policies.train import _algo_class
+from reward_models.devices import resolve_device
 
 
 class LoadedPolicy:
@@ -34,8 +37,6 @@ class LoadedPolicy:
 
     @property
     def task(self) -> str:
-        import sim
-
         return sim.resolve_task(self.config.task)
 
     @property
@@ -91,9 +92,6 @@ class LoadedPolicy:
 
 def load_policy(run_dir: str | Path, device: str = "auto", checkpoint: str = "model") -> LoadedPolicy:
     """Load ``RUN_DIR/model.zip`` (``checkpoint="best"``: ``eval/best_model.zip``; or a path)."""
-    from policies.train import _algo_class
-    from reward_models.devices import resolve_device
-
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():

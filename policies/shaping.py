@@ -73,6 +73,10 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn, VecEnvWrapper
 
+from reward_models.confidence import pessimistic_progress
+from reward_models.registry import load_progress_model
+from reward_models.tracker import FusionConfig, ProgressTracker
+
 REWARD_VIEWS_KEY = "reward_views"
 """info key under which :class:`RewardViewsWrapper` puts the reward cameras' frames."""
 
@@ -247,8 +251,6 @@ class ModelPotential(Potential):
     encoder call per step for all envs, terminal and restart frames included)."""
 
     def __init__(self, model: Any, n: int, cameras: Sequence[str], fusion: Any = None, pessimism: float = 0.0) -> None:
-        from reward_models.tracker import ProgressTracker
-
         if not pessimism >= 0:
             raise ValueError(f"pessimism must be >= 0, got {pessimism}")
         self.model = model
@@ -273,8 +275,6 @@ class ModelPotential(Potential):
         else:
             phi = self.tracker.step(obs)
         if self.pessimism:
-            from reward_models.confidence import pessimistic_progress
-
             # The model claims success only when even the pessimistic reading reaches 1 − δ.
             phi = pessimistic_progress(phi, self.tracker.phi_std, self.pessimism)
         success = phi >= 1.0 - self.tracker.fusion.delta
@@ -552,8 +552,6 @@ def make_potential(
     if spec.potential == "progress":
         return ProgressInfoPotential(n, delta=delta)
     if model is None:
-        from reward_models.registry import load_progress_model
-
         model = load_progress_model(spec.model_spec, device=device)
     cams = tuple(cameras) if cameras else tuple(getattr(model, "cameras", None) or ())
     if not cams and spec.model_spec != "oracle":
@@ -561,7 +559,5 @@ def make_potential(
             f"reward model {spec.model_spec!r} declares no cameras; pass the views to render (--reward-cameras)"
         )
     if fusion is None:
-        from reward_models.tracker import FusionConfig
-
         fusion = FusionConfig(delta=delta)
     return ModelPotential(model, n, cams, fusion, pessimism=spec.pessimism)

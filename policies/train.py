@@ -31,11 +31,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from episodes.atomic import check_output_not_input, check_replaceable
+import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.vec_env import VecNormalize
+
+import sim
+from episodes.atomic import atomic_write_json, atomic_write_text, check_output_not_input, check_replaceable
 from episodes.camera_map import parse_cameras
 from episodes.cli_errors import one_line, run_cli
+from policies.async_relabel import AsyncShapedRewardVecEnv, async_buffer_class
+from policies.callbacks import (
+    AtomicCheckpointCallback,
+    ShapingLogCallback,
+    SuccessProgressBarCallback,
+    TrainingInterrupted,
+    TrueSuccessEvalCallback,
+    checkpoint_candidates,
+    load_checkpoint,
+    remove_stale_checkpoint_temporaries,
+    restore_training_state,
+    save_model_atomic,
+    set_aside,
+    stop_on_signals,
+)
 from policies.configuration_train import RLTrainConfig, algo_hyperparams, parse_train_config
+from policies.critics import LayerNormMlpPolicy, LayerNormMultiInputPolicy
+from policies.envs import make_env_fns, make_sim_env, make_vec_env, normalizing_policy_kwargs, state_statistics
+from policies.expert_demos import DemoMixReplayBuffer, DemoSAC, collect_demonstrations
+from policies.features import relative_features_kwargs, state_names
+from policies.ray_rollouts import RayVecEnv, actor_cpu_share
+from policies.shaping import RewardSpec, ShapedRewardVecEnv, make_potential
 from reward_models.devices import resolve_device
+from reward_models.oracle import OracleProgressModel
+from reward_models.registry import load_progress_model
+from reward_models.tracker import FusionConfig
 
 
 @dataclass
@@ -64,29 +93,17 @@ class RunResult:
 
 def load_reward_model(config: RLTrainConfig, device: str):
     """The progress model behind ``config.reward`` (None for sparse/oracle/naive-delta)."""
-    from policies.shaping import RewardSpec
-
     spec = RewardSpec.parse(config.reward)
     if spec.potential != "model":
         return spec, None
     if spec.model_spec == "oracle":
-        from reward_models.oracle import OracleProgressModel
-
         return spec, OracleProgressModel()
-    from reward_models.registry import load_progress_model
-
     return spec, load_progress_model(spec.model_spec, device=device)
 
 
 def build_train_env(config: RLTrainConfig, device: str, reward_model: Any = None, spec: Any = None):
     """The shaped VecEnv of a config. Returns ``(venv, shaped)``: the outer env to learn on and
     the :class:`ShapedRewardVecEnv` inside it (for its model-call counter)."""
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    from policies.envs import make_vec_env
-    from policies.shaping import ShapedRewardVecEnv, make_potential
-    from reward_models.tracker import FusionConfig
-
     if spec is None:
         spec, reward_model = load_reward_model(config, device)
     reward_cams: tuple[str, ...] = ()
@@ -102,9 +119,7 @@ def build_train_env(config: RLTrainConfig, device: str, reward_model: Any = None
         reward_cameras=reward_cams,
     )
     if config.vec_env == "ray":
-        from policies.envs import make_env_fns
-        from policies.ray_rollouts import RayVecEnv, actor_cpu_share
-        from reward_models.serve import ensure_ray
+        from reward_models.serve import ensure_ray  # Ray (optional, the scale extra): only Ray runs need it
 
         ensure_ray(config.ray_address)
         workers = min(config.ray_workers, config.n_envs)
@@ -117,11 +132,7 @@ def build_train_env(config: RLTrainConfig, device: str, reward_model: Any = None
     else:
         venv = make_vec_env(config.n_envs, config.seed, vec_env=config.vec_env, **env_kwargs)
     try:
-        import sim
-
         if config.async_reward:  # the labeller actor scores the frames (policies/async_relabel.py)
-            from policies.async_relabel import AsyncShapedRewardVecEnv
-
             shaped = AsyncShapedRewardVecEnv(
                 venv, reward_cams, gamma=config.gamma, default_task=sim.resolve_task(config.task)
             )
@@ -157,8 +168,6 @@ def build_train_env(config: RLTrainConfig, device: str, reward_model: Any = None
 
 
 def make_eval_env_fn(config: RLTrainConfig):
-    from policies.envs import make_sim_env
-
     def make():
         return make_sim_env(
             task=config.task,
@@ -174,11 +183,7 @@ def make_eval_env_fn(config: RLTrainConfig):
 
 
 def _algo_class(algo: str, demos: bool = False):
-    from stable_baselines3 import PPO, SAC
-
     if demos and algo == "sac":
-        from policies.expert_demos import DemoSAC
-
         return DemoSAC
     return {"sac": SAC, "ppo": PPO}[algo]
 
@@ -192,8 +197,6 @@ def build_model(config: RLTrainConfig, env, device: str):
     policy_kwargs = dict(hyper.pop("policy_kwargs", {}) or {})
     policy_kwargs.setdefault("net_arch", list(config.net_arch))
     if config.normalize_obs and config.obs_stats_steps > 0 and "features_extractor_class" not in policy_kwargs:
-        from policies.envs import normalizing_policy_kwargs, state_statistics
-
         mean, std = state_statistics(
             config.task,
             config.obs_stats_steps,
@@ -202,23 +205,15 @@ def build_model(config: RLTrainConfig, env, device: str):
             max_episode_steps=config.max_episode_steps,
         )
         if config.policy_features == "relative":
-            from policies.features import relative_features_kwargs, state_names
-
             policy_kwargs.update(relative_features_kwargs(config.task, state_names(config.task), mean, std))
         else:
             policy_kwargs.update(normalizing_policy_kwargs(config.obs, mean, std))
     policy: Any = "MultiInputPolicy" if config.obs == "pixels" else "MlpPolicy"
     if config.critic_layer_norm:
-        from policies.critics import LayerNormMlpPolicy, LayerNormMultiInputPolicy
-
         policy = LayerNormMultiInputPolicy if config.obs == "pixels" else LayerNormMlpPolicy
     if config.demo_episodes > 0:
-        from policies.expert_demos import DemoMixReplayBuffer
-
         if config.obs != "state":
             raise ValueError("--demo-episodes works with --obs state only")
-        import sim
-
         # room for the requested episodes plus the unfinished ones of the other envs
         longest = config.max_episode_steps or sim.MAX_EPISODE_STEPS[sim.resolve_task(config.task)]
         hyper["replay_buffer_class"] = DemoMixReplayBuffer
@@ -231,10 +226,7 @@ def build_model(config: RLTrainConfig, env, device: str):
         hyper.setdefault("buffer_size", 50_000)
         hyper["buffer_size"] = min(int(hyper["buffer_size"]), 50_000)  # images are big
     if config.async_reward:
-        import sim
-        from policies.async_relabel import async_buffer_class
-        from policies.ray_rollouts import actor_cpu_share
-        from reward_models.serve import ensure_ray
+        from reward_models.serve import ensure_ray  # Ray (as above)
 
         ensure_ray(config.ray_address)
         rollout_actors = min(config.ray_workers, config.n_envs) if config.vec_env == "ray" else 0
@@ -275,8 +267,6 @@ def build_model(config: RLTrainConfig, env, device: str):
 def _resume_model(config: RLTrainConfig, env: Any, device: str) -> tuple[Any, dict[str, Any]]:
     """The model and training state of the newest checkpoint of ``config.out`` that loads; a damaged
     or incomplete one is reported on stderr and the one before it tried instead."""
-    from policies.callbacks import checkpoint_candidates, load_checkpoint, set_aside
-
     out = Path(config.out)
     candidates = checkpoint_candidates(out)
     unusable: list[Path] = []
@@ -311,19 +301,6 @@ def train(config: RLTrainConfig) -> RunResult:
 
     Raises :class:`policies.callbacks.TrainingInterrupted` after checkpointing when SIGINT or SIGTERM
     arrives during training (in the main thread)."""
-    from episodes.atomic import atomic_write_json, atomic_write_text
-    from policies.callbacks import (
-        AtomicCheckpointCallback,
-        ShapingLogCallback,
-        SuccessProgressBarCallback,
-        TrueSuccessEvalCallback,
-        checkpoint_candidates,
-        remove_stale_checkpoint_temporaries,
-        restore_training_state,
-        save_model_atomic,
-        stop_on_signals,
-    )
-
     out = Path(config.out)
     check_output_not_input(out, [config.reward])
     if not config.resume:
@@ -335,15 +312,13 @@ def train(config: RLTrainConfig) -> RunResult:
         raise FileNotFoundError(f"--resume: no checkpoints in {out / 'checkpoints'} to resume from")
     device = resolve_device(config.device)
     if config.torch_threads > 0:
-        import torch
-
         torch.set_num_threads(config.torch_threads)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_checkpoint_temporaries(out)
     atomic_write_text(out / "config.yaml", config.to_yaml())
 
     if config.ray_address:  # join the cluster first: a serve:NAME reward is looked up in it
-        from reward_models.serve import ensure_ray
+        from reward_models.serve import ensure_ray  # Ray (as above)
 
         ensure_ray(config.ray_address)
     spec, reward_model = load_reward_model(config, device)
@@ -357,8 +332,6 @@ def train(config: RLTrainConfig) -> RunResult:
             model = build_model(config, env, device)
         demos_file = out / "demos.json"
         if config.demo_episodes > 0 and state is None:
-            from policies.expert_demos import collect_demonstrations
-
             demo_steps = collect_demonstrations(
                 model,
                 env,
@@ -433,8 +406,6 @@ def train(config: RLTrainConfig) -> RunResult:
 
 
 def _train_command(argv: list[str]) -> int:
-    from policies.callbacks import TrainingInterrupted
-
     config = parse_train_config(argv, description=__doc__.split("\n\n")[0])
     try:
         result = train(config)

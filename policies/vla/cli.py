@@ -35,7 +35,7 @@ def _usage() -> str:
 
 
 def _train(argv: list[str], command: str) -> int:
-    from policies.vla.train_bc import BCConfig, step_checkpoints, train_bc
+    from policies.vla.train_bc import BCConfig, step_checkpoints, train_bc  # torch: kept out of --help
 
     if not any(a == "--weighting" or a.startswith("--weighting=") for a in argv):
         argv = [*argv, "--weighting", "progress" if command == "rabc" else "none"]
@@ -59,7 +59,7 @@ def _train(argv: list[str], command: str) -> int:
 
 
 def _post_train(argv: list[str], command: str) -> int:
-    from policies.vla.train_online import DPOConfig, RLConfig, interrupted_message, train_online
+    from policies.vla.train_online import DPOConfig, RLConfig, interrupted_message, train_online  # torch (as above)
 
     cfg = parse_config(RLConfig if command == "rl" else DPOConfig, argv, description=COMMANDS[command])
     try:

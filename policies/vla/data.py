@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from episodes import open_dataset
@@ -108,8 +109,6 @@ def progress_gain_weights(progress_per_episode: Sequence[np.ndarray], chunk_size
 def read_progress_sidecar(path: str | Path, column: str | None) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], str]:
     """{episode_index: (frame_index, Φ)} from a ``progress.parquet`` / ``sarm_progress*.parquet``
     and the column read. ``column`` None: the only ``phi.*`` column, else ``progress_sparse``."""
-    import pyarrow.parquet as pq
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--progress {path}: no such file")

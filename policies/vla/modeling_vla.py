@@ -34,8 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
 from torch import nn
 
+from episodes.atomic import atomic_dir
 from episodes.config_io import require_checkpoint_files
 from policies.vla.configuration_vla import VLAConfig, parse_vla_backbone
 from reward_models.devices import resolve_device
@@ -308,10 +311,6 @@ def save_vla(
 ) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (+ ``extra_files``) into the directory ``path``
     atomically: it appears complete or not at all."""
-    from safetensors.torch import save_model
-
-    from episodes.atomic import atomic_dir
-
     path = Path(path)
     with atomic_dir(path, overwrite=overwrite, kind="checkpoint") as tmp:
         save_model(model, str(tmp / WEIGHTS_NAME))
@@ -323,9 +322,6 @@ def save_vla(
 
 def load_vla_module(path: str | os.PathLike, map_location: str = "cpu") -> VLA:
     """Rebuild a :class:`VLA` from a checkpoint directory (no other files needed)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
     path = require_checkpoint_files(
         path, "VLA", (CONFIG_NAME, WEIGHTS_NAME), hints={WEIGHTS_NAME: " (has training saved a checkpoint yet?)"}
     )

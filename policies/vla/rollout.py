@@ -13,6 +13,7 @@ import gymnasium as gym
 
 import sim
 from episodes.atomic import atomic_write_json
+from policies.evaluate import rollout_figures
 from policies.vla.modeling_vla import VLAPolicy, load_vla
 
 
@@ -32,8 +33,6 @@ class EpisodeStartHook(gym.Wrapper):
 
 def evaluate_vla(args: Any) -> dict:
     """``prism-eval`` for a VLA checkpoint (``args`` is ``policies.evaluate.EvalArgs``)."""
-    from policies.evaluate import rollout_figures
-
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     if not args.task:

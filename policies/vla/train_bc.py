@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import safetensors.torch
 import torch
 from tqdm import tqdm
 
@@ -279,11 +280,11 @@ def save_checkpoint(model: VLA, out: Path, step: int, trainer_state: dict) -> No
         overwrite=True,
         extra_files={TRAINER_STATE_NAME: buffer.getvalue()},
     )
-    from safetensors.torch import save
-
     # The top-level policy: config.json never changes after the start, so replacing the weights
     # file atomically keeps the pair consistent at every moment.
-    atomic_write_bytes(out / WEIGHTS_NAME, save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    atomic_write_bytes(
+        out / WEIGHTS_NAME, safetensors.torch.save({k: v.contiguous() for k, v in model.state_dict().items()})
+    )
     for _, old in step_checkpoints(out)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -347,7 +348,7 @@ def train_bc(cfg: BCConfig) -> dict:
     losses: list[float] = list(state.get("losses", []))
     with torch.no_grad():
         sentences = model.encode_text(data.instructions).cpu()
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # tensorboard: slow to import; only a training run writes it
 
     writer = SummaryWriter(str(out / "tb"), purge_step=start)
     bar = tqdm(total=cfg.steps, initial=start, desc="prism-vla bc", unit="step", disable=not cfg.progress_bar)
