@@ -30,6 +30,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import sim
@@ -40,7 +41,7 @@ from policies.vla.rollout import evaluate_vla
 from policies.vla.train_bc import BCConfig, train_bc
 from policies.vla.train_online import DPOConfig, OnlineConfig, RLConfig, train_online
 
-from results_io import write_bench_result  # bench/ is the script's own folder, first on sys.path
+from results_io import RESULTS_DIR, write_bench_result  # bench/ is the script's own folder, first on sys.path
 
 CAMERAS = ("front", "wrist")
 RL_EPISODES_PER_ITERATION = 16
@@ -137,6 +138,91 @@ def online_stage(args: argparse.Namespace, results: dict, started: float) -> Non
                 write_bench_result("vla_bench", results)
 
 
+def mean_curve(runs: list[dict], key: str) -> dict[int, float]:
+    """Mean over runs of their [[episodes, success], ...] curves, at the counts all of them reached."""
+    counts = sorted(set.intersection(*[{int(e) for e, _ in r[key]} for r in runs]))
+    return {e: float(np.mean([dict((int(a), b) for a, b in r[key])[e] for r in runs])) for e in counts}
+
+
+def online_findings(results: dict, out: Path) -> None:
+    """The issue's targets, met or not, and a figure of the mean curves (bench/results/vla_online.png)."""
+    import matplotlib  # optional plotting dependency, only for the figure
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_reward: dict[str, list[dict]] = {}
+    for key, run in results.get("online_rl", {}).get("runs", {}).items():
+        by_reward.setdefault(key.split("/")[0], []).append(run)
+    findings = []
+    evals = {name: mean_curve(runs, "eval_curve") for name, runs in by_reward.items()}
+    trains = {name: mean_curve(runs, "train_curve") for name, runs in by_reward.items()}
+    if "grm" in evals:
+        grm = evals["grm"]
+        start, best = next(iter(grm.values())), max(grm.values())
+        findings.append(
+            f"GRM-shaped RL: evaluation success {100 * start:.0f} % at 0 -> best mean {100 * best:.0f} % "
+            f"within {max(grm)} episodes ({len(by_reward['grm'])} seeds); target >= 90 % within 300: "
+            + ("MET" if best >= 0.9 else "NOT MET")
+        )
+        for other, rule in (("sparse", "never below sparse's"), ("oracle", "within 10 points of oracle's")):
+            if other in trains:
+                common = sorted(set(trains["grm"]) & set(trains[other]))
+                gaps = [trains["grm"][e] - trains[other][e] for e in common]
+                ok = min(gaps) >= 0 if other == "sparse" else min(gaps) >= -0.10
+                findings.append(
+                    f"GRM mean training-success curve {rule}: {'MET' if ok else 'NOT MET'} "
+                    f"(largest shortfall {100 * max(0.0, -min(gaps)):.0f} points)"
+                )
+        findings.append(
+            "Dopamine-RL's anchor is 95 % in 150 rollouts from a pretrained VLA; here the small BC "
+            "policy does not improve within 300 online episodes with any reward"
+        )
+    dpo = results.get("dpo", {}).get("runs", {})
+    if dpo:
+        findings.append(
+            "DPO final evaluation success: "
+            + ", ".join(f"{name}-ranked {100 * r['final_eval_success']:.0f} %" for name, r in dpo.items())
+        )
+    results["findings"] = findings
+    for block, groups in (
+        (results.get("online_rl", {}), by_reward),
+        (results.get("dpo", {}), {k: [r] for k, r in dpo.items()}),
+    ):
+        block["by_reward" if block is results.get("online_rl") else "by_ranking"] = {
+            name: {
+                "runs": len(runs),
+                "eval": mean_curve(runs, "eval_curve"),
+                "train": mean_curve(runs, "train_curve"),
+                "final_eval": [r["final_eval_success"] for r in runs],
+                "env_steps_per_s": float(np.mean([r["env_steps_per_s"] for r in runs])),
+            }
+            for name, runs in groups.items()
+        }
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+    for name, curve in trains.items():
+        axes[0].plot(list(curve), [100 * v for v in curve.values()], ".-", label=f"rl, {name}")
+    for name, curve in evals.items():
+        axes[1].plot(list(curve), [100 * v for v in curve.values()], "o-", label=f"rl, {name}")
+    for name, run in dpo.items():
+        axes[1].plot(
+            [e for e, _ in run["eval_curve"]],
+            [100 * v for _, v in run["eval_curve"]],
+            "s--",
+            label=f"dpo, {name}-ranked",
+        )
+    for ax, title in zip(axes, ("training rollouts (sampled), mean over seeds", "evaluation (deterministic)")):
+        ax.set(title=title, xlabel="online episodes", ylim=(-2, 102))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("true success (%)")
+    fig.tight_layout()
+    figure = out / "vla_online.png"
+    fig.savefig(figure, dpi=90)
+    plt.close(fig)
+    results["figure"] = f"../bench/results/{figure.name}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/vla_bench"))
@@ -185,6 +271,8 @@ def main() -> None:
     print("wrote", write_bench_result("vla_bench", results))
     if not args.skip_online:
         online_stage(args, results, started)
+        online_findings(results, RESULTS_DIR)
+        print("\n".join(results["findings"]))
         print("wrote", write_bench_result("vla_bench", results))
 
 

@@ -328,12 +328,6 @@ def render_train_defaults_bench(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _mean_curve(runs: list[dict], key: str) -> dict[int, float]:
-    """Mean over runs of a [[episodes, success], ...] curve, at the episode counts every run reached."""
-    counts = set.intersection(*[{int(e) for e, _ in run[key]} for run in runs]) if runs else set()
-    return {e: sum(dict((int(a), b) for a, b in run[key])[e] for run in runs) / len(runs) for e in sorted(counts)}
-
-
 def render_vla_bench(results: dict[str, Any]) -> list[str]:
     """``bench/vla_bench.py``: multi-task BC, RA-BC vs BC, online RL per reward (mean over seeds of
     the training rollouts' and the deterministic evaluation's success vs online episodes) and DPO."""
@@ -374,34 +368,30 @@ def render_vla_bench(results: dict[str, Any]) -> list[str]:
                 if isinstance(r, dict) and "success" in r
             ],
         ) + [""]
-    for stage, title in (("online_rl", "Online RL (`prism-vla rl`)"), ("dpo", "DPO (`prism-vla dpo`, reward `grm`)")):
+    for stage, key, title in (
+        ("online_rl", "by_reward", "Online RL (`prism-vla rl`)"),
+        ("dpo", "by_ranking", "DPO (`prism-vla dpo`, reward `grm`)"),
+    ):
         block = results.get(stage, {})
-        runs = block.get("runs", {})
-        if not runs:
+        if not block.get(key):
             continue
-        groups: dict[str, list[dict]] = {}
-        for key, run in runs.items():
-            groups.setdefault(key.split("/")[0], []).append(run)
         lines += [
             f"**{title}** from the multi-task BC policy on {fmt(block.get('task'))}, "
             f"{fmt(block.get('episodes'))} online episodes per run; evaluation: deterministic policy on 16 "
             "fixed seeds; training success: the sampled rollouts of each iteration (16 episodes).",
             "",
         ]
-        rows = []
-        for name, members in groups.items():
-            ev = _mean_curve(members, "eval_curve")
-            tr = _mean_curve(members, "train_curve")
-            rows.append(
-                [
-                    f"`{name}`",
-                    str(len(members)),
-                    " → ".join(f"{pct(v)} @{e}" for e, v in ev.items()),
-                    fmt([round(100 * r["final_eval_success"]) for r in members]),
-                    " ".join(pct(v) for v in tr.values()),
-                    fmt(sum(r["env_steps_per_s"] for r in members) / len(members)),
-                ]
-            )
+        rows = [
+            [
+                f"`{name}`",
+                str(row["runs"]),
+                " → ".join(f"{pct(v)} @{e}" for e, v in row["eval"].items()),
+                fmt([round(100 * v) for v in row["final_eval"]]),
+                " ".join(pct(v) for v in row["train"].values()),
+                fmt(row["env_steps_per_s"]),
+            ]
+            for name, row in block[key].items()
+        ]
         lines += table(
             [
                 "reward / ranking",
