@@ -238,7 +238,7 @@ def ppo_update(
     with torch.no_grad():
         old = torch.cat(
             [
-                masked_token_log_probs(policy.logits(batch.obs(r)), chunks[r], mask[r])
+                masked_token_log_probs(policy.logits(batch.obs(r)) / cfg.temperature, chunks[r], mask[r])
                 for r in np.array_split(rows_all, max(1, math.ceil(len(batch) / cfg.minibatch)))
             ]
         )
@@ -253,7 +253,8 @@ def ppo_update(
             rows = order[start : start + cfg.minibatch]
             obs = batch.obs(rows)
             logits = policy.logits(obs)
-            logp = masked_token_log_probs(logits, chunks[rows], mask[rows])
+            # ρ compares the tempered policy that sampled the chunks with its update (τ = 1: π itself)
+            logp = masked_token_log_probs(logits / cfg.temperature, chunks[rows], mask[rows])
             ratio = (logp - old[rows]).exp()
             a = adv[rows].view(-1, 1, 1)
             surrogate = torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
