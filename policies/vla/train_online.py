@@ -24,9 +24,10 @@ return (the reward model's judgement; with a shaped reward it is ≈ success + �
 the episode's executed tokens and π_ref the frozen BC policy, plus ``nll_weight`` × the chosen
 episode's per-token negative log-likelihood (meant to stop DPO from lowering the likelihood of
 chosen and rejected rollouts alike); several rounds of fresh rollouts. Measured in
-``bench/vla_bench.py``: plain DPO and DPO + NLL both collapsed the small BC policy on push to 0 %
-within 144 episodes, ranked by the GRM or at random (the summed log-ratio of ~400 tokens per episode
-dwarfs the per-token NLL).
+``bench/vla_bench.py``: plain DPO and DPO + NLL on the *summed* log-ratios (β = 0.1) both collapsed
+the small BC policy on push to 0 % within 144 episodes, ranked by the GRM or at random: the summed
+log-ratio of ~400 tokens per episode dwarfs the per-token NLL. Hence the default ``per_token``
+(length-normalised log-ratios, β = 2, as SimPO).
 ``--ranking random`` ranks the same rollouts at random (the control).
 
 Output ``--out`` is a loadable VLA checkpoint (as for ``prism-vla bc``) plus ``curve.csv`` (one row
@@ -146,8 +147,12 @@ class RLConfig(OnlineConfig):
 class DPOConfig(OnlineConfig):
     """Reward-ranked DPO from a BC checkpoint (NORA-1.5 style), against the frozen BC policy."""
 
-    beta: float = 0.1
-    """DPO β (inverse temperature of the preference model)."""
+    beta: float = 2.0
+    """DPO β (inverse temperature of the preference model), on the per-token log-ratio when
+    ``per_token`` (SimPO's range), on the summed one otherwise (DPO's usual 0.1)."""
+    per_token: bool = True
+    """Length-normalise each episode's log-ratio by its executed tokens (as SimPO / R-DPO do for long
+    sequences): summed over ~400 tokens it swamps the NLL term and collapsed the policy in our bench."""
     dpo_steps: int = 8
     """Gradient steps per round."""
     pairs_per_step: int = 4
@@ -334,7 +339,10 @@ def dpo_update(
         chosen = torch.as_tensor([pairs[k][0] for k in pick], device=policy.device)
         rejected = torch.as_tensor([pairs[k][1] for k in pick], device=policy.device)
         logp = _episode_log_probs(policy, batch, np.union1d(chosen.cpu().numpy(), rejected.cpu().numpy()), n_episodes)
-        margin = (logp[chosen] - ref[chosen]) - (logp[rejected] - ref[rejected])
+        ratio = logp - ref
+        if cfg.per_token:
+            ratio = ratio / tokens.clamp(min=1)
+        margin = ratio[chosen] - ratio[rejected]
         loss = -torch.nn.functional.logsigmoid(cfg.beta * margin).mean()
         if cfg.nll_weight > 0:
             loss = loss + cfg.nll_weight * (-logp[chosen] / tokens[chosen].clamp(min=1)).mean()
