@@ -189,6 +189,11 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+LONG_RECORDING = 3000
+"""Episodes of a recording that a test interrupts: ~1 min uninterrupted, so a signal sent once its
+temporary appears lands mid-recording even when the test process is starved of CPU for seconds."""
+
+
 def _record_cmd(out: Path, episodes: int) -> list[str]:
     return [
         sys.executable,
@@ -209,7 +214,9 @@ def _record_cmd(out: Path, episodes: int) -> list[str]:
 
 def test_sigkilled_recording_leaves_a_temporary_that_the_next_run_removes(tmp_path):
     out = tmp_path / "ds"
-    proc = subprocess.Popen(_record_cmd(out, 200), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _record_cmd(out, LONG_RECORDING), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for(lambda: any(p.name.startswith("ds.tmp-") for p in tmp_path.iterdir()), 60, "the temporary")
         time.sleep(0.5)
@@ -243,7 +250,7 @@ def test_ctrl_c_during_recording_is_one_line_and_leaves_nothing(tmp_path):
     # SIGINT at its default even when the test run itself was started in the background (a
     # non-interactive shell starts background jobs with SIGINT ignored, and children inherit that).
     proc = subprocess.Popen(
-        _record_cmd(out, 200),
+        _record_cmd(out, LONG_RECORDING),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
