@@ -668,11 +668,16 @@ def load_grm_module(path: str | os.PathLike, map_location: str = "cpu") -> GRM:
     config = GRMConfig.from_json(path / CONFIG_NAME)
     if config.backbone_kind != "conv" and config.backbone_config is None:
         raise ValueError(f"{path / CONFIG_NAME}: backbone {config.backbone!r} but no backbone_config")
-    model = GRM(config)
+    return load_weights_into(GRM(config), path, "GRM", map_location)
+
+
+def load_weights_into(model: nn.Module, path: Path, kind: str, map_location: str = "cpu") -> nn.Module:
+    """``path/model.safetensors`` into ``model`` (built from ``path/config.json``), in eval mode;
+    unreadable or mismatched weights are one clear error naming the files."""
     try:
         missing, unexpected = load_model(model, str(path / WEIGHTS_NAME), strict=False, device=map_location)
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise ValueError(f"{path / WEIGHTS_NAME}: corrupt or incompatible GRM weights ({exc})") from exc
+        raise ValueError(f"{path / WEIGHTS_NAME}: corrupt or incompatible {kind} weights ({exc})") from exc
     if missing or unexpected:
         raise ValueError(
             f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}: missing {sorted(missing)[:5]}, "

@@ -34,20 +34,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import nn
 
 from episodes.atomic import atomic_dir
 from episodes.config_io import require_checkpoint_files
 from policies.vla.configuration_vla import VLAConfig, parse_vla_backbone
 from reward_models.devices import resolve_device
-from reward_models.modeling_grm import ConvBackbone, HFVisionBackbone, observation_to_views
+from reward_models.modeling_grm import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    ConvBackbone,
+    HFVisionBackbone,
+    load_weights_into,
+    observation_to_views,
+)
 from reward_models.text_encoders import load_sentence_encoder
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-
 
 # --------------------------------------------------------------------------------------------
 # Action tokens
@@ -328,17 +330,7 @@ def load_vla_module(path: str | os.PathLike, map_location: str = "cpu") -> VLA:
     config = VLAConfig.from_json(path / CONFIG_NAME)
     if config.backbone_kind != "conv" and config.backbone_config is None:
         raise ValueError(f"{path / CONFIG_NAME}: backbone {config.backbone!r} but no backbone_config")
-    model = VLA(config)
-    try:
-        missing, unexpected = load_model(model, str(path / WEIGHTS_NAME), strict=False, device=map_location)
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise ValueError(f"{path / WEIGHTS_NAME}: corrupt or incompatible VLA weights ({exc})") from exc
-    if missing or unexpected:
-        raise ValueError(
-            f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}: missing "
-            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
-    return model.eval()
+    return load_weights_into(VLA(config), path, "VLA", map_location)
 
 
 def load_vla(path: str | os.PathLike, device: str | torch.device = "auto") -> VLAPolicy:
