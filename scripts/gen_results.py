@@ -301,8 +301,6 @@ def render_pessimism_bench(results: dict[str, Any]) -> list[str]:
         ],
         rows,
     ) + [""]
-    if results.get("findings"):
-        lines += [f"- {fmt(line)}" for line in results["findings"]] + [""]
     return lines
 
 
@@ -323,8 +321,6 @@ def render_train_defaults_bench(results: dict[str, Any]) -> list[str]:
         for name, row in results.get("models", {}).items()
     ]
     lines += table(["model", "trained with", "train s", "VOC+", "3-class", "success AUROC"], rows) + [""]
-    if results.get("findings"):
-        lines += [f"- {fmt(line)}" for line in results["findings"]] + [""]
     return lines
 
 
@@ -403,8 +399,6 @@ def render_vla_bench(results: dict[str, Any]) -> list[str]:
             ],
             rows,
         ) + [""]
-    if results.get("findings"):
-        lines += [f"- {fmt(line)}" for line in results["findings"]] + [""]
     if results.get("figure"):
         lines += [f"![success vs online episodes]({results['figure']})", ""]
     return lines
@@ -440,7 +434,11 @@ def render_section(envelope: dict[str, Any]) -> list[str]:
         "",
     ]
     renderer = KNOWN_BENCHES.get(envelope["bench"], render_generic)
-    return lines + renderer(envelope["results"])
+    lines += renderer(envelope["results"])
+    findings = envelope["results"].get("findings")
+    if findings and renderer is not render_generic:  # the generic renderer lists them itself
+        lines += [f"- {fmt(line)}" for line in findings] + [""]
+    return lines
 
 
 def load_envelope(path: Path) -> dict[str, Any]:

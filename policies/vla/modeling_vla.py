@@ -72,11 +72,16 @@ def token_log_prob(logits: torch.Tensor, actions: torch.Tensor, mask: torch.Tens
 
     ``actions`` (B, H, A) in [-1, 1]; ``mask`` (B, H) bool, False for steps that do not count (a
     chunk that runs past the end of an episode). Returns (B,)."""
+    return token_log_probs(logits, actions, mask).sum(dim=(1, 2))
+
+
+def token_log_probs(logits: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, A) log-prob of each action token under (B, H, A, K) logits, 0 where ``mask`` (B, H) is False."""
     tokens = action_to_tokens(actions, logits.shape[-1])
-    per_token = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, H, A)
+    per_token = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     if mask is not None:
         per_token = per_token * mask.unsqueeze(-1).to(per_token.dtype)
-    return per_token.sum(dim=(1, 2))
+    return per_token
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,5 +352,6 @@ __all__ = [
     "load_vla_module",
     "save_vla",
     "token_log_prob",
+    "token_log_probs",
     "tokens_to_action",
 ]

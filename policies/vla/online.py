@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv
 
 from policies.envs import make_vec_env
 from policies.shaping import RewardSpec, ShapedRewardVecEnv, make_potential
-from policies.vla.modeling_vla import VLAPolicy, action_to_tokens
+from policies.vla.modeling_vla import VLAPolicy
 
 
 def make_online_env(
@@ -60,18 +60,14 @@ def make_online_env(
 def set_reset_seeds(venv: VecEnv, seeds: Sequence[int]) -> None:
     """Seeds of the next ``reset`` of each env of the innermost VecEnv. SB3's public ``seed(s)`` only
     gives s, s+1, ...; groups need repeated seeds, and SB3 (>= 2.0) passes ``_seeds`` to that reset."""
-    inner = venv
-    while isinstance(inner, VecEnvWrapper):
-        inner = inner.venv
+    inner = venv.unwrapped
     if len(seeds) != inner.num_envs:
         raise ValueError(f"{len(seeds)} seeds for {inner.num_envs} envs")
     inner._seeds = [int(s) for s in seeds]
 
 
 def _reset_infos(venv: VecEnv) -> list[dict]:
-    inner = venv
-    while isinstance(inner, VecEnvWrapper):
-        inner = inner.venv
+    inner = venv.unwrapped
     return list(getattr(inner, "reset_infos", [{}] * inner.num_envs))
 
 
@@ -253,13 +249,6 @@ def summarise(episodes: Sequence[Episode]) -> dict[str, float]:
     }
 
 
-def masked_token_log_probs(logits: torch.Tensor, chunks: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(N, H, A) log-probs of the chunks' tokens, 0 where the step was not executed."""
-    tokens = action_to_tokens(chunks, logits.shape[-1])
-    per_token = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return per_token * mask.unsqueeze(-1).to(per_token.dtype)
-
-
 def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean exact KL(π ‖ π_ref) per executed token (the anchor to the starting policy)."""
     logp, ref = logits.log_softmax(-1), ref_logits.log_softmax(-1)
@@ -283,7 +272,6 @@ __all__ = [
     "describe",
     "group_relative_advantages",
     "make_online_env",
-    "masked_token_log_probs",
     "set_reset_seeds",
     "summarise",
     "to_batch",

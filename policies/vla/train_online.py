@@ -56,7 +56,7 @@ from episodes.atomic import atomic_dir, atomic_write_json, atomic_write_text, ch
 from episodes.cli_errors import check_numeric_fields
 from policies.shaping import RewardSpec
 from policies.vla.configuration_vla import is_vla_checkpoint
-from policies.vla.modeling_vla import CONFIG_NAME, WEIGHTS_NAME, VLAPolicy, load_vla_module
+from policies.vla.modeling_vla import CONFIG_NAME, WEIGHTS_NAME, VLAPolicy, load_vla_module, token_log_probs
 from policies.vla.online import (
     DecisionBatch,
     Episode,
@@ -64,7 +64,6 @@ from policies.vla.online import (
     describe,
     group_relative_advantages,
     make_online_env,
-    masked_token_log_probs,
     summarise,
     to_batch,
     token_kl,
@@ -246,7 +245,7 @@ def ppo_update(
     with torch.no_grad():
         old = torch.cat(
             [
-                masked_token_log_probs(policy.logits(batch.obs(r)) / cfg.temperature, chunks[r], mask[r])
+                token_log_probs(policy.logits(batch.obs(r)) / cfg.temperature, chunks[r], mask[r])
                 for r in np.array_split(rows_all, max(1, math.ceil(len(batch) / cfg.minibatch)))
             ]
         )
@@ -262,7 +261,7 @@ def ppo_update(
             obs = batch.obs(rows)
             logits = policy.logits(obs)
             # ρ compares the tempered policy that sampled the chunks with its update (τ = 1: π itself)
-            logp = masked_token_log_probs(logits / cfg.temperature, chunks[rows], mask[rows])
+            logp = token_log_probs(logits / cfg.temperature, chunks[rows], mask[rows])
             ratio = (logp - old[rows]).exp()
             a = adv[rows].view(-1, 1, 1)
             surrogate = torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
@@ -308,7 +307,7 @@ def _episode_log_probs(policy: VLAPolicy, batch: DecisionBatch, episodes: np.nda
     """(n_episodes,) log π of each listed episode's executed tokens (others 0), differentiable."""
     rows = np.flatnonzero(np.isin(batch.episode, episodes))
     dev = policy.device
-    logp = masked_token_log_probs(
+    logp = token_log_probs(
         policy.logits(batch.obs(rows)), _tensor(batch.chunks[rows], dev), _tensor(batch.mask[rows], dev)
     ).sum(dim=(1, 2))
     out = torch.zeros(n_episodes, device=dev, dtype=logp.dtype)

@@ -12,14 +12,13 @@ import torch
 
 from policies.vla.cli import main as vla_main
 from policies.vla.configuration_vla import VLAConfig
-from policies.vla.modeling_vla import VLA, VLAPolicy, load_vla_module
+from policies.vla.modeling_vla import VLA, VLAPolicy, load_vla_module, token_log_probs
 from policies.vla.online import (
     Decision,
     Episode,
     collect,
     group_relative_advantages,
     make_online_env,
-    masked_token_log_probs,
     to_batch,
     token_kl,
 )
@@ -82,7 +81,7 @@ def test_ppo_update_raises_good_chunks_and_lowers_bad_ones_and_the_anchor_holds_
 
     def logp(policy):
         with torch.no_grad():
-            lp = masked_token_log_probs(
+            lp = token_log_probs(
                 policy.logits(batch.obs(slice(None))), torch.as_tensor(batch.chunks), torch.as_tensor(batch.mask)
             )
         return lp.sum(dim=(1, 2)).numpy()
@@ -126,10 +125,10 @@ def test_dpo_update_prefers_the_chosen_episode_against_the_reference():
     )
     assert stats["pairs"] == 2 and stats["reward_margin"] > 0
     with torch.no_grad():
-        lp = masked_token_log_probs(
+        lp = token_log_probs(
             policy.logits(batch.obs(slice(None))), torch.as_tensor(batch.chunks), torch.as_tensor(batch.mask)
         ).sum(dim=(1, 2))
-        rp = masked_token_log_probs(
+        rp = token_log_probs(
             reference.logits(batch.obs(slice(None))), torch.as_tensor(batch.chunks), torch.as_tensor(batch.mask)
         ).sum(dim=(1, 2))
     gain = np.bincount(batch.episode, weights=(lp - rp).numpy())
