@@ -258,6 +258,7 @@ def test_ctrl_c_during_recording_is_one_line_and_leaves_nothing(tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_for(lambda: any(p.name.startswith("ds.tmp-") for p in tmp_path.iterdir()), 60, "the recording to start")
+    time.sleep(1.0)  # into the episode loop, past start-up (renderer and writer set-up in C code)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
