@@ -13,9 +13,9 @@ states early RL visits). Reported per task, for the GRM and the ground-truth ora
 * calibration: expected calibration error (10 bins) of P(success): the calibrated one where the
   checkpoint has ``prism-reward calibrate``'s file, else the final Φ read as a probability;
 * one-shot adaptation (``prism-reward adapt`` on the first successful held-out episode), scored on
-  the other held-out episodes of that task, beside the zero-shot figures; rehearsal (mixed into the
-  batches and guarding the step choice) comes from ``rehearse_per_task`` failure-mix episodes per
-  task recorded in memory from the *training* split of the varied world;
+  the other held-out episodes of that task, beside the zero-shot figures, with adapt's defaults:
+  rehearsal (mixed into the batches and guarding the step choice) on the checkpoint's own
+  rehearsal set (train-split failure-mix episodes of every task, shipped with ``grm``);
 * cost: encoder images/s, and the RL-loop overhead ratio (env steps/s without a reward model over
   with it; same envs and renders, same run; ``shaping_bench.measure_overhead``).
 
@@ -75,11 +75,6 @@ class GeneralisationArgs:
     """Recorded image size."""
     adapt_steps: int = 150
     """Steps of the one-shot adaptation (0 skips it)."""
-    rehearse_per_task: int = 8
-    """Train-split failure-mix episodes per sim task recorded for the adaptation's rehearsal, half
-    trained on, half guarding the step choice (0: none)."""
-    rehearse_seed: int = 200_000
-    """First seed of the rehearsal recordings (neither the training's seeds nor the held-out ones)."""
     num_threads: int | None = 1
     """torch CPU threads (1 is fastest on a busy 2-core machine)."""
     overhead_steps: int = 100
@@ -127,27 +122,7 @@ def encoder_images_per_s(model, size: int = 96, batch: int = 32, repeats: int = 
     return batch * len(model.cameras) * repeats / (time.perf_counter() - t0)
 
 
-def rehearsal_episodes(args: GeneralisationArgs, size: int) -> list:
-    """``rehearse_per_task`` failure-mix episodes of every sim task from the varied world's
-    training split, recorded in memory (the data the GRM already handled; nothing on disk)."""
-    import sim
-    from policies.record import rollout_episode
-
-    cameras, episodes = ("front", "side", "wrist"), []
-    for ti, task in enumerate(sim.TASKS):
-        env = sim.make(task, cameras=cameras, image_size=size, world="varied", world_split="train")
-        seed = args.rehearse_seed + 10_000 * ti
-        policy = sim.experts.make_policy("failure-mix", env, seed=seed)
-        try:
-            episodes += [rollout_episode(env, policy, seed + k, cameras, k) for k in range(args.rehearse_per_task)]
-        finally:
-            env.close()
-    return episodes
-
-
-def adapt_and_score(
-    args: GeneralisationArgs, ckpt: Path, task: str, dataset: Path, episodes: list, rehearse: list
-) -> dict | None:
+def adapt_and_score(args: GeneralisationArgs, ckpt: Path, task: str, dataset: Path, episodes: list) -> dict | None:
     from reward_models.adapt_grm import AdaptConfig, adapt_grm
     from reward_models.modeling_grm import load_grm
 
@@ -168,9 +143,8 @@ def adapt_and_score(
                 num_threads=args.num_threads,
                 progress_bar=False,
             ),
-            rehearse_episodes=rehearse,
         )
-        print(f"{task:9s} adapted in {time.perf_counter() - t0:.0f} s ({len(rehearse)} rehearsal episodes)", flush=True)
+        print(f"{task:9s} adapted in {time.perf_counter() - t0:.0f} s", flush=True)
     rest = [ep for i, ep in enumerate(episodes) if i != demo]
     before = evaluate(load_grm(ckpt, device=args.device), rest)
     after = evaluate(load_grm(out, device=args.device), rest)
@@ -202,9 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.num_threads)
     ckpt = resolve_grm_checkpoint(args.grm)
     model = load_grm(ckpt, device=args.device)
-    rehearse = (
-        rehearsal_episodes(args, model.grm_config.image_size) if args.adapt_steps > 0 and args.rehearse_per_task else []
-    )
     results: dict = {"grm": str(ckpt), "args": {k: str(v) for k, v in asdict(args).items()}, "tasks": {}}
     for ti, task in enumerate(args.tasks):
         seed = args.seed + 10_000 * ti
@@ -226,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         row["ece"] = expected_calibration_error(prob, labels)
         row["ece_source"] = "calibrated P(success)" if calibration is not None else "final Φ read as P(success)"
-        row["adaptation"] = adapt_and_score(args, ckpt, task, mix_path, mix, rehearse)
+        row["adaptation"] = adapt_and_score(args, ckpt, task, mix_path, mix)
         results["tasks"][task] = row
         mv = row["multi_view"]
         print(

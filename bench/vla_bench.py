@@ -9,15 +9,18 @@
    failures) and trains plain BC and RA-BC (weights from the dataset's ground-truth progress) with the
    same settings and seed; true success of each on the same fresh seeds.
 
-3. **Online RL** (``prism-vla rl``) from the multi-task BC policy on ``--rl-task`` with each reward of
-   ``--rl-rewards`` (``oracle``, the shipped ``grm``, ``sparse``) and ``--rl-seeds`` seeds, for
-   ``--rl-episodes`` online episodes each: success of the training rollouts per iteration and of the
-   deterministic policy on 16 fixed seeds at the start, midway and at the end; env steps/s of each.
-4. **DPO** (``prism-vla dpo``) from the same BC policy, same budget, pairs ranked by the ``grm``
-   shaped return vs ranked at random (the control), seed 0.
+3. **Online post-training** from the multi-task BC policy on each task of ``--rl-tasks`` with
+   ``rl`` (token-level PPO) and, on the tasks of ``--rft-tasks``, also ``rft`` (reward-filtered
+   fine-tuning), each with every reward of ``--rl-rewards`` (``oracle``, the shipped ``grm``,
+   ``sparse``) and ``--rl-seeds`` seeds, for ``--rl-episodes`` online episodes each: success of the
+   training rollouts per iteration and of the deterministic policy on 16 fixed seeds at the start,
+   midway and at the end; env steps/s.
+4. **DPO** (``prism-vla dpo``) from the same BC policy on the first RL task, same budget, pairs
+   ranked by the ``grm`` shaped return vs ranked at random (the control), seed 0.
 
-Runs go seed by seed (all rewards of seed 0 first), and the JSON is rewritten after every run, so a
-bench cut short still reports what finished. Finished stages (datasets, trained checkpoints, online
+Online runs go seed by seed (all tasks, learners and rewards of seed 0 first), ``--jobs`` at a time
+in worker processes (each single-threaded; a run's result does not depend on which worker ran it),
+and the JSON is rewritten after every run, so a bench cut short still reports what finished. Finished stages (datasets, trained checkpoints, online
 runs) in ``--out`` are reused; an online run cut short resumes. The figures go to
 ``bench/results/vla_bench.json`` (``bench/results_io.write_bench_result``). Everything runs on the
 CPU, single-threaded torch (faster than two contending threads on a shared 2-core machine).
@@ -27,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +44,7 @@ from policies.evaluate import EvalArgs
 from policies.record import record_episodes
 from policies.vla.rollout import evaluate_vla
 from policies.vla.train_bc import BCConfig, train_bc
-from policies.vla.train_online import DPOConfig, OnlineConfig, RLConfig, train_online
+from policies.vla.train_online import DPOConfig, OnlineConfig, RFTConfig, RLConfig, train_online
 
 from results_io import RESULTS_DIR, write_bench_result  # bench/ is the script's own folder, first on sys.path
 
@@ -92,7 +97,9 @@ def success(checkpoint: Path, task: str, episodes: int) -> dict:
 
 
 def online(cfg: OnlineConfig) -> dict:
-    """Run (or resume, or reuse) one ``prism-vla rl`` / ``dpo`` run; its summary without the long curve."""
+    """Run (or resume, or reuse) one ``prism-vla rl`` / ``dpo`` / ``rft`` run; its summary without
+    the long curve."""
+    torch.set_num_threads(1)  # also in the worker processes
     summary_path = cfg.out / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
@@ -106,36 +113,66 @@ def online(cfg: OnlineConfig) -> dict:
     return summary
 
 
-def online_stage(args: argparse.Namespace, results: dict, started: float) -> None:
-    init = args.out / "bc_multitask"
+LEARNERS = {"rl": RLConfig, "rft": RFTConfig}
+
+
+def online_runs(args: argparse.Namespace) -> list[tuple[str, str, OnlineConfig]]:
+    """(block, key, config) of every online run, seed by seed; DPO on the first RL task, seed 0."""
     common = dict(
-        init=init,
-        task=args.rl_task,
+        init=args.out / "bc_multitask",
         episodes=args.rl_episodes,
         eval_episodes=16,
         eval_every=max(1, args.rl_episodes // (2 * RL_EPISODES_PER_ITERATION)),
         device="cpu",
         progress_bar=False,
     )
-    rl = results.setdefault("online_rl", {"task": args.rl_task, "episodes": args.rl_episodes, "runs": {}})
-    dpo = results.setdefault("dpo", {"task": args.rl_task, "episodes": args.rl_episodes, "runs": {}})
+    runs = []
     for seed in range(args.rl_seeds):
-        for reward in args.rl_rewards:
-            key = f"{reward}/seed{seed}"
-            rl["runs"][key] = online(
-                RLConfig(**common, out=args.out / f"rl_{reward}_s{seed}", reward=reward, seed=seed)
-            )
-            print(f"rl {key}: eval {rl['runs'][key]['eval_curve']}", flush=True)
-            results["elapsed_s"] = round(time.time() - started, 1)
-            write_bench_result("vla_bench", results)
+        for task in args.rl_tasks:
+            for learner in ["rl", "rft"] if task in args.rft_tasks else ["rl"]:
+                for reward in args.rl_rewards:
+                    cfg = LEARNERS[learner](
+                        **common,
+                        task=task,
+                        out=args.out / f"{learner}_{task}_{reward}_s{seed}",
+                        reward=reward,
+                        seed=seed,
+                    )
+                    runs.append(("online", f"{task}/{learner}/{reward}/seed{seed}", cfg))
         if seed == 0:
             for ranking in ("reward", "random"):
-                dpo["runs"][ranking] = online(
-                    DPOConfig(**common, out=args.out / f"dpo_{ranking}", reward="grm", ranking=ranking, seed=0)
+                cfg = DPOConfig(
+                    **common,
+                    task=args.rl_tasks[0],
+                    out=args.out / f"dpo_{ranking}",
+                    reward="grm",
+                    ranking=ranking,
+                    seed=0,
                 )
-                print(f"dpo {ranking}: eval {dpo['runs'][ranking]['eval_curve']}", flush=True)
-                results["elapsed_s"] = round(time.time() - started, 1)
-                write_bench_result("vla_bench", results)
+                runs.append(("dpo", ranking, cfg))
+    return runs
+
+
+def online_stage(args: argparse.Namespace, results: dict, started: float) -> None:
+    blocks = {
+        "online": results.setdefault("online", {"tasks": args.rl_tasks, "episodes": args.rl_episodes, "runs": {}}),
+        "dpo": results.setdefault("dpo", {"task": args.rl_tasks[0], "episodes": args.rl_episodes, "runs": {}}),
+    }
+    runs = online_runs(args)
+    # spawn: the workers must not inherit the parent's torch / MuJoCo state
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(online, cfg): (block, key) for block, key, cfg in runs}
+        for future in as_completed(futures):
+            block, key = futures[future]
+            blocks[block]["runs"][key] = future.result()
+            print(f"{block} {key}: eval {blocks[block]['runs'][key]['eval_curve']}", flush=True)
+            results["elapsed_s"] = round(time.time() - started, 1)
+            write_bench_result("vla_bench", results)
+    order: dict[str, list[str]] = {}
+    for name, key, _ in runs:
+        order.setdefault(name, []).append(key)
+    for name, block in blocks.items():  # the JSON in run order, whatever order the workers finished in
+        block["runs"] = {key: block["runs"][key] for key in order.get(name, []) if key in block["runs"]}
 
 
 def mean_curve(runs: list[dict], key: str) -> dict[int, float]:
@@ -144,78 +181,96 @@ def mean_curve(runs: list[dict], key: str) -> dict[int, float]:
     return {e: float(np.mean([dict((int(a), b) for a, b in r[key])[e] for r in runs])) for e in counts}
 
 
+def summarise_runs(runs: list[dict]) -> dict:
+    return {
+        "runs": len(runs),
+        "eval": mean_curve(runs, "eval_curve"),
+        "train": mean_curve(runs, "train_curve"),
+        "final_eval": [r["final_eval_success"] for r in runs],
+        "env_steps_per_s": float(np.mean([r["env_steps_per_s"] for r in runs])),
+    }
+
+
 def online_findings(results: dict, out: Path) -> None:
-    """The issue's targets, met or not, and a figure of the mean curves (bench/results/vla_online.png)."""
+    """The issue's targets, met or not, per task and learner, and a figure of the mean curves
+    (bench/results/vla_online.png)."""
     import matplotlib  # optional plotting dependency, only for the figure
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_reward: dict[str, list[dict]] = {}
-    for key, run in results.get("online_rl", {}).get("runs", {}).items():
-        by_reward.setdefault(key.split("/")[0], []).append(run)
+    grouped: dict[str, list[dict]] = {}  # "task/learner/reward" -> runs over seeds
+    for key, run in results.get("online", {}).get("runs", {}).items():
+        grouped.setdefault(key.rsplit("/", 1)[0], []).append(run)
+    by_run = {name: summarise_runs(runs) for name, runs in grouped.items()}
+    results.setdefault("online", {})["by_run"] = by_run
+    dpo = results.get("dpo", {}).get("runs", {})
+    results.setdefault("dpo", {})["by_ranking"] = {k: summarise_runs([r]) for k, r in dpo.items()}
     findings = []
-    evals = {name: mean_curve(runs, "eval_curve") for name, runs in by_reward.items()}
-    trains = {name: mean_curve(runs, "train_curve") for name, runs in by_reward.items()}
-    if "grm" in evals:
-        grm = evals["grm"]
-        start, best = next(iter(grm.values())), max(grm.values())
+    best_grm = 0.0
+    for name, row in by_run.items():
+        task, learner, reward = name.split("/")
+        if reward != "grm":
+            continue
+        start, best = next(iter(row["eval"].values())), max(row["eval"].values())
+        best_grm = max(best_grm, best)
         findings.append(
-            f"GRM-shaped RL: evaluation success {100 * start:.0f} % at 0 -> best mean {100 * best:.0f} % "
-            f"within {max(grm)} episodes ({len(by_reward['grm'])} seeds); target >= 90 % within 300: "
-            + ("MET" if best >= 0.9 else "NOT MET")
+            f"{task}, {learner}, GRM-shaped: evaluation success {100 * start:.0f} % at 0 -> best mean "
+            f"{100 * best:.0f} % within {max(row['eval'])} episodes ({row['runs']} seeds); target >= 90 % "
+            "within 300: " + ("MET" if best >= 0.9 else "NOT MET")
         )
         for other, rule in (("sparse", "never below sparse's"), ("oracle", "within 10 points of oracle's")):
-            if other in trains:
-                common = sorted(set(trains["grm"]) & set(trains[other]))
-                gaps = [trains["grm"][e] - trains[other][e] for e in common]
-                ok = min(gaps) >= 0 if other == "sparse" else min(gaps) >= -0.10
-                findings.append(
-                    f"GRM mean training-success curve {rule}: {'MET' if ok else 'NOT MET'} "
-                    f"(largest shortfall {100 * max(0.0, -min(gaps)):.0f} points)"
-                )
+            theirs = by_run.get(f"{task}/{learner}/{other}")
+            if theirs is None:
+                continue
+            common = sorted(set(row["train"]) & set(theirs["train"]))
+            gaps = [row["train"][e] - theirs["train"][e] for e in common]
+            ok = min(gaps) >= 0 if other == "sparse" else min(gaps) >= -0.10
+            findings.append(
+                f"{task}, {learner}: GRM mean training-success curve {rule}: {'MET' if ok else 'NOT MET'} "
+                f"(largest shortfall {100 * max(0.0, -min(gaps)):.0f} points)"
+            )
+    if any(name.endswith("/grm") for name in by_run):
         findings.append(
-            "Dopamine-RL's anchor is 95 % in 150 rollouts from a pretrained VLA; here the small BC "
-            "policy does not improve within 300 online episodes with any reward"
+            "Dopamine-RL's anchor is 95 % in 150 rollouts from a pretrained VLA; the best mean evaluation "
+            f"success of any GRM-shaped run here is {100 * best_grm:.0f} % within {results['online'].get('episodes')} "
+            "online episodes"
         )
-    dpo = results.get("dpo", {}).get("runs", {})
     if dpo:
         findings.append(
             "DPO final evaluation success: "
             + ", ".join(f"{name}-ranked {100 * r['final_eval_success']:.0f} %" for name, r in dpo.items())
         )
     results["findings"] = findings
-    for block, groups in (
-        (results.get("online_rl", {}), by_reward),
-        (results.get("dpo", {}), {k: [r] for k, r in dpo.items()}),
-    ):
-        block["by_reward" if block is results.get("online_rl") else "by_ranking"] = {
-            name: {
-                "runs": len(runs),
-                "eval": mean_curve(runs, "eval_curve"),
-                "train": mean_curve(runs, "train_curve"),
-                "final_eval": [r["final_eval_success"] for r in runs],
-                "env_steps_per_s": float(np.mean([r["env_steps_per_s"] for r in runs])),
-            }
-            for name, runs in groups.items()
-        }
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
-    for name, curve in trains.items():
-        axes[0].plot(list(curve), [100 * v for v in curve.values()], ".-", label=f"rl, {name}")
-    for name, curve in evals.items():
-        axes[1].plot(list(curve), [100 * v for v in curve.values()], "o-", label=f"rl, {name}")
-    for name, run in dpo.items():
-        axes[1].plot(
-            [e for e, _ in run["eval_curve"]],
-            [100 * v for _, v in run["eval_curve"]],
-            "s--",
-            label=f"dpo, {name}-ranked",
-        )
-    for ax, title in zip(axes, ("training rollouts (sampled), mean over seeds", "evaluation (deterministic)")):
-        ax.set(title=title, xlabel="online episodes", ylim=(-2, 102))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("true success (%)")
+
+    tasks = list(dict.fromkeys(name.split("/")[0] for name in by_run))
+    if not tasks:
+        return
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 3.6 * len(tasks)), sharey=True, squeeze=False)
+    styles = {"rft": "-", "rl": ":"}
+    colours = {"oracle": "tab:green", "grm": "tab:blue", "sparse": "tab:grey"}
+    for ax_row, task in zip(axes, tasks):
+        for name, row in by_run.items():
+            t, learner, reward = name.split("/")
+            if t != task:
+                continue
+            style = dict(ls=styles.get(learner, "-"), color=colours.get(reward), label=f"{learner}, {reward}")
+            ax_row[0].plot(list(row["train"]), [100 * v for v in row["train"].values()], marker=".", **style)
+            ax_row[1].plot(list(row["eval"]), [100 * v for v in row["eval"].values()], marker="o", **style)
+        if task == results.get("dpo", {}).get("task"):
+            for name, run in dpo.items():
+                ax_row[1].plot(
+                    [e for e, _ in run["eval_curve"]],
+                    [100 * v for _, v in run["eval_curve"]],
+                    "s--",
+                    color="tab:red" if name == "reward" else "tab:orange",
+                    label=f"dpo, {name}-ranked",
+                )
+        for ax, title in zip(ax_row, ("training rollouts (sampled), mean over seeds", "evaluation (deterministic)")):
+            ax.set(title=f"{task}: {title}", xlabel="online episodes", ylim=(-2, 102))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        ax_row[0].set_ylabel("true success (%)")
     fig.tight_layout()
     figure = out / "vla_online.png"
     fig.savefig(figure, dpi=90)
@@ -226,16 +281,20 @@ def online_findings(results: dict, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/vla_bench"))
-    parser.add_argument("--tasks", nargs="+", default=["reach", "push"])
-    parser.add_argument("--demos", type=int, default=40, help="expert demonstrations per task")
+    parser.add_argument("--tasks", nargs="+", default=["reach", "push", "pickplace"])
+    parser.add_argument("--demos", type=int, default=120, help="expert demonstrations per task")
     parser.add_argument("--mixed-task", default="push")
     parser.add_argument("--mixed", type=int, default=60, help="failure-mix episodes for RA-BC vs BC")
-    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps of every training")
+    parser.add_argument("--steps", type=int, default=3000, help="optimiser steps of every training")
     parser.add_argument("--eval-episodes", type=int, default=30)
-    parser.add_argument("--rl-task", default="push")
+    parser.add_argument("--rl-tasks", nargs="+", default=["push", "pickplace"])
+    parser.add_argument(
+        "--rft-tasks", nargs="*", default=["push"], help="RL tasks that also run rft beside rl (each costs as much)"
+    )
     parser.add_argument("--rl-rewards", nargs="+", default=["oracle", "grm", "sparse"])
     parser.add_argument("--rl-seeds", type=int, default=3)
     parser.add_argument("--rl-episodes", type=int, default=300, help="online episodes of every RL / DPO run")
+    parser.add_argument("--jobs", type=int, default=2, help="online runs at a time (worker processes)")
     parser.add_argument("--skip-online", action="store_true", help="only the BC and RA-BC stages")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -10,7 +10,10 @@
    ``OUT/grm.run``).
 
 3. **calibrate** the post-hoc confidence (``prism-reward calibrate`` on a share of the training data);
-4. **card** a quick check (a few held-out-split episodes per task, fixed seeds, recorded in memory)
+4. **rehearsal set**: ``--rehearsal-per-task`` more failure-mix episodes per task of the varied
+   world's train split, recorded at the GRM's image size into ``OUT/grm/rehearsal/<task>``: the
+   data ``prism-reward adapt`` rehearses and guards with by default (small enough to ship);
+5. **card** a quick check (a few held-out-split episodes per task, fixed seeds, recorded in memory)
    and ``MODEL_CARD.md`` + ``model_card.json`` written into the checkpoint. The test suite re-runs
    the quick check on the shipped checkpoint and compares it with the card.
 
@@ -52,6 +55,9 @@ RECIPE: dict[str, dict[str, int]] = {
 it is the scene ``prism-train`` and ``prism-demo`` run in; the varied world is what makes the model
 general (its held-out split stays out of training)."""
 
+REHEARSAL_SEED = 200_000
+"""First seed of the rehearsal set (neither the training recordings' seeds nor the held-out ones)."""
+
 NOISY_STD = 1.0
 """Action-noise std of the ``noisy`` rollouts: far off the expert's path, like early RL."""
 
@@ -86,6 +92,35 @@ class PretrainArgs:
     """Torch device for training: auto, cpu, cuda."""
     num_threads: int | None = None
     """torch CPU threads (default: torch's choice)."""
+    rehearsal_per_task: int = 8
+    """Failure-mix episodes per task in the checkpoint's rehearsal set (0: none)."""
+
+
+def record_rehearsal_set(ckpt: Path, tasks: list[str], per_task: int, cameras: str, size: int) -> list[Path]:
+    """``per_task`` failure-mix episodes of each task from the varied world's train split into
+    ``ckpt/rehearsal/<task>`` (a LeRobot dataset each; kept when already there): what ``prism-reward
+    adapt`` rehearses by default, so adapting the checkpoint keeps what it already handled."""
+    from reward_models.adapt_grm import REHEARSAL_DIR  # torch: kept out of --help
+
+    paths = []
+    for k, task in enumerate(tasks):
+        out = ckpt / REHEARSAL_DIR / sim.resolve_task(task)
+        paths.append(out)
+        if (out / "meta" / "info.json").is_file():
+            continue
+        record_episodes(
+            out,
+            task,
+            "failure-mix",
+            per_task,
+            REHEARSAL_SEED + 10_000 * k,
+            cameras,
+            size,
+            world="varied",
+            world_split="train",
+            progress_bar=False,
+        )
+    return paths
 
 
 def record_stage(args: PretrainArgs) -> list[Path]:
@@ -252,6 +287,9 @@ A multi-view, instruction-conditioned process reward model (GRM) shipped with pr
   Tasks: reach, push, pick-and-place, drawer.
 - **Training**: {args.steps} steps; reproduce with `{command.strip()}` (resumable: re-run after an
   interruption), then copy `OUT/grm` to `reward_models/pretrained/grm`.
+- **Rehearsal set**: `rehearsal/<task>`, {args.rehearsal_per_task} failure-mix episodes per task of the varied
+  world's train split at {args.image_size} px (seeds {REHEARSAL_SEED} + 10000·task + k): what `prism-reward adapt`
+  rehearses and guards with by default (`--no-rehearse` turns it off).
 - **Never trained on**: the varied world's held-out split (colours cyan, pink, brown, grey, lime; stripes
   and speckle textures; orange and yellow arms).
 
@@ -281,6 +319,10 @@ def pretrain(args: PretrainArgs) -> Path:
     datasets = record_stage(args)
     ckpt = train_stage(args, datasets)
     calibrate_stage(args, ckpt, datasets)
+    if args.rehearsal_per_task > 0:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        sets = record_rehearsal_set(ckpt, tasks, args.rehearsal_per_task, args.cameras, args.image_size)
+        print(f"[pretrain] rehearsal set: {', '.join(map(str, sets))}", flush=True)
     check = quick_check(str(ckpt))
     print(f"[pretrain] quick check: {json.dumps(check)}", flush=True)
     print(f"[pretrain] model card: {write_model_card(ckpt, args, datasets, check)}", flush=True)

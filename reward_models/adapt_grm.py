@@ -11,7 +11,7 @@ Plain fine-tuning on one episode overfits it (measured on a visually different s
 
 * regularised: L2-SP (``anchor_weight``: the loss also pays (α/2)·‖w − w₀‖² for leaving the
   pretrained weights w₀, instead of weight decay towards 0), the early image layers frozen
-  (``freeze``), optional rehearsal of pretraining episodes (``rehearse``), and the trainer's
+  (``freeze``), rehearsal of pretraining episodes (``rehearse``), and the trainer's
   augmentation (colour jitter, shift, temporal sub-sampling and start clipping);
 * a label-free self-check picks the step: every ``holdout_every``-th frame of the demo (and of
   each unlabelled video) is never trained on; those frames played forward and then rewound must
@@ -20,8 +20,9 @@ Plain fine-tuning on one episode overfits it (measured on a visually different s
   still, the first half shuffled) must end near Φ = 0. The score is taken at step 0 (the
   unadapted model) and every ``check_every`` steps; the best checkpoint is kept, so adaptation can
   not make the self-check worse;
-* guarded by rehearsal: labelled episodes of data the model already handled (``rehearse``, or
-  in-memory episodes, e.g. the bench's train-split sim recordings) are split in two: half are
+* guarded by rehearsal: labelled episodes of data the model already handled (``rehearse``; by
+  default the checkpoint's own rehearsal set, ``CHECKPOINT/rehearsal/``, which the shipped ``grm``
+  carries: train-split sim episodes of every task) are split in two: half are
   mixed into the batches, the other half is never trained on and scored at every check; a step
   is a candidate only if their success AUROC, 3-class accuracy and VOC each stay within
   ``guard_tolerance`` of step 0's -- lost discrimination of failures, which no check on one
@@ -88,6 +89,18 @@ DEMO_TASK_KEY = "<adaptation demo>"
 among the pretraining episodes of its task), so it keeps a fixed share of every batch."""
 
 
+REHEARSAL_DIR = "rehearsal"
+"""Subfolder of a GRM checkpoint holding its rehearsal set: one labelled dataset per task."""
+
+
+def checkpoint_rehearsal_sets(checkpoint: Path) -> tuple[Path, ...]:
+    """The datasets of ``checkpoint``'s rehearsal set (``prism-pretrain-grm`` writes it), sorted."""
+    root = Path(checkpoint) / REHEARSAL_DIR
+    if not root.is_dir():
+        return ()
+    return tuple(sorted(d for d in root.iterdir() if (d / "meta" / "info.json").is_file()))
+
+
 @dataclass
 class AdaptConfig:
     """Adapt a GRM checkpoint to a new task from one demonstration episode."""
@@ -130,7 +143,10 @@ class AdaptConfig:
     rehearse: tuple[Path, ...] = ()
     """Labelled datasets the checkpoint already handles (its pretraining data, or new recordings of
     it): half their episodes are mixed into the adaptation batches, the other half is scored at
-    every self-check (the rehearsal guard)."""
+    every self-check (the rehearsal guard). Default: the checkpoint's own rehearsal set
+    (``CHECKPOINT/rehearsal/*``; the shipped ``grm`` has one) when it has one."""
+    no_rehearse: bool = False
+    """Adapt without rehearsal, even where the checkpoint ships a rehearsal set."""
     rehearse_episodes: int = 32
     """Use at most this many episodes of each --rehearse dataset."""
     guard_tolerance: float = 0.02
@@ -384,6 +400,12 @@ def adapt_grm(
     if cfg.freeze not in FREEZE_CHOICES:  # checked here, not in __post_init__: tyro would box the message
         raise ValueError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {cfg.freeze!r}")
     cfg.checkpoint = resolve_grm_checkpoint(cfg.checkpoint)  # "grm": the shipped one
+    if cfg.no_rehearse:
+        if cfg.rehearse:
+            raise ValueError("--no-rehearse and --rehearse contradict each other: choose one")
+        rehearse_episodes = []
+    elif not cfg.rehearse and rehearse_episodes is None:
+        cfg.rehearse = checkpoint_rehearsal_sets(cfg.checkpoint)
     if cfg.demo is None and demo_episode is None and cfg.unlabelled is None and unlabelled_episodes is None:
         raise ValueError("nothing to adapt to: give --demo (one demonstration) and/or --unlabelled (videos)")
     inputs = [cfg.checkpoint, cfg.demo, *cfg.rehearse, cfg.unlabelled, cfg.eval]

@@ -364,41 +364,48 @@ def render_vla_bench(results: dict[str, Any]) -> list[str]:
                 if isinstance(r, dict) and "success" in r
             ],
         ) + [""]
-    for stage, key, title in (
-        ("online_rl", "by_reward", "Online RL (`prism-vla rl`)"),
-        ("dpo", "by_ranking", "DPO (`prism-vla dpo`, reward `grm`)"),
-    ):
-        block = results.get(stage, {})
-        if not block.get(key):
-            continue
+    online_headers = [
+        "run",
+        "seeds",
+        "evaluation success (mean) @ episodes",
+        "final per seed (%)",
+        "training success per iteration (mean)",
+        "env steps/s",
+    ]
+
+    def online_row(name: str, row: dict) -> list[str]:
+        return [
+            name,
+            str(row["runs"]),
+            " → ".join(f"{pct(v)} @{e}" for e, v in row["eval"].items()),
+            fmt([round(100 * v) for v in row["final_eval"]]),
+            " ".join(pct(v) for v in row["train"].values()),
+            fmt(row["env_steps_per_s"]),
+        ]
+
+    online = results.get("online", {})
+    if online.get("by_run"):
         lines += [
-            f"**{title}** from the multi-task BC policy on {fmt(block.get('task'))}, "
-            f"{fmt(block.get('episodes'))} online episodes per run; evaluation: deterministic policy on 16 "
-            "fixed seeds; training success: the sampled rollouts of each iteration (16 episodes).",
+            "**Online post-training** from the multi-task BC policy, "
+            f"{fmt(online.get('episodes'))} online episodes per run (`rft`: `prism-vla rft`, reward-filtered "
+            "fine-tuning; `rl`: `prism-vla rl`, token-level PPO); evaluation: deterministic policy on 16 fixed "
+            "seeds; training success: the sampled rollouts of each iteration (16 episodes).",
             "",
         ]
         rows = [
-            [
-                f"`{name}`",
-                str(row["runs"]),
-                " → ".join(f"{pct(v)} @{e}" for e, v in row["eval"].items()),
-                fmt([round(100 * v) for v in row["final_eval"]]),
-                " ".join(pct(v) for v in row["train"].values()),
-                fmt(row["env_steps_per_s"]),
-            ]
-            for name, row in block[key].items()
+            online_row(f"{n.split('/')[0]}, {n.split('/')[1]}, `{n.split('/')[2]}`", r)
+            for n, r in online["by_run"].items()
         ]
-        lines += table(
-            [
-                "reward / ranking",
-                "runs",
-                "evaluation success (mean) @ episodes",
-                "final per run (%)",
-                "training success per iteration (mean)",
-                "env steps/s",
-            ],
-            rows,
-        ) + [""]
+        lines += table(["task, learner, reward", *online_headers[1:]], rows) + [""]
+    dpo = results.get("dpo", {})
+    if dpo.get("by_ranking"):
+        lines += [
+            f"**DPO** (`prism-vla dpo`, reward `grm`) from the same BC policy on {fmt(dpo.get('task'))}, "
+            f"{fmt(dpo.get('episodes'))} online episodes per run, seed 0.",
+            "",
+        ]
+        rows = [online_row(f"{name}-ranked", r) for name, r in dpo["by_ranking"].items()]
+        lines += table(["ranking", *online_headers[1:]], rows) + [""]
     if results.get("figure"):
         lines += [f"![success vs online episodes]({results['figure']})", ""]
     return lines

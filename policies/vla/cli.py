@@ -8,6 +8,7 @@ Examples::
     prism-vla bc --data data/reach data/push --out ckpt/vla_bc --resume       # continue an interrupted run
     prism-vla rl --init ckpt/vla_bc --task push --reward grm --out ckpt/vla_rl     # online RL, 300 episodes
     prism-vla dpo --init ckpt/vla_bc --task push --reward grm --out ckpt/vla_dpo   # reward-ranked DPO
+    prism-vla rft --init ckpt/vla_bc --task push --reward grm --out ckpt/vla_rft   # reward-filtered BC
 
 The output folder is a policy checkpoint: ``prism-eval --run DIR --task push``,
 ``prism-record --policy vla:DIR`` and the ROS 2 node (``policy:=DIR``) run it.
@@ -25,6 +26,7 @@ COMMANDS = {
     "rabc": "RA-BC: behaviour cloning weighted by each chunk's progress gain (bc --weighting progress).",
     "rl": "Online RL from a BC checkpoint with any reward spec (token-level PPO, KL anchor to the start).",
     "dpo": "Reward-ranked DPO from a BC checkpoint: best vs worst rollout of each start state.",
+    "rft": "Reward-filtered fine-tuning from a BC checkpoint: BC on the best rollouts of each start state.",
 }
 
 
@@ -59,9 +61,16 @@ def _train(argv: list[str], command: str) -> int:
 
 
 def _post_train(argv: list[str], command: str) -> int:
-    from policies.vla.train_online import DPOConfig, RLConfig, interrupted_message, train_online  # torch (as above)
+    from policies.vla.train_online import (  # torch (as above)
+        DPOConfig,
+        RFTConfig,
+        RLConfig,
+        interrupted_message,
+        train_online,
+    )
 
-    cfg = parse_config(RLConfig if command == "rl" else DPOConfig, argv, description=COMMANDS[command])
+    config_class = {"rl": RLConfig, "dpo": DPOConfig, "rft": RFTConfig}[command]
+    cfg = parse_config(config_class, argv, description=COMMANDS[command])
     try:
         summary = train_online(cfg)
     except KeyboardInterrupt:
@@ -84,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"prism-vla: error: unknown command {name!r} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    run = _post_train if name in ("rl", "dpo") else _train
+    run = _post_train if name in ("rl", "dpo", "rft") else _train
     return run_cli(f"prism-vla {name}", lambda argv: run(argv, name), rest)
 
 

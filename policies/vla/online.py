@@ -1,9 +1,9 @@
 """Online rollouts of a VLA policy through the shaping wrapper, grouped by start state.
 
-Both reward-driven post-training commands (``prism-vla rl`` and ``prism-vla dpo``) collect data the
+The reward-driven post-training commands (``prism-vla rl``, ``dpo`` and ``rft``) collect data the
 same way: ``G`` groups of ``K`` episodes, the ``K`` episodes of a group starting from the same seed
 (so they can be compared with each other: a group-relative baseline for RL, chosen/rejected pairs
-for DPO). The envs are an SB3 ``VecEnv`` (``dummy`` or ``subproc``) under
+for DPO, the episodes worth imitating for RFT). The envs are an SB3 ``VecEnv`` (``dummy`` or ``subproc``) under
 :class:`~policies.shaping.ShapedRewardVecEnv`, so every reward spec of ``prism-train`` (``sparse``,
 ``oracle``, ``grm``, ``grm:CKPT``, ``naive-delta``, ``+pessimism=K``) shapes the reward here exactly
 as it does for SB3 learners, with one batched reward-model call per step.
@@ -118,6 +118,19 @@ class DecisionBatch:
     def __len__(self) -> int:
         return len(self.states)
 
+    def take(self, rows: np.ndarray) -> DecisionBatch:
+        """The listed rows as a batch of their own."""
+        return DecisionBatch(
+            images={c: v[rows] for c, v in self.images.items()},
+            states=self.states[rows],
+            tasks=[self.tasks[i] for i in np.asarray(rows, dtype=int)],
+            chunks=self.chunks[rows],
+            mask=self.mask[rows],
+            returns=self.returns[rows],
+            episode=self.episode[rows],
+            index=self.index[rows],
+        )
+
     def obs(self, rows: np.ndarray | slice) -> dict[str, Any]:
         """The policy observation of some rows (batched)."""
         tasks = np.asarray(self.tasks, dtype=object)[rows]
@@ -220,6 +233,20 @@ def to_batch(episodes: Sequence[Episode], gamma: float, chunk_size: int) -> Deci
     )
 
 
+def concat_batches(batches: Sequence[DecisionBatch]) -> DecisionBatch:
+    """One batch of the rows of ``batches`` in order (episode indices are kept as they are)."""
+    return DecisionBatch(
+        images={c: np.concatenate([b.images[c] for b in batches]) for c in batches[0].images},
+        states=np.concatenate([b.states for b in batches]),
+        tasks=[t for b in batches for t in b.tasks],
+        chunks=np.concatenate([b.chunks for b in batches]),
+        mask=np.concatenate([b.mask for b in batches]),
+        returns=np.concatenate([b.returns for b in batches]),
+        episode=np.concatenate([b.episode for b in batches]),
+        index=np.concatenate([b.index for b in batches]),
+    )
+
+
 def group_relative_advantages(batch: DecisionBatch, episodes: Sequence[Episode]) -> np.ndarray:
     """Each decision's reward-to-go minus the mean over its group's episodes at the same decision
     index (an episode that already ended counts 0 there: nothing more is paid after the end), scaled
@@ -269,6 +296,7 @@ __all__ = [
     "DecisionBatch",
     "Episode",
     "collect",
+    "concat_batches",
     "describe",
     "group_relative_advantages",
     "make_online_env",

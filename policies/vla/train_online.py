@@ -1,5 +1,6 @@
-"""Reward-driven post-training of a VLA policy: online RL (``prism-vla rl``) and reward-ranked DPO
-(``prism-vla dpo``), both starting from a BC checkpoint.
+"""Reward-driven post-training of a VLA policy: online RL (``prism-vla rl``), reward-ranked DPO
+(``prism-vla dpo``) and reward-filtered fine-tuning (``prism-vla rft``), all starting from a BC
+checkpoint.
 
 Every iteration collects ``groups × group_size`` online episodes (:mod:`policies.vla.online`:
 ``group_size`` episodes from each of ``groups`` start states, chunks sampled at ``temperature``,
@@ -29,6 +30,18 @@ the small BC policy on push to 0 % within 144 episodes, ranked by the GRM or at 
 log-ratio of ~400 tokens per episode dwarfs the per-token NLL. Hence the default ``per_token``
 (length-normalised log-ratios, β = 2, as SimPO).
 ``--ranking random`` ranks the same rollouts at random (the control).
+
+**rft** -- reward-filtered fine-tuning (rejection-sampling fine-tuning, as in ReST / RAFT for
+language models and SOAR / RLDG-style self-improvement for robot policies): within each start
+state's group, the ``keep`` episodes with the highest shaped return are kept if they beat the
+group's mean (a group whose returns tie -- e.g. all failures under ``sparse`` -- gives none); the
+kept episodes' decisions join a buffer that grows over the run, and every iteration takes
+``sft_steps`` behaviour-cloning steps on the buffer (per-token NLL of the executed tokens) plus
+``kl_coef`` × KL(π ‖ π_BC). Why it is here: with a policy that succeeds on a fifth of its
+start states, a positive-only, supervised update uses every good rollout many times over (PPO uses
+each once, DPO also pushes down the rejected one), and it cannot make the policy worse on the
+states it already handles the way a wrong-signed advantage can. ``--ranking random`` keeps random
+episodes instead (the control). The buffer is part of each checkpoint, so ``--resume`` is exact.
 
 Output ``--out`` is a loadable VLA checkpoint (as for ``prism-vla bc``) plus ``curve.csv`` (one row
 per iteration: online episodes so far, training success, evaluation success), ``curve.png``,
@@ -61,6 +74,7 @@ from policies.vla.online import (
     DecisionBatch,
     Episode,
     collect,
+    concat_batches,
     describe,
     group_relative_advantages,
     make_online_env,
@@ -164,6 +178,22 @@ class DPOConfig(OnlineConfig):
     of chosen and rejected alike and drift off the data; 0 gives plain DPO."""
 
 
+@dataclass
+class RFTConfig(OnlineConfig):
+    """Reward-filtered fine-tuning from a BC checkpoint: behaviour cloning on the best rollouts."""
+
+    keep: int = 1
+    """Episodes kept per start state: the best by shaped return, if they beat the group's mean."""
+    sft_steps: int = 16
+    """Behaviour-cloning steps on the buffer of kept decisions per iteration."""
+    minibatch: int = 64
+    """Decisions per gradient step."""
+    kl_coef: float = 0.05
+    """Weight of KL(π ‖ π_BC) per token (the anchor); 0 turns it off."""
+    ranking: Literal["reward", "random"] = "reward"
+    """``reward``: keep the best episodes by shaped return; ``random``: keep random ones (the control)."""
+
+
 NUMERIC_RANGES = {
     "episodes": "[1, inf)",
     "groups": "[1, inf)",
@@ -184,6 +214,8 @@ NUMERIC_RANGES = {
     "dpo_steps": "[1, inf)",
     "pairs_per_step": "[1, inf)",
     "nll_weight": "[0, inf)",
+    "keep": "[1, inf)",
+    "sft_steps": "[1, inf)",
 }
 RESUME_MAY_CHANGE = {"episodes", "resume", "overwrite", "progress_bar", "device", "vec_env", "eval_every"}
 
@@ -200,9 +232,14 @@ def validate(cfg: OnlineConfig) -> None:
     resolve_device(cfg.device)
 
 
+def algorithm_name(cfg: OnlineConfig) -> str:
+    """``rl``, ``dpo`` or ``rft``: the subcommand ``cfg`` belongs to."""
+    return {RLConfig: "rl", DPOConfig: "dpo", RFTConfig: "rft"}[type(cfg)]
+
+
 def _config_json(cfg: OnlineConfig) -> dict:
     d = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-    d["algorithm"] = "dpo" if isinstance(cfg, DPOConfig) else "rl"
+    d["algorithm"] = algorithm_name(cfg)
     return d
 
 
@@ -354,6 +391,55 @@ def dpo_update(
     return {"dpo_loss": float(np.mean(losses)), "reward_margin": float(np.mean(margins)), "pairs": len(pairs)}
 
 
+def kept_episodes(episodes: list[Episode], keep: int, ranking: str, rng: np.random.Generator) -> list[int]:
+    """Indices of the episodes RFT trains on: per start-state group, the ``keep`` best by shaped
+    return that beat the group's mean (``reward``), or ``keep`` at random (``random``)."""
+    kept = []
+    for g in sorted({ep.group for ep in episodes}):
+        members = [i for i, ep in enumerate(episodes) if ep.group == g]
+        if ranking == "random":
+            kept += [int(i) for i in rng.choice(members, size=min(keep, len(members)), replace=False)]
+            continue
+        scores = np.asarray([episodes[i].shaped_return for i in members])
+        order = np.argsort(-scores, kind="stable")[:keep]
+        kept += [members[k] for k in order if scores[k] > scores.mean() + 1e-6]
+    return sorted(kept)
+
+
+def rft_update(
+    policy: VLAPolicy,
+    reference: VLAPolicy,
+    optimizer: torch.optim.Optimizer,
+    buffer: DecisionBatch | None,
+    cfg: RFTConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """``cfg.sft_steps`` behaviour-cloning steps on minibatches of the buffer, with the KL anchor."""
+    if buffer is None or len(buffer) == 0:
+        return {"nll": float("nan"), "kl": float("nan"), "buffer_decisions": 0}
+    dev = policy.device
+    nlls, kls = [], []
+    for _ in range(cfg.sft_steps):
+        rows = torch.randint(len(buffer), (min(cfg.minibatch, len(buffer)),), generator=generator).numpy()
+        obs = buffer.obs(rows)
+        mask = _tensor(buffer.mask[rows], dev)
+        logits = policy.logits(obs)
+        logp = token_log_probs(logits, _tensor(buffer.chunks[rows], dev), mask)
+        m = mask.unsqueeze(-1).expand_as(logp).to(logp.dtype)
+        nll = -logp.sum() / m.sum().clamp(min=1.0)
+        with torch.no_grad():
+            ref_logits = reference.logits(obs)
+        kl = token_kl(logits, ref_logits, mask)
+        loss = nll + cfg.kl_coef * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)
+        optimizer.step()
+        nlls.append(float(nll.detach()))
+        kls.append(float(kl.detach()))
+    return {"nll": float(np.mean(nlls)), "kl": float(np.mean(kls)), "buffer_decisions": len(buffer)}
+
+
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
@@ -422,7 +508,7 @@ def train_online(cfg: OnlineConfig) -> dict:
     """Run (or resume) ``prism-vla rl`` / ``prism-vla dpo``; returns the summary (also ``OUT/summary.json``)."""
     validate(cfg)
     out = Path(cfg.out)
-    algorithm = "dpo" if isinstance(cfg, DPOConfig) else "rl"
+    algorithm = algorithm_name(cfg)
     if cfg.resume:
         _check_resumable(cfg)
     elif out.exists() and not cfg.overwrite:
@@ -455,6 +541,7 @@ def train_online(cfg: OnlineConfig) -> dict:
         optimizer.load_state_dict(state["optimizer"])
     curve: list[dict] = list(state.get("curve", []))
     done = int(state.get("episodes", 0))
+    buffer: DecisionBatch | None = state.get("buffer")  # rft's kept decisions so far
     env_steps = int(curve[-1].get("env_steps", 0)) if curve else 0
     bar = tqdm(
         total=cfg.episodes,
@@ -490,6 +577,12 @@ def train_online(cfg: OnlineConfig) -> dict:
                 update = ppo_update(
                     policy, reference, optimizer, batch, group_relative_advantages(batch, episodes), cfg, generator
                 )
+            elif isinstance(cfg, RFTConfig):
+                kept = kept_episodes(episodes, cfg.keep, cfg.ranking, rng)
+                if kept:
+                    new_rows = batch.take(np.flatnonzero(np.isin(batch.episode, kept)))
+                    buffer = new_rows if buffer is None else concat_batches([buffer, new_rows])
+                update = {**rft_update(policy, reference, optimizer, buffer, cfg, generator), "kept": len(kept)}
             else:
                 pairs = preference_pairs(episodes, cfg.ranking, rng)
                 update = dpo_update(policy, reference, optimizer, batch, pairs, len(episodes), cfg, rng)
@@ -511,7 +604,10 @@ def train_online(cfg: OnlineConfig) -> dict:
                 row.update(eval_success=ev["success_rate"], eval_final_progress=ev["final_progress"])
             curve.append(row)
             save_checkpoint(
-                policy.model, out, iteration, {"optimizer": optimizer.state_dict(), "curve": curve, "episodes": done}
+                policy.model,
+                out,
+                iteration,
+                {"optimizer": optimizer.state_dict(), "curve": curve, "episodes": done, "buffer": buffer},
             )
             _write_curve(out, curve)
             bar.update(min(len(episodes), cfg.episodes - bar.n))
@@ -557,10 +653,13 @@ def interrupted_message(out: Path) -> str:
 __all__ = [
     "DPOConfig",
     "OnlineConfig",
+    "RFTConfig",
     "RLConfig",
     "dpo_update",
     "interrupted_message",
+    "kept_episodes",
     "ppo_update",
+    "rft_update",
     "preference_pairs",
     "train_online",
 ]

@@ -14,6 +14,27 @@ def test_shipped_checkpoint_is_complete_and_small():
     for name in ("config.json", "model.safetensors", "MODEL_CARD.md", "model_card.json"):
         assert (PRETRAINED_GRM_DIR / name).is_file(), name
     assert (PRETRAINED_GRM_DIR / "model.safetensors").stat().st_size <= 5 * 2**20
+    shipped = sum(f.stat().st_size for f in PRETRAINED_GRM_DIR.rglob("*") if f.is_file())
+    assert shipped <= 5 * 2**20, f"{shipped / 2**20:.1f} MB"
+
+
+def test_shipped_checkpoint_carries_a_labelled_rehearsal_set_of_every_task():
+    """What ``prism-reward adapt --checkpoint grm`` rehearses by default: failure-mix episodes of each
+    sim task (successes and failures, with progress labels) at the model's own views."""
+    import sim
+    from episodes import open_dataset
+    from reward_models.adapt_grm import checkpoint_rehearsal_sets
+
+    sets = checkpoint_rehearsal_sets(PRETRAINED_GRM_DIR)
+    assert sorted(p.name for p in sets) == sorted(sim.TASKS)
+    config = json.loads((PRETRAINED_GRM_DIR / "config.json").read_text())
+    for path in sets:
+        ds = open_dataset(path)
+        outcomes = set(ds.episode_table["outcome"])
+        assert ds.num_episodes >= 4 and "success" in outcomes and outcomes - {"success"}, (path, outcomes)
+        assert {f"observation.images.{c}" for c in config["cameras"]} <= set(ds.video_keys), path
+        episode = ds.load_episode(0)
+        assert episode.progress is not None and 0.0 <= episode.progress.min() <= episode.progress.max() <= 1.0
 
 
 def test_grm_names_the_shipped_model_everywhere():

@@ -1,6 +1,6 @@
 """Reward-driven post-training of the VLA: grouped online rollouts through the shaping wrapper,
-the PPO and DPO updates (what they learn from a fixed batch), and ``prism-vla rl`` / ``dpo`` end to
-end on the sim with exact resume."""
+the PPO, DPO and RFT updates (what they learn from a fixed batch), and ``prism-vla rl`` / ``dpo`` /
+``rft`` end to end on the sim with exact resume."""
 
 from __future__ import annotations
 
@@ -22,7 +22,16 @@ from policies.vla.online import (
     to_batch,
     token_kl,
 )
-from policies.vla.train_online import DPOConfig, RLConfig, dpo_update, ppo_update, preference_pairs
+from policies.vla.train_online import (
+    DPOConfig,
+    RFTConfig,
+    RLConfig,
+    dpo_update,
+    kept_episodes,
+    ppo_update,
+    preference_pairs,
+    rft_update,
+)
 
 SIZE = 32
 TINY = dict(
@@ -143,6 +152,47 @@ def test_ties_give_no_pair_and_the_random_control_pairs_within_a_group():
     assert len(pairs) == 3 and all(groups[a].group == groups[b].group and a != b for a, b in pairs)
 
 
+def test_rft_keeps_the_best_episodes_that_beat_their_group_and_the_control_keeps_random_ones():
+    groups = [
+        synthetic_episode(0, [[0.1]], seed=1),
+        synthetic_episode(0, [[0.9]], seed=2),
+        synthetic_episode(0, [[0.5]], seed=3),
+        synthetic_episode(1, [[0.0]], seed=4),  # a group of ties (all failures under sparse): none kept
+        synthetic_episode(1, [[0.0]], seed=5),
+    ]
+    assert kept_episodes(groups, 1, "reward", np.random.default_rng(0)) == [1]
+    assert kept_episodes(groups, 2, "reward", np.random.default_rng(0)) == [1]  # 0.5 is only the group mean
+    random = kept_episodes(groups, 1, "random", np.random.default_rng(0))
+    assert len(random) == 2 and {groups[i].group for i in random} == {0, 1}
+
+
+def test_rft_update_imitates_the_kept_chunks_and_the_anchor_holds_it_back():
+    episodes = [synthetic_episode(0, [[1.0, 1.0]] * 3, seed=s) for s in range(2)]
+    buffer = to_batch(episodes, gamma=0.99, chunk_size=4)
+    obs, chunks, mask = buffer.obs(slice(None)), torch.as_tensor(buffer.chunks), torch.as_tensor(buffer.mask)
+    gains, kls = {}, {}
+    for kl_coef in (0.0, 5.0):
+        policy, reference = tiny_policy(), tiny_policy()
+        before = token_log_probs(policy.logits(obs), chunks, mask).sum().item()
+        cfg = RFTConfig(init=None, out=None, sft_steps=30, minibatch=4, kl_coef=kl_coef)
+        stats = rft_update(
+            policy,
+            reference,
+            torch.optim.Adam(policy.model.parameters(), lr=1e-3),
+            buffer,
+            cfg,
+            torch.Generator().manual_seed(0),
+        )
+        assert stats["buffer_decisions"] == len(buffer) and np.isfinite(stats["nll"])
+        with torch.no_grad():
+            gains[kl_coef] = token_log_probs(policy.logits(obs), chunks, mask).sum().item() - before
+            kls[kl_coef] = float(token_kl(policy.logits(obs), reference.logits(obs), mask))
+    assert gains[0.0] > 0 and gains[5.0] > 0  # the kept chunks became likelier
+    assert 0 < kls[5.0] < kls[0.0]
+    empty = rft_update(policy, reference, None, None, RFTConfig(init=None, out=None), torch.Generator())
+    assert empty["buffer_decisions"] == 0
+
+
 def test_grouped_rollouts_share_their_start_state_through_the_shaping_wrapper():
     policy = tiny_policy()
     venv = make_online_env(policy, "reach", "oracle", n_envs=4, gamma=0.99)
@@ -229,6 +279,24 @@ def test_prism_vla_rl_runs_resumes_exactly_and_dpo_runs(checkpoint, tmp_path, ca
     assert json.loads((tmp_path / "dpo" / "summary.json").read_text())["algorithm"] == "dpo"
 
 
+def test_prism_vla_rft_resumes_exactly_with_its_buffer(checkpoint, tmp_path, capsys):
+    common = ["--init", str(checkpoint), "--task", "reach", "--reward", "oracle", "--groups", "1"]
+    common += ["--group-size", "2", "--eval-episodes", "2", "--device", "cpu", "--no-progress-bar"]
+    common += ["--sft-steps", "4", "--minibatch", "8"]
+    code, out, err = run(["rft", *common, "--out", str(tmp_path / "straight"), "--episodes", "6"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    assert summary["algorithm"] == "rft" and summary["episodes"] == 6
+    kept = [row["kept"] for row in summary["curve"][1:]]
+    assert all(k in (0, 1) for k in kept) and sum(kept) >= 1  # oracle progress rarely ties exactly
+    assert run(["rft", *common, "--out", str(tmp_path / "resumed"), "--episodes", "2"], capsys)[0] == 0
+    code, _, err = run(["rft", *common, "--out", str(tmp_path / "resumed"), "--episodes", "6", "--resume"], capsys)
+    assert code == 0, err
+    a, b = load_vla_module(tmp_path / "straight"), load_vla_module(tmp_path / "resumed")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
 @pytest.mark.parametrize(
     "extra, needle",
     [
@@ -249,8 +317,8 @@ def test_init_must_be_a_vla_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_rl_and_dpo_updates():
-    """The VLA post-trains on a GPU: a PPO update and a DPO update on cuda."""
+def test_cuda_rl_dpo_and_rft_updates():
+    """The VLA post-trains on a GPU: a PPO, a DPO and an RFT update on cuda."""
     episodes = [synthetic_episode(g, [[1.0, 0.0]] * 2, seed=g) for g in (0, 0)]
     batch = to_batch(episodes, gamma=0.99, chunk_size=4)
     torch.manual_seed(0)
@@ -278,3 +346,12 @@ def test_cuda_rl_and_dpo_updates():
         np.random.default_rng(0),
     )
     assert np.isfinite(out["dpo_loss"])
+    rft = rft_update(
+        policy,
+        reference,
+        optimizer,
+        batch,
+        RFTConfig(init=None, out=None, sft_steps=1),
+        torch.Generator().manual_seed(0),
+    )
+    assert np.isfinite(rft["nll"])

@@ -209,6 +209,34 @@ def test_guard_keeps_failures_of_the_rehearsal_data_apart(scene_a_grm, tmp_path)
         assert value >= curve[0]["rehearsal"][key] - 0.02, (key, selected, curve[0])
 
 
+def test_a_checkpoint_with_a_rehearsal_set_is_rehearsed_by_default(scene_a_grm, tmp_path, capsys):
+    """A checkpoint that carries ``rehearsal/<dataset>`` (as the shipped ``grm`` does) is rehearsed and
+    guarded with it when no --rehearse is given; --no-rehearse turns it off; both is an error."""
+    import shutil
+
+    from reward_models.adapt_grm import REHEARSAL_DIR
+    from reward_models.cli import main
+
+    base = tmp_path / "grm_with_set"
+    shutil.copytree(scene_a_grm, base)
+    rng = np.random.default_rng(21)
+    write_dataset(base / REHEARSAL_DIR / "slide", [episode(SCENE_A, rng, success=i % 2 == 0) for i in range(6)])
+    demo = episode(SCENE_B, np.random.default_rng(7))
+    rehearsed = entry(adapt_grm(adapt(base, tmp_path / "default", steps=20, check_every=10), demo_episode=demo))
+    assert rehearsed["method"]["rehearse_episodes_used"] == 3 and rehearsed["method"]["guard_episodes"] == 3
+    assert any(REHEARSAL_DIR in r for r in rehearsed["method"]["rehearse"])
+    plain = entry(
+        adapt_grm(adapt(base, tmp_path / "plain", steps=20, check_every=10, no_rehearse=True), demo_episode=demo)
+    )
+    assert plain["method"]["rehearse_episodes_used"] == 0
+    code = main(
+        ["adapt", "--checkpoint", str(base), "--out", str(tmp_path / "x"), "--unlabelled", str(tmp_path)]
+        + ["--no-rehearse", "--rehearse", str(base / REHEARSAL_DIR / "slide")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--no-rehearse and --rehearse" in err and len(err.strip().splitlines()) == 1
+
+
 def test_unlabelled_videos_alone_adapt_by_time_order(scene_a_grm, scene_b_held_out, tmp_path):
     rng = np.random.default_rng(11)
     videos = [episode(SCENE_B, rng, labelled=False) for _ in range(3)]  # no progress, no outcome
