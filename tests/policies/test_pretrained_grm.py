@@ -56,3 +56,19 @@ def test_shipped_model_reproduces_its_model_card():
                 assert got[key] is None
             else:
                 assert got[key] == pytest.approx(want[key], abs=0.05), (task, key)
+
+
+def test_rehearsal_set_is_recorded_into_the_checkpoint_once(tmp_path):
+    """``prism-pretrain-grm``'s rehearsal stage: one dataset per task under ``CKPT/rehearsal``, kept
+    (not re-recorded) when the command is re-run, and found by ``prism-reward adapt``'s default."""
+    from episodes import open_dataset
+    from policies.pretrain_grm import record_rehearsal_set
+    from reward_models.adapt_grm import checkpoint_rehearsal_sets
+
+    ckpt = tmp_path / "grm"
+    (path,) = record_rehearsal_set(ckpt, ["reach"], 2, "front", 32)
+    assert checkpoint_rehearsal_sets(ckpt) == (path,)
+    assert open_dataset(path).num_episodes == 2
+    stamp = (path / "meta" / "info.json").stat().st_mtime_ns
+    assert record_rehearsal_set(ckpt, ["reach"], 2, "front", 32) == [path]
+    assert (path / "meta" / "info.json").stat().st_mtime_ns == stamp
