@@ -463,15 +463,40 @@ def test_recorder_records_only_episodes_it_saw_start(probe, tmp_path):
     np.testing.assert_allclose(ep.state[0, :7], 0.1, atol=1e-6)  # frame 0 of episode 2, not the idle arm
 
 
+def _train_small_vla(data: Path, out: Path, execute_steps: int, steps: int, batch_size: int) -> Path:
+    """``prism-vla bc`` in process: a small two-view (front, wrist) VLA at 32 px, single-threaded."""
+    import torch
+
+    from policies.vla.train_bc import BCConfig, train_bc
+
+    torch.set_num_threads(1)
+    train_bc(
+        BCConfig(
+            data=(str(data),),
+            out=out,
+            cameras="front,wrist",
+            image_size=32,
+            embed_dim=32,
+            hidden_dim=64,
+            chunk_size=4,
+            execute_steps=execute_steps,
+            steps=steps,
+            batch_size=batch_size,
+            lr=2e-3,
+            device="cpu",
+            progress_bar=False,
+        )
+    )
+    return out
+
+
 def _instruction_following_vla(tmp_path: Path, forward: list[str], backward: list[str]) -> Path:
     """A tiny VLA trained (seconds, in process) to move +x under the ``forward`` instructions and -x
     under the ``backward`` ones, whatever the images: which way the arm goes tells which instruction
     reached the model."""
-    import torch
 
     from episodes import Episode, write_dataset
     from policies.vla.modeling_vla import load_vla
-    from policies.vla.train_bc import BCConfig, train_bc
 
     rng = np.random.default_rng(0)
     names = [f"joint{i + 1}_pos" for i in range(7)] + [f"joint{i + 1}_vel" for i in range(7)] + ["gripper_width"]
@@ -498,25 +523,7 @@ def _instruction_following_vla(tmp_path: Path, forward: list[str], backward: lis
         state_names=names,
         action_names=["ee_dx", "ee_dy", "ee_dz", "gripper"],
     )
-    torch.set_num_threads(1)
-    out = tmp_path / "vla"
-    train_bc(
-        BCConfig(
-            data=(str(tmp_path / "vla_data"),),
-            out=out,
-            cameras="front,wrist",
-            image_size=32,
-            embed_dim=32,
-            hidden_dim=64,
-            chunk_size=4,
-            execute_steps=2,
-            steps=150,
-            batch_size=16,
-            lr=2e-3,
-            device="cpu",
-            progress_bar=False,
-        )
-    )
+    out = _train_small_vla(tmp_path / "vla_data", tmp_path / "vla", execute_steps=2, steps=150, batch_size=16)
     policy = load_vla(out, device="cpu")
     obs = {"state": np.zeros(15, np.float32), "pixels": {"front": frames["front"][0], "wrist": frames["wrist"][0]}}
     for text, sign in [(forward[0], 1.0), (backward[0], -1.0)]:
@@ -606,13 +613,10 @@ def _reach_vla_for_start_states(tmp_path: Path, seeds: list[int]) -> Path:
     were wrong, a policy that completes these episodes in process would not complete them here."""
     from dataclasses import replace
 
-    import torch
-
     import sim
     from episodes import write_dataset
     from policies.record import rollout_episode
     from policies.vla.rollout import evaluate_vla
-    from policies.vla.train_bc import BCConfig, train_bc
 
     env = sim.make("reach", cameras=("front", "wrist"), image_size=64)
     episodes = []
@@ -628,25 +632,8 @@ def _reach_vla_for_start_states(tmp_path: Path, seeds: list[int]) -> Path:
     write_dataset(
         tmp_path / "reach_data", episodes, progress=False, state_names=list(names[0]), action_names=list(names[1])
     )
-    torch.set_num_threads(1)
-    out = tmp_path / "reach_vla"
-    train_bc(
-        BCConfig(
-            data=(str(tmp_path / "reach_data"),),
-            out=out,
-            cameras="front,wrist",
-            image_size=32,
-            embed_dim=32,
-            hidden_dim=64,
-            chunk_size=4,
-            execute_steps=1,  # re-plan every step: closed loop, robust to the latency of a real link
-            steps=600,
-            batch_size=32,
-            lr=2e-3,
-            device="cpu",
-            progress_bar=False,
-        )
-    )
+    # execute_steps 1: re-plan every step, closed loop, robust to the latency of a real link
+    out = _train_small_vla(tmp_path / "reach_data", tmp_path / "reach_vla", execute_steps=1, steps=600, batch_size=32)
     from policies.evaluate import EvalArgs
 
     for seed in seeds:  # the fixture itself works, in process
@@ -691,7 +678,8 @@ def test_vla_policy_node_completes_reach_episodes_on_the_twin(processes, probe, 
         "policy",
         "prism-policy",
         params_file=CONFIG / "sim.yaml",
-        params={"policy": str(checkpoint), "max_linear_speed": MAX_SIM_SPEED},
+        # frames come every 0.5 s of wall time: the stale-input watchdog must wait longer than that
+        params={"policy": str(checkpoint), "max_linear_speed": MAX_SIM_SPEED, "stale_timeout_s": 1.5},
     )
     assert probe.spin_until(lambda: twin.poll() is not None, timeout=150), (
         "the twin did not finish its episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:]
