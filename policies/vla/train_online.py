@@ -192,6 +192,8 @@ class RFTConfig(OnlineConfig):
     """Weight of KL(π ‖ π_BC) per token (the anchor); 0 turns it off."""
     ranking: Literal["reward", "random"] = "reward"
     """``reward``: keep the best episodes by shaped return; ``random``: keep random ones (the control)."""
+    buffer_size: int = 10_000
+    """Most decisions the buffer holds (the oldest go first); it is saved with every checkpoint."""
 
 
 NUMERIC_RANGES = {
@@ -216,6 +218,7 @@ NUMERIC_RANGES = {
     "nll_weight": "[0, inf)",
     "keep": "[1, inf)",
     "sft_steps": "[1, inf)",
+    "buffer_size": "[1, inf)",
 }
 RESUME_MAY_CHANGE = {"episodes", "resume", "overwrite", "progress_bar", "device", "vec_env", "eval_every"}
 
@@ -582,6 +585,8 @@ def train_online(cfg: OnlineConfig) -> dict:
                 if kept:
                     new_rows = batch.take(np.flatnonzero(np.isin(batch.episode, kept)))
                     buffer = new_rows if buffer is None else concat_batches([buffer, new_rows])
+                    if len(buffer) > cfg.buffer_size:
+                        buffer = buffer.take(np.arange(len(buffer) - cfg.buffer_size, len(buffer)))
                 update = {**rft_update(policy, reference, optimizer, buffer, cfg, generator), "kept": len(kept)}
             else:
                 pairs = preference_pairs(episodes, cfg.ranking, rng)

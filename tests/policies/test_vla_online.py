@@ -282,13 +282,14 @@ def test_prism_vla_rl_runs_resumes_exactly_and_dpo_runs(checkpoint, tmp_path, ca
 def test_prism_vla_rft_resumes_exactly_with_its_buffer(checkpoint, tmp_path, capsys):
     common = ["--init", str(checkpoint), "--task", "reach", "--reward", "oracle", "--groups", "1"]
     common += ["--group-size", "2", "--eval-episodes", "2", "--device", "cpu", "--no-progress-bar"]
-    common += ["--sft-steps", "4", "--minibatch", "8"]
+    common += ["--sft-steps", "4", "--minibatch", "8", "--buffer-size", "10"]
     code, out, err = run(["rft", *common, "--out", str(tmp_path / "straight"), "--episodes", "6"], capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "straight" / "summary.json").read_text())
     assert summary["algorithm"] == "rft" and summary["episodes"] == 6
     kept = [row["kept"] for row in summary["curve"][1:]]
     assert all(k in (0, 1) for k in kept) and sum(kept) >= 1  # oracle progress rarely ties exactly
+    assert max(row["buffer_decisions"] for row in summary["curve"][1:]) <= 10  # the cap holds
     assert run(["rft", *common, "--out", str(tmp_path / "resumed"), "--episodes", "2"], capsys)[0] == 0
     code, _, err = run(["rft", *common, "--out", str(tmp_path / "resumed"), "--episodes", "6", "--resume"], capsys)
     assert code == 0, err
