@@ -1,4 +1,4 @@
-"""VLA bench: behaviour cloning from scripted-expert demonstrations, and RA-BC vs plain BC.
+"""VLA bench: BC from scripted-expert demonstrations, RA-BC vs BC, and online post-training (RL, RFT, DPO).
 
     .venv/bin/python bench/vla_bench.py --out outputs/vla_bench
 
@@ -223,13 +223,14 @@ def online_findings(results: dict, out: Path) -> None:
             theirs = by_run.get(f"{task}/{learner}/{other}")
             if theirs is None:
                 continue
-            common = sorted(set(row["train"]) & set(theirs["train"]))
-            gaps = [row["train"][e] - theirs["train"][e] for e in common]
-            ok = min(gaps) >= 0 if other == "sparse" else min(gaps) >= -0.10
-            findings.append(
-                f"{task}, {learner}: GRM mean training-success curve {rule}: {'MET' if ok else 'NOT MET'} "
-                f"(largest shortfall {100 * max(0.0, -min(gaps)):.0f} points)"
-            )
+            for curve, what in (("train", "training-success"), ("eval", "evaluation-success")):
+                common = sorted(set(row[curve]) & set(theirs[curve]))
+                gaps = [row[curve][e] - theirs[curve][e] for e in common]
+                ok = min(gaps) >= 0 if other == "sparse" else min(gaps) >= -0.10
+                findings.append(
+                    f"{task}, {learner}: GRM mean {what} curve {rule}: {'MET' if ok else 'NOT MET'} "
+                    f"(largest shortfall {100 * max(0.0, -min(gaps)):.0f} points)"
+                )
     if any(name.endswith("/grm") for name in by_run):
         findings.append(
             "Dopamine-RL's anchor is 95 % in 150 rollouts from a pretrained VLA; the best mean evaluation "
