@@ -27,8 +27,8 @@ Plain fine-tuning on one episode overfits it (measured on a visually different s
   is a candidate only if their success AUROC, 3-class accuracy and VOC each stay within
   ``guard_tolerance`` of step 0's -- lost discrimination of failures, which no check on one
   successful demo can see. Measured (``bench/grm_generalisation.py``, 60 steps, held-out world
-  split): push 3-class 47 % → 40 %, AUROC 0.87 → 0.83, where the demo-only self-check gave 33 % /
-  0.70; still below zero-shot, because what rises is a *partial* push of the new scene read as
+  split, the shipped rehearsal set): push 3-class 47 % → 40 %, AUROC 0.87 → 0.82, where the
+  demo-only self-check gave 33 % / 0.70; still below zero-shot, because what rises is a *partial* push of the new scene read as
   done, which neither the train-split guard nor the demo's negatives (Φ ≈ 0 at every step) show;
 * unlabelled videos of the new scene (``unlabelled``, assumed successful unless they say
   otherwise) teach time order only: a later frame is further along, a rewound pair is regress
