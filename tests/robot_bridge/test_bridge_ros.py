@@ -531,6 +531,23 @@ def _instruction_following_vla(tmp_path: Path, forward: list[str], backward: lis
     return out
 
 
+def _run_vla_on_twin(processes, probe, checkpoint: Path, seed: int, n_episodes: int, twin: dict, policy: dict) -> str:
+    """Start the twin (front + wrist at 64 px, 30-step reach episodes from ``seed``) and the policy
+    node on ``checkpoint`` (sim.yaml plus the extra parameters), wait for the twin to finish, and
+    return its log."""
+    params = dict(seed=seed, episodes=n_episodes, max_episode_steps=30, cameras=["front", "wrist"], image_size=64)
+    params.update(wait_for_subscribers=0, reset_delay_s=0.3, **twin)
+    node = processes.start("twin", "prism-sim-robot", params_file=CONFIG / "sim.yaml", params=params)
+    processes.start(
+        "policy", "prism-policy", params_file=CONFIG / "sim.yaml", params={"policy": str(checkpoint), **policy}
+    )
+    assert probe.spin_until(lambda: node.poll() is not None, timeout=150), (
+        "the twin did not finish its episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:]
+    )
+    assert node.returncode == 0, processes.log("twin")[-3000:]
+    return processes.log("twin")
+
+
 def test_vla_policy_node_drives_the_twin_with_the_instruction_of_episode_start(processes, probe, tmp_path):
     """A VLA checkpoint as the ROS 2 policy node's ``policy``, against the MuJoCo twin over DDS: the
     node takes each episode's instruction from ``episode/start`` (the twin's own, paraphrased per
@@ -552,26 +569,7 @@ def test_vla_policy_node_drives_the_twin_with_the_instruction_of_episode_start(p
     )
     probe.watch(TWIST, m["TwistStamped"])
     probe.watch(f"{NAMESPACE}/episode/start", m["String"])
-    twin = processes.start(
-        "twin",
-        "prism-sim-robot",
-        params_file=CONFIG / "sim.yaml",
-        params={
-            "seed": seed,
-            "episodes": n_episodes,
-            "max_episode_steps": 30,
-            "cameras": ["front", "wrist"],
-            "image_size": 64,
-            "wait_for_subscribers": 0,
-            "reset_delay_s": 0.3,
-        },
-    )
-    processes.start("policy", "prism-policy", params_file=CONFIG / "sim.yaml", params={"policy": str(checkpoint)})
-    assert probe.spin_until(lambda: twin.poll() is not None, timeout=150), (
-        "the twin did not finish its episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:]
-    )
-    assert twin.returncode == 0, processes.log("twin")[-3000:]
-    twin_log = processes.log("twin")
+    twin_log = _run_vla_on_twin(processes, probe, checkpoint, seed, n_episodes, {}, {})
     assert re.findall(r"episodes ended: (\d+)", twin_log) == [str(n_episodes)], twin_log[-2000:]
     for k, text in enumerate(instructions):
         assert f"episode {k} (seed {seed + k}): {text!r}" in twin_log, twin_log[-2000:]
@@ -653,39 +651,21 @@ def test_vla_policy_node_completes_reach_episodes_on_the_twin(processes, probe, 
     seed, n_episodes = 3, 2
     checkpoint = _reach_vla_for_start_states(tmp_path, [seed + k for k in range(n_episodes)])
     probe.watch(TWIST, m["TwistStamped"])
-    twin = processes.start(
-        "twin",
-        "prism-sim-robot",
-        params_file=CONFIG / "sim.yaml",
-        params={
-            "seed": seed,
-            "episodes": n_episodes,
-            "max_episode_steps": 30,  # twice what these start states take
-            "cameras": ["front", "wrist"],
-            "image_size": 64,
-            "wait_for_subscribers": 0,
-            "reset_delay_s": 0.3,
-            # A tenth of real time while the policy keeps its 20 Hz: it re-plans from the newest
-            # frame several times per sim step, so every step gets a command computed from the
-            # step before, even on a busy test machine (the policy was learnt without latency).
-            "real_time_factor": 0.1,
-            "command_timeout_s": 1.0,
-        },
+    twin_log = _run_vla_on_twin(
+        processes,
+        probe,
+        checkpoint,
+        seed,
+        n_episodes,
+        # A tenth of real time while the policy keeps its 20 Hz: it re-plans from the newest frame
+        # several times per sim step, so every step gets a command computed from the step before,
+        # even on a busy test machine (the policy was learnt without latency).
+        {"real_time_factor": 0.1, "command_timeout_s": 1.0},
+        # The sim moves the hand up to 0.4 m/s per axis (0.69 m/s diagonally): sim.yaml's
+        # conservative 0.5 m/s would slow the policy's diagonal moves off its path. Frames come
+        # every 0.5 s of wall time: the stale-input watchdog must wait longer than that.
+        {"max_linear_speed": MAX_SIM_SPEED, "stale_timeout_s": 1.5},
     )
-    # The sim moves the hand up to 0.4 m/s per axis (0.69 m/s diagonally); sim.yaml's conservative
-    # 0.5 m/s would slow the policy's diagonal moves and put its open-loop chunks off their path.
-    processes.start(
-        "policy",
-        "prism-policy",
-        params_file=CONFIG / "sim.yaml",
-        # frames come every 0.5 s of wall time: the stale-input watchdog must wait longer than that
-        params={"policy": str(checkpoint), "max_linear_speed": MAX_SIM_SPEED, "stale_timeout_s": 1.5},
-    )
-    assert probe.spin_until(lambda: twin.poll() is not None, timeout=150), (
-        "the twin did not finish its episodes:\n" + processes.log("twin")[-2000:] + processes.log("policy")[-2000:]
-    )
-    assert twin.returncode == 0, processes.log("twin")[-3000:]
-    twin_log = processes.log("twin")
     assert re.findall(r"episode \d+ ended: (\w+)", twin_log) == ["success"] * n_episodes, (
         twin_log[-3000:] + processes.log("policy")[-3000:]
     )
