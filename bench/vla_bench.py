@@ -20,10 +20,11 @@
 
 Online runs go seed by seed (all tasks, learners and rewards of seed 0 first), ``--jobs`` at a time
 in worker processes (each single-threaded; a run's result does not depend on which worker ran it),
-and the JSON is rewritten after every run, so a bench cut short still reports what finished. Finished stages (datasets, trained checkpoints, online
-runs) in ``--out`` are reused; an online run cut short resumes. The figures go to
-``bench/results/vla_bench.json`` (``bench/results_io.write_bench_result``). Everything runs on the
-CPU, single-threaded torch (faster than two contending threads on a shared 2-core machine).
+and the JSON is rewritten after every run, so a bench cut short still reports what finished.
+Finished stages (datasets, trained checkpoints, online runs) in ``--out`` are reused; an online run
+cut short resumes. The figures go to ``bench/results/vla_bench.json``
+(``bench/results_io.write_bench_result``). Everything runs on the CPU, single-threaded torch (faster
+than two contending threads on a shared 2-core machine).
 """
 
 from __future__ import annotations

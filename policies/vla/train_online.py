@@ -39,8 +39,9 @@ kept episodes' decisions join a buffer that grows over the run, and every iterat
 ``sft_steps`` behaviour-cloning steps on the buffer (per-token NLL of the executed tokens) plus
 ``kl_coef`` × KL(π ‖ π_BC). Why it is here: with a policy that succeeds on a fifth of its
 start states, a positive-only, supervised update uses every good rollout many times over (PPO uses
-each once, DPO also pushes down the rejected one), and it cannot make the policy worse on the
-states it already handles the way a wrong-signed advantage can. ``--ranking random`` keeps random
+each once, DPO also pushes down the rejected one) and never pushes an action down on the strength
+of a noisy negative advantage. In ``bench/vla_bench.py`` it did not beat PPO (``docs/results.md``).
+``--ranking random`` keeps random
 episodes instead (the control). The buffer is part of each checkpoint, so ``--resume`` is exact.
 
 Output ``--out`` is a loadable VLA checkpoint (as for ``prism-vla bc``) plus ``curve.csv`` (one row
@@ -508,7 +509,7 @@ def _plot_curve(out: Path, curve: list[dict], title: str) -> None:
 
 
 def train_online(cfg: OnlineConfig) -> dict:
-    """Run (or resume) ``prism-vla rl`` / ``prism-vla dpo``; returns the summary (also ``OUT/summary.json``)."""
+    """Run (or resume) ``prism-vla rl`` / ``dpo`` / ``rft``; returns the summary (also ``OUT/summary.json``)."""
     validate(cfg)
     out = Path(cfg.out)
     algorithm = algorithm_name(cfg)
