@@ -141,17 +141,23 @@ class OnlineConfig:
 
 
 @dataclass
-class RLConfig(OnlineConfig):
+class AnchoredConfig(OnlineConfig):
+    """Options of the learners that take minibatch steps with a KL anchor to the starting policy."""
+
+    minibatch: int = 64
+    """Decisions per gradient step."""
+    kl_coef: float = 0.05
+    """Weight of KL(π ‖ π_BC) per token (the anchor); 0 turns it off."""
+
+
+@dataclass
+class RLConfig(AnchoredConfig):
     """Online RL from a BC checkpoint: token-level PPO with a KL anchor to the starting policy."""
 
     epochs: int = 4
     """Passes over each iteration's decisions."""
-    minibatch: int = 64
-    """Decisions per gradient step."""
     clip: float = 0.2
     """PPO ratio clip ε."""
-    kl_coef: float = 0.05
-    """Weight of KL(π ‖ π_BC) per token (the anchor); 0 turns it off."""
     target_kl: float = 0.02
     """Stop an iteration's epochs once the per-token KL between the policy and the one that collected
     the data exceeds 1.5 × this (as SB3's PPO ``target_kl``); 0 turns it off."""
@@ -180,17 +186,13 @@ class DPOConfig(OnlineConfig):
 
 
 @dataclass
-class RFTConfig(OnlineConfig):
+class RFTConfig(AnchoredConfig):
     """Reward-filtered fine-tuning from a BC checkpoint: behaviour cloning on the best rollouts."""
 
     keep: int = 1
     """Episodes kept per start state: the best by shaped return, if they beat the group's mean."""
     sft_steps: int = 16
     """Behaviour-cloning steps on the buffer of kept decisions per iteration."""
-    minibatch: int = 64
-    """Decisions per gradient step."""
-    kl_coef: float = 0.05
-    """Weight of KL(π ‖ π_BC) per token (the anchor); 0 turns it off."""
     ranking: Literal["reward", "random"] = "reward"
     """``reward``: keep the best episodes by shaped return; ``random``: keep random ones (the control)."""
     buffer_size: int = 10_000
